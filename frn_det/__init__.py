@@ -1,0 +1,15 @@
+"""frn-det: Filter Response Normalization (FRN + TLU) for Detectron2.
+
+`import frn_det` registers with Detectron2:
+  - backbones build_frn_resnet_backbone, build_frn_resnet_fpn_backbone and
+    build_frn_retinanet_resnet_fpn_backbone (MODEL.BACKBONE.NAME),
+  - the meta architecture FRNRetinaNet (MODEL.META_ARCHITECTURE),
+  - the built-in synthetic COCO-format dataset (frn_shapes_train / frn_shapes_val).
+Norm strings ("FRN" and all of Detectron2's) are resolved by frn_det.layers.resolve_norm.
+"""
+from . import modeling  # noqa: F401  (registers builders)
+from .config import add_frn_config
+from .layers import ACCEPTED_NORMS, TLU, FilterResponseNorm2d
+
+__version__ = "0.1.0"
+__all__ = ["add_frn_config", "FilterResponseNorm2d", "TLU", "ACCEPTED_NORMS"]

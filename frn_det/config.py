@@ -1,0 +1,23 @@
+"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`."""
+from detectron2.config import CfgNode as CN
+
+
+def add_frn_config(cfg):
+    """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
+    if "FRN" in cfg.MODEL:
+        return cfg
+    cfg.MODEL.FRN = CN()
+    # The paper's constant epsilon for conv layers.
+    cfg.MODEL.FRN.EPS = 1e-6
+    # eps + |eps_l| with learned eps_l (init 1e-4): the paper's fix for 1x1 activation maps.
+    cfg.MODEL.FRN.LEARNABLE_EPS = False
+    # Activation after a residual add in FRN ResNets: "TLU" (paper) or "ReLU".
+    cfg.MODEL.FRN.RESIDUAL_ACTIVATION = "TLU"
+    # "auto" (fused when available), "reference" (plain ops) or "fused".
+    cfg.MODEL.FRN.IMPL = "auto"
+
+    # Extra COCO-format datasets to register by name: a list of
+    # (name, json_file, image_root) triples, e.g. from the command line:
+    #   DATASETS.REGISTER_COCO "[('mine_train','a.json','imgs/')]"
+    cfg.DATASETS.REGISTER_COCO = []
+    return cfg

@@ -1,0 +1,38 @@
+"""FPN backbones on the norm-aware ResNet.
+
+FPN's lateral and output convs have no activation, so FRN there is normalization only
+(no TLU). P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
+"""
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+
+from ..layers.norm import FRNOptions, resolve_norm
+from .resnet import build_frn_resnet_backbone
+
+__all__ = ["build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
+
+
+def _fpn(cfg, bottom_up, top_block):
+    norm = resolve_norm(cfg.MODEL.FPN.NORM, key="MODEL.FPN.NORM", options=FRNOptions.from_config(cfg), tlu=False)
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=norm,
+        top_block=top_block,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_frn_resnet_fpn_backbone(cfg, input_shape):
+    """Like Detectron2's build_resnet_fpn_backbone (P2-P6), norm-aware."""
+    return _fpn(cfg, build_frn_resnet_backbone(cfg, input_shape), LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_frn_retinanet_resnet_fpn_backbone(cfg, input_shape):
+    """Like Detectron2's build_retinanet_resnet_fpn_backbone (P3-P7), norm-aware."""
+    bottom_up = build_frn_resnet_backbone(cfg, input_shape)
+    in_channels_p6p7 = bottom_up.output_shape()["res5"].channels
+    return _fpn(cfg, bottom_up, LastLevelP6P7(in_channels_p6p7, cfg.MODEL.FPN.OUT_CHANNELS))

@@ -1,0 +1,107 @@
+"""ResNet stem and blocks whose activations follow the norm.
+
+Detectron2 hard-codes `F.relu_` in BasicStem, BasicBlock and BottleneckBlock. These
+subclasses keep the parent's layers (same state_dict keys, same init) and only choose
+the activation: none after FRN+TLU (the TLU is the activation), ReLU otherwise. After
+the residual add, FRN models use a TLU (or ReLU, configurable), other norms a ReLU.
+"""
+import torch.nn.functional as F
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
+
+from ..layers.norm import FRNOptions, activation_after, residual_activation, resolve_norm
+
+__all__ = ["NormActStem", "NormActBasicBlock", "NormActBottleneckBlock", "build_frn_resnet_backbone"]
+
+
+class NormActStem(BasicStem):
+    def __init__(self, in_channels=3, out_channels=64, norm="BN"):
+        super().__init__(in_channels, out_channels, norm)
+        self.act = activation_after(norm)
+
+    def forward(self, x):
+        x = self.act(self.conv1(x))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+class NormActBasicBlock(BasicBlock):
+    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", frn_options=FRNOptions()):
+        super().__init__(in_channels, out_channels, stride=stride, norm=norm)
+        self.act1 = activation_after(norm)
+        self.out_act = residual_activation(norm, out_channels, frn_options)
+
+    def forward(self, x):
+        out = self.act1(self.conv1(x))
+        out = self.conv2(out)
+        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        return self.out_act(out + shortcut)
+
+
+class NormActBottleneckBlock(BottleneckBlock):
+    def __init__(self, in_channels, out_channels, *, norm="BN", frn_options=FRNOptions(), **kwargs):
+        super().__init__(in_channels, out_channels, norm=norm, **kwargs)
+        self.act1 = activation_after(norm)
+        self.act2 = activation_after(norm)
+        self.out_act = residual_activation(norm, out_channels, frn_options)
+
+    def forward(self, x):
+        out = self.act1(self.conv1(x))
+        out = self.act2(self.conv2(out))
+        out = self.conv3(out)
+        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        return self.out_act(out + shortcut)
+
+
+@BACKBONE_REGISTRY.register()
+def build_frn_resnet_backbone(cfg, input_shape):
+    """Detectron2's build_resnet_backbone with norm-aware stem and blocks.
+
+    With a non-FRN norm the result has exactly the stock ResNet's parameters and
+    buffers. Unlike the stock builder it allows narrow R18/R34 (RES2_OUT_CHANNELS != 64)
+    for CPU-sized models. Deformable convs need Detectron2's compiled ops: not supported.
+    """
+    r = cfg.MODEL.RESNETS
+    options = FRNOptions.from_config(cfg)
+    norm = resolve_norm(r.NORM, key="MODEL.RESNETS.NORM", options=options, tlu=True)
+    if any(r.DEFORM_ON_PER_STAGE):
+        raise ValueError(
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE is not supported by build_frn_resnet_backbone "
+            f"(got {list(r.DEFORM_ON_PER_STAGE)}); use Detectron2's build_resnet_backbone"
+        )
+    if r.RES5_DILATION not in (1, 2):
+        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+    blocks_per_stage = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+    if r.DEPTH not in blocks_per_stage:
+        raise ValueError(f"MODEL.RESNETS.DEPTH={r.DEPTH} is not one of {sorted(blocks_per_stage)}")
+    basic = r.DEPTH in (18, 34)
+    if basic and (r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
+        raise ValueError("R18/R34 need MODEL.RESNETS.RES5_DILATION=1 and NUM_GROUPS=1")
+
+    stem = NormActStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=norm)
+    in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
+    stages = []
+    for idx, num_blocks in enumerate(blocks_per_stage[r.DEPTH]):
+        dilation = r.RES5_DILATION if idx == 3 else 1
+        first_stride = 1 if idx == 0 or dilation == 2 else 2
+        kwargs = dict(
+            num_blocks=num_blocks,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
+            in_channels=in_channels,
+            out_channels=out_channels,
+            norm=norm,
+            frn_options=options,
+        )
+        if basic:
+            kwargs["block_class"] = NormActBasicBlock
+        else:
+            kwargs.update(
+                block_class=NormActBottleneckBlock,
+                bottleneck_channels=bottleneck_channels,
+                stride_in_1x1=r.STRIDE_IN_1X1,
+                dilation=dilation,
+                num_groups=r.NUM_GROUPS,
+            )
+        stages.append(ResNet.make_stage(**kwargs))
+        in_channels, out_channels, bottleneck_channels = out_channels, out_channels * 2, bottleneck_channels * 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
