@@ -7,7 +7,7 @@
   - the built-in synthetic COCO-format dataset (frn_shapes_train / frn_shapes_val).
 Norm strings ("FRN" and all of Detectron2's) are resolved by frn_det.layers.resolve_norm.
 """
-from . import modeling  # noqa: F401  (registers builders)
+from . import data, modeling  # noqa: F401  (registers datasets and builders)
 from .config import add_frn_config
 from .layers import ACCEPTED_NORMS, TLU, FilterResponseNorm2d
 

@@ -1,0 +1,347 @@
+"""Deterministic synthetic "shapes" detection dataset, written in real COCO format.
+
+It is the default data for CPU smoke runs and tests: small enough to generate in a
+few seconds and to be learned by a tiny RetinaNet in minutes, yet not trivial:
+
+* 4 classes (square, circle, triangle, cross); colour is random and never tells
+  the class apart, only the outline does;
+* object sizes are drawn per COCO area range so that every split has a healthy
+  share of small / medium / large objects (COCOeval reports AP_s/AP_m/AP_l);
+* smooth random background, gaussian noise, and un-annotated clutter (thin lines
+  and specks) so that "anything that is not background" is not a valid answer.
+
+Everything derives from ``ShapesSpec``: the same spec yields byte-identical json
+files and identical images.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+logger = logging.getLogger(__name__)
+
+SHAPES_CATEGORIES = [
+    {"id": 1, "name": "square", "supercategory": "shape"},
+    {"id": 2, "name": "circle", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape"},
+    {"id": 4, "name": "cross", "supercategory": "shape"},
+]
+
+DONE_MARKER = "DONE"
+
+# Target (visible) pixel areas per COCO range. The gaps around the COCO thresholds
+# (32^2 = 1024, 96^2 = 9216) leave room for a little occlusion without an object
+# changing range. The large range's upper end is limited by the image size.
+_SMALL_AREA = (200.0, 900.0)
+_MEDIUM_AREA = (1300.0, 8000.0)
+_LARGE_MIN_AREA = 10000.0
+# Sampling weights of (small, medium, large). Large objects are favoured because
+# they are the ones that most often find no free place and get skipped.
+_RANGE_WEIGHTS = (0.3, 0.3, 0.4)
+
+_MARGIN = 4  # objects keep this many pixels from the image border
+_MAX_BOX_IOU = 0.3  # between boxes of the same image
+_MIN_VISIBLE = 0.7  # later (smaller) objects may hide at most 30% of an earlier one
+_PLACEMENT_TRIES = 30
+_MIN_CONTRAST = 90.0  # RGB distance between an object and what lies under it
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    seed: int = 0
+    num_train: int = 320
+    num_val: int = 80
+    image_size: int = 160
+    max_objects: int = 5
+    version: int = 1  # bump when the generator changes, so caches are not reused
+
+    def __post_init__(self):
+        if self.num_train < 1 or self.num_val < 1:
+            raise ValueError("num_train and num_val must be >= 1")
+        if self.image_size < 48:
+            raise ValueError("image_size must be >= 48")
+        if self.max_objects < 1:
+            raise ValueError("max_objects must be >= 1")
+
+    def key(self) -> str:
+        return (
+            f"shapes_v{self.version}_s{self.seed}_n{self.num_train}-{self.num_val}"
+            f"_px{self.image_size}_o{self.max_objects}"
+        )
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def _fill_ratio(cat_id: int, param: float) -> float:
+    """Approximate shape area / bounding-square area, used to pick a side length
+    that gives the wanted pixel area."""
+    if cat_id == 1:  # square
+        return 1.0
+    if cat_id == 2:  # circle
+        return np.pi / 4
+    if cat_id == 3:  # triangle
+        return 0.5
+    return 2 * param - param * param  # cross, param = arm thickness / side
+
+
+def _shape_mask(size: int, cat_id: int, x0: int, y0: int, side: int, param: float,
+                orient: int) -> np.ndarray:
+    """Boolean mask of one shape whose bounding square is [x0, x0+side) x [y0, y0+side)."""
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    x1, y1 = x0 + side - 1, y0 + side - 1  # PIL boxes are inclusive
+    if cat_id == 1:
+        draw.rectangle([x0, y0, x1, y1], fill=255)
+    elif cat_id == 2:
+        draw.ellipse([x0, y0, x1, y1], fill=255)
+    elif cat_id == 3:
+        # Isosceles triangle pointing up/right/down/left, so the class is not
+        # tied to one orientation.
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        pts = [
+            [(x0, y1), (x1, y1), (cx, y0)],
+            [(x0, y0), (x0, y1), (x1, cy)],
+            [(x0, y0), (x1, y0), (cx, y1)],
+            [(x1, y0), (x1, y1), (x0, cy)],
+        ][orient]
+        draw.polygon(pts, fill=255)
+    else:
+        t = max(2, int(round(side * param)))
+        a = (side - t) // 2
+        draw.rectangle([x0, y0 + a, x1, y0 + a + t - 1], fill=255)
+        draw.rectangle([x0 + a, y0, x0 + a + t - 1, y1], fill=255)
+    return np.asarray(canvas) > 0
+
+
+def _box_iou(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes with exclusive x1/y1."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _area_ranges(size: int) -> List[Tuple[float, float]]:
+    """Feasible target-area ranges (small, medium, large) for this image size."""
+    max_side = size - 2 * _MARGIN
+    # Capped by the least filling shape (triangle) so every class can reach it.
+    cap = 0.5 * max_side * max_side
+    ranges = [_SMALL_AREA, _MEDIUM_AREA, (_LARGE_MIN_AREA, cap)]
+    return [(lo, min(hi, cap)) for lo, hi in ranges]
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Bilinear blend of 4 random corner colours: smooth, varied, cheap."""
+    corners = rng.uniform(30, 225, size=(2, 2, 3))
+    t = np.linspace(0.0, 1.0, size)[:, None, None]
+    top = corners[0, 0] * (1 - t) + corners[0, 1] * t  # (size, 1, 3) along x
+    bottom = corners[1, 0] * (1 - t) + corners[1, 1] * t
+    top, bottom = top.transpose(1, 0, 2), bottom.transpose(1, 0, 2)  # (1, size, 3)
+    return top * (1 - t) + bottom * t  # t now runs along y
+
+
+def _draw_clutter(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Un-annotated distractors: a few thin lines and small specks (< 6 px)."""
+    size = img.shape[0]
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    layers = []
+    for _ in range(rng.integers(0, 4)):
+        x0, y0, x1, y1 = rng.uniform(0, size, 4)
+        draw.line([(x0, y0), (x1, y1)], fill=len(layers) + 1, width=int(rng.integers(1, 3)))
+        layers.append(rng.uniform(0, 255, 3))
+    for _ in range(rng.integers(2, 9)):
+        d = rng.uniform(1.5, 5.5)
+        cx, cy = rng.uniform(0, size, 2)
+        draw.ellipse([cx, cy, cx + d, cy + d], fill=len(layers) + 1)
+        layers.append(rng.uniform(0, 255, 3))
+    labels = np.asarray(canvas)
+    for i, colour in enumerate(layers):
+        img[labels == i + 1] = colour
+
+
+def _pick_colour(rng: np.random.Generator, under: List[np.ndarray]) -> np.ndarray:
+    """Random colour that stands out from every colour it will be drawn over."""
+    best, best_dist = None, -1.0
+    for _ in range(20):
+        colour = rng.uniform(0, 255, 3)
+        dist = min(float(np.linalg.norm(colour - u)) for u in under)
+        if dist >= _MIN_CONTRAST:
+            return colour
+        if dist > best_dist:
+            best, best_dist = colour, dist
+    return best
+
+
+def _render_image(rng: np.random.Generator, spec: ShapesSpec):
+    """Returns (uint8 HxWx3 image, list of (category_id, visible mask))."""
+    size = spec.image_size
+    img = _background(rng, size)
+    _draw_clutter(rng, img)
+
+    # Sample all objects first, then place them largest first: smaller objects
+    # are drawn on top, so occlusion only nibbles at bigger ones.
+    ranges = _area_ranges(size)
+    weights = np.array([w if hi > lo else 0.0 for w, (lo, hi) in zip(_RANGE_WEIGHTS, ranges)])
+    weights /= weights.sum()
+    wanted = []
+    for _ in range(rng.integers(1, spec.max_objects + 1)):
+        cat_id = int(rng.integers(1, len(SHAPES_CATEGORIES) + 1))
+        lo, hi = ranges[rng.choice(3, p=weights)]
+        area = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # log-uniform
+        param = float(rng.uniform(0.28, 0.4))  # cross arm thickness ratio
+        orient = int(rng.integers(0, 4))  # triangle orientation
+        side = int(round(np.sqrt(area / _fill_ratio(cat_id, param))))
+        side = min(max(side, 8), size - 2 * _MARGIN)
+        wanted.append((side, cat_id, param, orient))
+    wanted.sort(key=lambda w: -w[0])
+
+    objects = []  # dicts: cat_id, box, full mask, visible mask, colour
+    for side, cat_id, param, orient in wanted:
+        for _ in range(_PLACEMENT_TRIES):
+            x0, y0 = rng.integers(_MARGIN, size - _MARGIN - side + 1, 2)
+            box = (int(x0), int(y0), int(x0) + side, int(y0) + side)
+            if any(_box_iou(box, o["box"]) >= _MAX_BOX_IOU for o in objects):
+                continue
+            mask = _shape_mask(size, cat_id, box[0], box[1], side, param, orient)
+            if any((o["visible"] & ~mask).sum() < _MIN_VISIBLE * o["full"].sum()
+                   for o in objects):
+                continue
+            under = [img[mask].mean(axis=0)]  # background + clutter under the shape
+            under += [o["colour"] for o in objects if (o["visible"] & mask).any()]
+            colour = _pick_colour(rng, under)
+            img[mask] = colour
+            for o in objects:
+                o["visible"] &= ~mask
+            objects.append({"cat_id": cat_id, "box": box, "full": mask,
+                            "visible": mask.copy(), "colour": colour})
+            break  # placed; if all tries fail the object is skipped
+
+    img += rng.uniform(2.0, 6.0) * rng.standard_normal(img.shape, dtype=np.float32)
+    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return img, [(o["cat_id"], o["visible"]) for o in objects]
+
+
+# ----------------------------------------------------------------------------- COCO
+
+
+def _write_split(root: Path, spec: ShapesSpec, split: str, split_id: int, num: int) -> None:
+    image_dir = root / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for idx in range(num):
+        # One independent stream per image: adding images never changes others,
+        # and val does not depend on num_train.
+        rng = np.random.default_rng([spec.seed, split_id, idx])
+        img, objects = _render_image(rng, spec)
+        image_id = idx + 1
+        file_name = f"{image_id:06d}.jpg"
+        # 4:4:4 chroma so that the colours of small objects are not smeared.
+        Image.fromarray(img).save(image_dir / file_name, quality=95, subsampling=0)
+        images.append({"id": image_id, "file_name": file_name,
+                       "width": spec.image_size, "height": spec.image_size})
+        for cat_id, visible in objects:
+            ys, xs = np.nonzero(visible)
+            # Tight box of the drawn (visible) pixels; pixel i covers [i, i+1).
+            x, y = int(xs.min()), int(ys.min())
+            w, h = int(xs.max()) + 1 - x, int(ys.max()) + 1 - y
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cat_id,
+                "bbox": [float(x), float(y), float(w), float(h)],
+                # Visible pixel count: COCOeval uses it for the small/medium/large ranges.
+                "area": float(visible.sum()),
+                "iscrowd": 0,
+            })
+    coco = {
+        # No timestamps: the json must be byte-identical for the same spec.
+        "info": {"description": f"frn-det synthetic shapes, {split} split",
+                 "version": str(spec.version), "spec": asdict(spec)},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": SHAPES_CATEGORIES,
+    }
+    ann_dir = root / "annotations"
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    (ann_dir / f"instances_{split}.json").write_text(json.dumps(coco, indent=1))
+
+
+def generate_shapes_dataset(root: Path, spec: ShapesSpec) -> None:
+    """Writes root/{train,val}/*.jpg and root/annotations/instances_{train,val}.json."""
+    root = Path(root)
+    _write_split(root, spec, "train", 0, spec.num_train)
+    _write_split(root, spec, "val", 1, spec.num_val)
+
+
+def _paths(root: Path) -> Dict[str, object]:
+    # Plain strings for the split paths: they go into configs and dataset registries.
+    paths: Dict[str, object] = {
+        split: (str(root / "annotations" / f"instances_{split}.json"), str(root / split))
+        for split in ("train", "val")
+    }
+    paths["root"] = root
+    return paths
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det")
+
+
+def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
+                          cache_dir: Optional[Path] = None) -> dict:
+    """Generates the dataset once into ``<cache>/datasets/<spec.key()>`` and reuses it.
+
+    Returns {"train": (json_path, image_root), "val": (json_path, image_root),
+    "root": Path}. Safe against concurrent callers and killed processes: data is
+    generated in a private temp folder, the DONE marker is written last, and the
+    folder is atomically renamed into place. Leftover temp folders are ignored.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    parent = cache_dir / "datasets"
+    root = parent / spec.key()
+    if (root / DONE_MARKER).exists():
+        return _paths(root)
+
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key()}.tmp-", dir=parent))
+    try:
+        start = time.perf_counter()
+        generate_shapes_dataset(tmp, spec)
+        (tmp / DONE_MARKER).write_text(spec.key() + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
+        for _ in range(2):
+            try:
+                os.rename(tmp, root)
+                logger.info("Generated synthetic shapes dataset %s (%d train, %d val images) "
+                            "in %.1fs", root, spec.num_train, spec.num_val,
+                            time.perf_counter() - start)
+                return _paths(root)
+            except OSError:
+                if (root / DONE_MARKER).exists():
+                    break  # another process won the race; use its copy
+                # A final-named folder without marker was not made by us (renames
+                # are atomic and carry the marker): clear it and try once more.
+                shutil.rmtree(root, ignore_errors=True)
+        if not (root / DONE_MARKER).exists():
+            raise RuntimeError(f"could not move generated dataset into {root}")
+        return _paths(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
