@@ -31,12 +31,13 @@ def frn_reference(
 ) -> torch.Tensor:
     """The paper's formula, op by op. The reduction runs in float32 for low-precision inputs."""
     shape = (1, -1, 1, 1)
-    xf = x.float()
+    acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 input
+    xf = x.to(acc)
     nu2 = xf.pow(2).mean(dim=(2, 3), keepdim=True)
-    x_hat = xf * torch.rsqrt(nu2 + eps.float())
-    y = weight.float().view(shape) * x_hat + bias.float().view(shape)
+    x_hat = xf * torch.rsqrt(nu2 + eps.to(acc))
+    y = weight.to(acc).view(shape) * x_hat + bias.to(acc).view(shape)
     if tau is not None:
-        y = torch.maximum(y, tau.float().view(shape))
+        y = torch.maximum(y, tau.to(acc).view(shape))
     return y.to(x.dtype)
 
 
@@ -80,7 +81,7 @@ class FilterResponseNorm2d(nn.Module):
         self.eps_l = nn.Parameter(torch.full((num_features,), 1e-4)) if learnable_eps else None
 
     def effective_eps(self) -> torch.Tensor:
-        eps = torch.full((self.num_features,), self.eps, device=self.weight.device)
+        eps = torch.full((self.num_features,), self.eps, device=self.weight.device, dtype=self.weight.dtype)
         if self.eps_l is not None:
             eps = eps + self.eps_l.abs()
         return eps.view(1, -1, 1, 1)

@@ -68,10 +68,21 @@ class NormFactory:
     would otherwise follow the norm.
     """
 
-    def __init__(self, name: str, build: Callable[[int], nn.Module], includes_activation: bool = False):
+    def __init__(
+        self,
+        name: str,
+        build: Callable[[int], nn.Module],
+        includes_activation: bool = False,
+        without_activation: "NormFactory" = None,
+    ):
         self.name = name
         self.build = build
         self.includes_activation = includes_activation
+        self._without_activation = without_activation
+
+    def without_activation(self) -> "NormFactory":
+        """The same norm for places where no activation follows (before a residual add)."""
+        return self._without_activation or self
 
     def __call__(self, channels: int) -> nn.Module:
         return self.build(channels)
@@ -119,13 +130,14 @@ def resolve_norm(norm: Union[str, NormFactory], *, key: str, options: FRNOptions
     if norm == "":
         return ""
     if norm == "FRN":
-        return NormFactory(
-            "FRN",
-            lambda c: FilterResponseNorm2d(
-                c, eps=options.eps, learnable_eps=options.learnable_eps, tlu=tlu, impl=options.impl
-            ),
-            includes_activation=tlu,
-        )
+
+        def frn(with_tlu: bool) -> Callable[[int], nn.Module]:
+            return lambda c: FilterResponseNorm2d(
+                c, eps=options.eps, learnable_eps=options.learnable_eps, tlu=with_tlu, impl=options.impl
+            )
+
+        plain = NormFactory("FRN", frn(False))
+        return NormFactory("FRN", frn(True), includes_activation=True, without_activation=plain) if tlu else plain
     builders = {
         "BN": nn.BatchNorm2d,
         "SyncBN": _sync_bn(),

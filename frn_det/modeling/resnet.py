@@ -2,8 +2,9 @@
 
 Detectron2 hard-codes `F.relu_` in BasicStem, BasicBlock and BottleneckBlock. These
 subclasses keep the parent's layers (same state_dict keys, same init) and only choose
-the activation: none after FRN+TLU (the TLU is the activation), ReLU otherwise. After
-the residual add, FRN models use a TLU (or ReLU, configurable), other norms a ReLU.
+the activation: none after FRN+TLU (the TLU is the activation), ReLU otherwise. Norms
+whose output goes into the residual add (last conv, shortcut) carry no TLU. After the
+add, FRN models use a TLU (or ReLU, configurable), other norms a ReLU.
 """
 import torch.nn.functional as F
 from detectron2.modeling import BACKBONE_REGISTRY
@@ -24,9 +25,19 @@ class NormActStem(BasicStem):
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
+def _drop_activation_before_add(block, norm, last_conv):
+    """Re-create the norms that feed the residual add without their TLU (FRN only)."""
+    if getattr(norm, "includes_activation", False):
+        plain = norm.without_activation()
+        for conv in (last_conv, block.shortcut):
+            if conv is not None:
+                conv.norm = plain(conv.out_channels)
+
+
 class NormActBasicBlock(BasicBlock):
     def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", frn_options=FRNOptions()):
         super().__init__(in_channels, out_channels, stride=stride, norm=norm)
+        _drop_activation_before_add(self, norm, self.conv2)
         self.act1 = activation_after(norm)
         self.out_act = residual_activation(norm, out_channels, frn_options)
 
@@ -40,6 +51,7 @@ class NormActBasicBlock(BasicBlock):
 class NormActBottleneckBlock(BottleneckBlock):
     def __init__(self, in_channels, out_channels, *, norm="BN", frn_options=FRNOptions(), **kwargs):
         super().__init__(in_channels, out_channels, norm=norm, **kwargs)
+        _drop_activation_before_add(self, norm, self.conv3)
         self.act1 = activation_after(norm)
         self.act2 = activation_after(norm)
         self.out_act = residual_activation(norm, out_channels, frn_options)

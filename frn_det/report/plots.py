@@ -1,0 +1,99 @@
+"""AP vs images per GPU plot, one line per norm."""
+import math
+from pathlib import Path
+from typing import Dict, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from .aggregate import distinct, group_runs, ims_in, norms_in  # noqa: E402
+
+FIXED_COLOURS = {"bn": "tab:blue", "gn": "tab:green", "frn": "tab:red"}
+FAIL_Y = 0.04  # axes fraction where diverged/failed settings are marked
+
+
+def norm_colours(norms: Sequence[str]) -> Dict[str, str]:
+    """Fixed colours for bn/gn/frn so plots compare across sweeps; others from the default cycle."""
+    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
+             if c not in ("#1f77b4", "#2ca02c", "#d62728")]  # tab:blue/green/red are taken
+    colours, i = {}, 0
+    for norm in norms:
+        if norm in FIXED_COLOURS:
+            colours[norm] = FIXED_COLOURS[norm]
+        else:
+            colours[norm] = cycle[i % len(cycle)]
+            i += 1
+    return colours
+
+
+def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] = ()) -> None:
+    """Save the plot to ``path`` (format from its suffix, or PNG for temp names)."""
+    groups = group_runs(runs)
+    norms, ims = norms_in(runs), ims_in(runs)
+    colours = norm_colours(norms)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
+    any_fail = False
+    for k, norm in enumerate(norms):
+        xs, ys, errs = [], [], []
+        for i in ims:
+            g = groups.get((norm, i))
+            if g is None:
+                continue
+            ap = g.stat("AP")
+            # NaN breaks the line, so a failed setting is not bridged by its neighbours.
+            xs.append(i)
+            ys.append(ap.mean if ap is not None else math.nan)
+            errs.append(ap.std if ap is not None else 0.0)
+            if g.has_failure:
+                # Nudge markers sideways per norm so several failures at one x stay visible.
+                nudge = 2 ** (0.06 * (k - (len(norms) - 1) / 2))
+                ax.plot(i * nudge, FAIL_Y, "x", color=colours[norm], markersize=9,
+                        markeredgewidth=2, transform=at_bottom, clip_on=False)
+                any_fail = True
+        if any(math.isfinite(y) for y in ys):
+            ax.errorbar(xs, ys, yerr=errs if any(errs) else None, color=colours[norm],
+                        marker="o", capsize=3, linewidth=1.5, label=norm)
+        else:
+            ax.plot([], [], "o-", color=colours[norm], label=f"{norm} (no result)")
+
+    for ref in references:
+        ax.axhline(ref["AP"], color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"{ref['label']} ({ref['AP']:.1f})", (0.01, ref["AP"]),
+                    xycoords=blended_transform_factory(ax.transAxes, ax.transData),
+                    xytext=(0, 2), textcoords="offset points", fontsize=7, color="dimgrey",
+                    va="bottom")
+
+    if references or any(g.stat("AP") for g in groups.values()):
+        # Leave room under the lowest point for the diverged/failed markers.
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo - 0.08 * (hi - lo), hi)
+    else:
+        ax.set_ylim(0, 100)  # nothing finished: the full AP range, not -0.06..0.06
+
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(ims) / 1.5, max(ims) * 1.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ims))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("images per GPU")
+    ax.set_ylabel("box AP (%)")
+    model = ", ".join(distinct(runs, "model")) or "model"
+    dataset = ", ".join(distinct(runs, "dataset")) or "dataset"
+    ax.set_title(f"AP vs images per GPU ({model} on {dataset})")
+    ax.grid(True, alpha=0.3)
+
+    handles, labels = ax.get_legend_handles_labels()
+    if any_fail:
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
+                              markersize=8, markeredgewidth=2))
+        labels.append("diverged/failed")
+    ax.legend(handles, labels, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "tiny_retinanet_cpu.yaml"
+
+# One generated copy of the built-in dataset per test session, not the user's cache.
+os.environ.setdefault("FRN_DET_CACHE", tempfile.mkdtemp(prefix="frn_det_test_cache_"))
+
+
+def tiny_cfg(norm="FRN", *opts):
+    """The tiny CPU config with `norm` in backbone, FPN and head, plus KEY VALUE overrides."""
+    from frn_det.engine.train_net import build_config
+
+    norms = ["MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "MODEL.RETINANET.NORM", norm]
+    return build_config(str(TINY_CONFIG), norms + list(opts))
+
+
+def run_tool(script, *args, timeout=900, check=True, env=None):
+    """Run a tools/ script in a fresh interpreter, as a user would; returns CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / script), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_cfg
