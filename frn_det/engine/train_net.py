@@ -47,6 +47,8 @@ def build_config(config_file: str, opts=()):
 
 
 def setup(args):
+    if args.config_file:
+        args.config_file = resolve_config_file(args.config_file)  # default_setup re-reads it
     cfg = build_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
