@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from .atomic import write_atomic, write_text_atomic
+from ..utils.atomic import write_atomic, write_text_atomic
 from .load import ReportError, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references

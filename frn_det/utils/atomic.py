@@ -1,4 +1,4 @@
-"""Atomic file writes: readers never see a half-written report file."""
+"""Atomic file writes: readers (and a re-run after kill -9) never see a half-written file."""
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +15,8 @@ def write_atomic(path: Path, writer: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         writer(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; report files should be readable like others
         os.replace(tmp, path)
     except BaseException:
@@ -30,3 +32,9 @@ def write_text_atomic(path: Path, text: str) -> Path:
             f.write(text)
 
     return write_atomic(path, writer)
+
+
+def write_json_atomic(path: Path, data) -> Path:
+    import json
+
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

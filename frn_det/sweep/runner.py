@@ -1,0 +1,146 @@
+"""One sweep job: skip, resume or train a run, then record its metrics.json.
+
+A run is identified by the hash of its Detectron2 config. Re-running a sweep skips
+finished runs with the same hash, resumes interrupted ones from their last checkpoint,
+and re-runs failed or diverged ones only with rerun_failed=true. A run folder holding a
+result for a different config is moved aside, never overwritten.
+"""
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from detectron2.engine import launch
+from omegaconf import DictConfig
+
+from ..utils.atomic import write_json_atomic, write_text_atomic
+from .d2config import build_detectron2_config, config_hash
+from .worker import OUTCOME_FILE, train_worker
+
+logger = logging.getLogger("frn_det")
+METRICS_FILE = "metrics.json"
+KEEP_ON_ARCHIVE = {".hydra"}
+
+
+def library_versions() -> dict:
+    import detectron2
+    import hydra
+    import torch
+
+    import frn_det
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "detectron2": detectron2.__version__,
+        "hydra": hydra.__version__,
+        "frn_det": frn_det.__version__,
+    }
+
+
+def read_metrics(run_dir: Path) -> Optional[dict]:
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
+    """Move a result made with another config into a sub-folder, so nothing is lost."""
+    dest = run_dir / f"stale-{old_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir()
+    for entry in run_dir.iterdir():
+        if entry != dest and entry.name not in KEEP_ON_ARCHIVE and not entry.name.startswith("stale-") and entry.suffix != ".log":
+            shutil.move(str(entry), dest / entry.name)
+    logger.warning("%s held a result for another config (hash %s); moved it to %s", run_dir, old_hash, dest)
+    return dest
+
+
+def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
+    if not existing or existing.get("config_hash") != new_hash:
+        return False
+    if existing.get("status") == "finished":
+        return True
+    return existing.get("status") in ("diverged", "failed") and not rerun_failed
+
+
+def run_job(job: DictConfig, run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = run_dir.name
+    cfg, sched = build_detectron2_config(job, run_dir)
+    digest = config_hash(cfg)
+    record = {
+        "run": name,
+        "norm": job.norm.name,
+        "ims_per_gpu": sched.ims_per_gpu,
+        "num_gpus": job.num_gpus,
+        "num_machines": job.num_machines,
+        "total_batch": sched.total_batch,
+        "seed": job.seed,
+        "model": job.model.name,
+        "dataset": job.dataset.name,
+        "schedule": job.schedule.name,
+        "scaling": sched.as_dict(),
+        "config_hash": digest,
+        "versions": library_versions(),
+    }
+    logger.info("%s: %s", name, sched.describe())
+
+    existing = read_metrics(run_dir)
+    if _should_skip(existing, digest, job.rerun_failed):
+        logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
+        return existing
+    if existing and existing.get("config_hash") != digest:
+        archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
+
+    write_text_atomic(run_dir / "config.yaml", cfg.dump())
+    (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
+    write_json_atomic(run_dir / METRICS_FILE, {**record, "status": "running"})
+    error = None
+    try:
+        launch(
+            train_worker,
+            job.num_gpus,
+            num_machines=job.num_machines,
+            machine_rank=job.machine_rank,
+            dist_url=job.dist_url,
+            args=(cfg, str(run_dir), name),
+        )
+    except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
+        error = e
+        logger.exception("%s: training raised", name)
+    if job.machine_rank != 0:
+        return record
+    record.update(_result_fields(run_dir, error, sched))
+    write_json_atomic(run_dir / METRICS_FILE, record)
+    logger.info("%s: %s %s", name, record["status"], {k: record.get(k) for k in ("AP", "AP50", "AP75")})
+    return record
+
+
+def _result_fields(run_dir: Path, error: Optional[BaseException], sched) -> dict:
+    try:
+        outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
+    except (OSError, ValueError):
+        outcome = {"status": "failed", "status_detail": f"{type(error).__name__}: {error}" if error else "no outcome written"}
+    metrics = outcome.pop("metrics", {}) or {}
+    fields = {k: metrics.get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    fields.update(
+        status=outcome.get("status", "failed"),
+        status_detail=outcome.get("status_detail", ""),
+        diverged_at_iter=outcome.get("diverged_at_iter"),
+        iterations=outcome.get("iterations"),
+        images_seen=(outcome.get("iterations") or 0) * sched.total_batch,
+        wall_time_s=outcome.get("wall_time_s"),
+        s_per_iter=outcome.get("s_per_iter"),
+        peak_memory_mb=outcome.get("peak_memory_mb"),
+        final_losses=outcome.get("final_losses", {}),
+        resumed_from_iter=outcome.get("resumed_from_iter", 0),
+    )
+    if fields["status"] == "finished" and fields["AP"] is None:
+        # COCOEvaluator reports NaN when the model made no detection at all: that is AP 0.
+        fields.update(AP=0.0, AP50=0.0, AP75=0.0, status_detail="the model made no detections")
+    return fields

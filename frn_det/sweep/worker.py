@@ -1,0 +1,104 @@
+"""One training process of a sweep run (Detectron2's `launch` starts one per worker)."""
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+from ..data import prepare_datasets
+from ..engine import Trainer
+from ..utils.atomic import write_json_atomic
+
+OUTCOME_FILE = "outcome.json"  # written by rank 0, turned into metrics.json by the runner
+logger = logging.getLogger("frn_det")
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar with ETA over the run's iterations (main process only)."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self.bar = None
+
+    def before_train(self):
+        self.bar = tqdm(
+            total=self.trainer.max_iter,
+            initial=self.trainer.start_iter,
+            desc=self.desc,
+            unit="it",
+            dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 15.0,
+        )
+
+    def after_step(self):
+        self.bar.update(1)
+
+    def after_train(self):
+        self.bar.close()
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB; process peak RSS
+
+
+def _scalar_summary(storage):
+    history = storage.histories()
+    losses = {k: h.median(20) for k, h in history.items() if k.startswith("loss") or k == "total_loss"}
+    s_per_iter = history["time"].global_avg() if "time" in history else None
+    return {k: float(v) for k, v in losses.items()}, s_per_iter
+
+
+def _bbox_metrics(results):
+    """COCO bbox metrics from DefaultTrainer's results (one dataset, or the first of several)."""
+    if not results:
+        return {}
+    if "bbox" not in results:
+        results = next(iter(results.values()))
+    return {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in results.get("bbox", {}).items() if "-" not in k}
+
+
+def train_worker(cfg, run_dir: str, run_name: str) -> None:
+    rank = comm.get_rank()
+    if comm.get_world_size() > 1:  # spawned processes have no logging set up
+        for name in ("detectron2", "fvcore", "frn_det"):
+            setup_logger(str(Path(run_dir) / "log.txt"), distributed_rank=rank, name=name)
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    prepare_datasets(cfg)
+    start = time.perf_counter()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    outcome = {"resumed_from_iter": trainer.start_iter}
+    if trainer.start_iter:
+        logger.info("%s: resuming from iteration %d", run_name, trainer.start_iter)
+    if comm.is_main_process():
+        trainer.register_hooks([ProgressBar(run_name)])
+    error = None
+    try:
+        trainer.train()
+        # EvalHook keeps the results of the evaluation it runs after the last iteration.
+        outcome.update(status="finished", metrics=_bbox_metrics(getattr(trainer, "_last_eval_results", None)))
+    except FloatingPointError as e:  # Detectron2 raises it when the loss is not finite
+        outcome.update(status="diverged", diverged_at_iter=int(trainer.iter), status_detail=str(e))
+        error = e
+    if comm.is_main_process():
+        losses, s_per_iter = _scalar_summary(trainer.storage)
+        outcome.update(
+            iterations=int(min(trainer.iter + 1, cfg.SOLVER.MAX_ITER)),
+            wall_time_s=time.perf_counter() - start,
+            s_per_iter=s_per_iter,
+            peak_memory_mb=_peak_memory_mb(cfg.MODEL.DEVICE),
+            final_losses=losses,
+        )
+        write_json_atomic(Path(run_dir) / OUTCOME_FILE, outcome)
+    if error is not None and comm.get_world_size() > 1:
+        raise error  # stop the other workers, which would wait for rank 0 forever

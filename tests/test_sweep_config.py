@@ -1,0 +1,76 @@
+"""Hydra composition -> Detectron2 config values, the scaling rule and run identity."""
+import pytest
+from hydra import compose, initialize_config_dir
+
+from frn_det.sweep.callbacks import count_sweep_jobs
+from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
+from frn_det.sweep.scaling import scale_schedule
+
+
+def compose_job(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
+        return compose(config_name="sweep", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("norm,expected", [("gn", ("GN", "GN", "GN")), ("frn", ("FRN", "FRN", "FRN")),
+                                           ("syncbn", ("SyncBN",) * 3), ("frozenbn", ("FrozenBN", "", ""))])
+def test_norm_strings_reach_backbone_fpn_and_head(norm, expected):
+    cfg, _ = build_detectron2_config(compose_job(f"norm={norm}"), "/tmp/x")
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM) == expected
+
+
+def test_defaults_are_the_cpu_demo():
+    cfg, sched = build_detectron2_config(compose_job(), "/tmp/x")
+    assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.DEPTH == 18
+    assert cfg.DATASETS.TRAIN == ("frn_shapes_train",) and cfg.MODEL.RETINANET.NUM_CLASSES == 4
+    # cpu_short: base lr 0.02 and 200 iterations at a reference batch of 8; default 2 images x 1 worker
+    assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.SOLVER.BASE_LR == pytest.approx(0.005)
+    assert cfg.SOLVER.MAX_ITER == 800 and cfg.SOLVER.STEPS == (600, 740) and cfg.SOLVER.WARMUP_ITERS == 160
+    assert sched.images_seen == 1600
+
+
+@pytest.mark.parametrize("ims,gpus,machines", [(1, 1, 1), (4, 2, 1), (2, 8, 2)])
+def test_total_batch_lr_and_schedule_scale_linearly(ims, gpus, machines):
+    job = compose_job("schedule=paper", "model=retinanet_r50_fpn", f"ims_per_gpu={ims}", f"num_gpus={gpus}", f"num_machines={machines}")
+    cfg, sched = build_detectron2_config(job, "/tmp/x")
+    total = ims * gpus * machines
+    assert cfg.SOLVER.IMS_PER_BATCH == total == sched.total_batch
+    assert cfg.SOLVER.BASE_LR == pytest.approx(0.04 * total / 64)
+    assert cfg.SOLVER.MAX_ITER == round(125000 * 64 / total)
+    assert cfg.SOLVER.STEPS == tuple(round(s * 64 / total) for s in (83333, 111111))
+    assert cfg.SOLVER.WARMUP_ITERS == round(2000 * 64 / total)
+    assert cfg.SOLVER.CHECKPOINT_PERIOD == round(5000 * 64 / total)
+    assert sched.images_seen == pytest.approx(125000 * 64, rel=1e-4)
+    assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(4e-4) and cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone"
+
+
+def test_extra_detectron2_overrides_pass_through():
+    cfg, _ = build_detectron2_config(compose_job("opts=[TEST.DETECTIONS_PER_IMAGE,50,MODEL.FRN.EPS,1e-5]"), "/tmp/x")
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 50 and cfg.MODEL.FRN.EPS == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"ims_per_gpu": 0}, {"num_gpus": -1}, {"ims_per_gpu": 1.5}])
+def test_invalid_worker_counts_are_clear_errors(bad):
+    args = dict(ims_per_gpu=2, num_gpus=1, num_machines=1, reference_batch=8, base_lr=0.1, max_iter=10, steps=[5], warmup_iters=1)
+    args.update(bad)
+    name, value = next(iter(bad.items()))
+    with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got {value}"):
+        scale_schedule(**args)
+
+
+def test_unknown_norm_group_lists_the_choices():
+    with pytest.raises(Exception, match=r"(?s)Could not find 'norm/batchnorm'.*bn.*frn.*gn"):
+        compose_job("norm=batchnorm")
+
+
+def test_config_hash_identifies_the_run_not_its_folder():
+    a, _ = build_detectron2_config(compose_job("norm=frn"), "/tmp/a")
+    b, _ = build_detectron2_config(compose_job("norm=frn"), "/tmp/b")
+    c, _ = build_detectron2_config(compose_job("norm=gn"), "/tmp/a")
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_sweep_job_count_is_the_product_of_choices():
+    assert count_sweep_jobs(["norm=bn,gn,frn", "ims_per_gpu=1,2,4", "seed=0"]) == 9
+    assert count_sweep_jobs(["norm=frn"]) == 1
+    assert count_sweep_jobs(["ims_per_gpu=range(1,5)", "norm=bn,gn"]) == 8
