@@ -31,6 +31,10 @@ class SweepCallback(Callback):
     def __init__(self):
         self.bar = None
 
+    def __getstate__(self):
+        # Launchers such as submitit pickle the callbacks into each job; a bar does not travel.
+        return {**self.__dict__, "bar": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             total = count_sweep_jobs(config.hydra.overrides.task)
