@@ -20,4 +20,8 @@ def add_frn_config(cfg):
     # (name, json_file, image_root) triples, e.g. from the command line:
     #   DATASETS.REGISTER_COCO "[('mine_train','a.json','imgs/')]"
     cfg.DATASETS.REGISTER_COCO = []
+    # What to do with boxes that are non-finite, have width/height <= 0 or lie outside
+    # their image by more than 1 px, in COCO-format datasets other than the built-in one:
+    # "drop" them with one warning per dataset (counts per reason), or stop with an "error".
+    cfg.DATASETS.INVALID_BOXES = "drop"
     return cfg

@@ -9,7 +9,6 @@ import os
 
 import torch
 from detectron2 import model_zoo
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -17,6 +16,7 @@ from detectron2.utils import comm
 
 from ..config import add_frn_config
 from ..data import prepare_datasets
+from .checkpoint import SafeDetectionCheckpointer
 from .trainer import Trainer
 
 logger = logging.getLogger("frn_det")
@@ -60,7 +60,7 @@ def main(args):
     prepare_datasets(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -1,15 +1,17 @@
-"""Detectron2's DefaultTrainer with COCO evaluation, an FRN-aware optimizer and CPU DDP."""
+"""Detectron2's DefaultTrainer with COCO evaluation, an FRN-aware optimizer, CPU DDP,
+atomic checkpoints and checkpoint-on-preemption."""
 import logging
 import os
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
+from .preemption import PreemptionHook
 
 
 class Trainer(DefaultTrainer):
@@ -29,11 +31,14 @@ class Trainer(DefaultTrainer):
         )
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        return super().build_hooks() + [PreemptionHook()]
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -3,7 +3,8 @@
 A run is identified by the hash of its Detectron2 config. Re-running a sweep skips
 finished runs with the same hash, resumes interrupted ones from their last checkpoint,
 and re-runs failed or diverged ones only with rerun_failed=true. A run folder holding a
-result for a different config is moved aside, never overwritten.
+result for a different config is moved aside, never overwritten. A lock per run keeps
+two sweeps on the same folder from training the same run twice.
 """
 import json
 import logging
@@ -16,13 +17,16 @@ from typing import Optional
 from detectron2.engine import launch
 from omegaconf import DictConfig
 
+from ..engine.preemption import Preempted
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from .d2config import build_detectron2_config, config_hash
+from .events import log_event
+from .lock import RunLock
 from .worker import OUTCOME_FILE, train_worker
 
 logger = logging.getLogger("frn_det")
 METRICS_FILE = "metrics.json"
-KEEP_ON_ARCHIVE = {".hydra"}
+KEEP_ON_ARCHIVE = {".hydra", ".lock", "events.jsonl"}
 
 
 def library_versions() -> dict:
@@ -90,9 +94,20 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     }
     logger.info("%s: %s", name, sched.describe())
 
+    with RunLock(run_dir) as lock:
+        if not lock.acquire():
+            logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
+            log_event(run_dir, "busy", holder=lock.holder())
+            return read_metrics(run_dir) or {**record, "status": "running"}
+        return _run_locked(job, run_dir, cfg, sched, record)
+
+
+def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dict:
+    name, digest = record["run"], record["config_hash"]
     existing = read_metrics(run_dir)
     if _should_skip(existing, digest, job.rerun_failed):
         logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
+        log_event(run_dir, "skip", status=existing["status"])
         return existing
     if existing and existing.get("config_hash") != digest:
         archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
@@ -100,6 +115,7 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     write_text_atomic(run_dir / "config.yaml", cfg.dump())
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
     write_json_atomic(run_dir / METRICS_FILE, {**record, "status": "running"})
+    log_event(run_dir, "start", config_hash=digest)
     error = None
     try:
         launch(
@@ -115,8 +131,13 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
         logger.exception("%s: training raised", name)
     if job.machine_rank != 0:
         return record
-    record.update(_result_fields(run_dir, error, sched))
+    fields = _result_fields(run_dir, error, sched)
+    if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
+        log_event(run_dir, "preempted", iteration=fields["iterations"])
+        raise Preempted(fields["status_detail"])
+    record.update(fields)
     write_json_atomic(run_dir / METRICS_FILE, record)
+    log_event(run_dir, "end", status=record["status"], resumed_from_iter=record["resumed_from_iter"])
     logger.info("%s: %s %s", name, record["status"], {k: record.get(k) for k in ("AP", "AP50", "AP75")})
     return record
 

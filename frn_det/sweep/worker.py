@@ -1,6 +1,7 @@
 """One training process of a sweep run (Detectron2's `launch` starts one per worker)."""
 import logging
 import math
+import os
 import resource
 import sys
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import torch
 from detectron2.engine import HookBase
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
@@ -15,10 +17,24 @@ from tqdm import tqdm
 
 from ..data import prepare_datasets
 from ..engine import Trainer
+from ..engine.preemption import Preempted
 from ..utils.atomic import write_json_atomic
 
 OUTCOME_FILE = "outcome.json"  # written by rank 0, turned into metrics.json by the runner
+TRAINING_LOG = "training_metrics.json"
 logger = logging.getLogger("frn_det")
+
+
+class SweepTrainer(Trainer):
+    """Writes Detectron2's per-iteration JSON log under another name: a sweep run's
+    metrics.json is its result summary."""
+
+    def build_writers(self):
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, TRAINING_LOG)),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
 
 
 class ProgressBar(HookBase):
@@ -75,7 +91,7 @@ def train_worker(cfg, run_dir: str, run_name: str) -> None:
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     prepare_datasets(cfg)
     start = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = SweepTrainer(cfg)
     trainer.resume_or_load(resume=True)
     outcome = {"resumed_from_iter": trainer.start_iter}
     if trainer.start_iter:
@@ -89,6 +105,9 @@ def train_worker(cfg, run_dir: str, run_name: str) -> None:
         outcome.update(status="finished", metrics=_bbox_metrics(getattr(trainer, "_last_eval_results", None)))
     except FloatingPointError as e:  # Detectron2 raises it when the loss is not finite
         outcome.update(status="diverged", diverged_at_iter=int(trainer.iter), status_detail=str(e))
+        error = e
+    except Preempted as e:
+        outcome.update(status="preempted", status_detail=str(e))
         error = e
     if comm.is_main_process():
         losses, s_per_iter = _scalar_summary(trainer.storage)

@@ -1,0 +1,104 @@
+"""DetectionCheckpointer that never leaves a half-written checkpoint behind.
+
+Saves go to a temporary file that is renamed into place only when complete, and
+`last_checkpoint` is replaced atomically, so a kill -9 or a full disk during a save
+leaves the previous checkpoint as the one to resume from. Unreadable files and partial
+loads (e.g. a BN checkpoint into an FRN model) are reported clearly.
+"""
+import os
+import zipfile
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils.atomic import write_atomic, write_text_atomic
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info("Saving checkpoint to %s", path)
+        try:
+            write_atomic(path, lambda tmp: torch.save(data, tmp))
+        except (OSError, RuntimeError) as e:  # torch.save reports failed writes as RuntimeError
+            raise CheckpointError(
+                f"could not write checkpoint {path} ({getattr(e, 'strerror', None) or e}); the disk may be full. "
+                f"Earlier checkpoints in {self.save_dir} are intact."
+            ) from e
+        self.tag_last_checkpoint(os.path.basename(path))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint named by last_checkpoint; if that one is unusable, the newest usable one."""
+        tagged = super().get_checkpoint_file()
+        if _is_complete(tagged):
+            return tagged
+        candidates = sorted(
+            (f for f in os.listdir(self.save_dir) if f.startswith("model_") and f.endswith(".pth")),
+            key=lambda f: os.path.getmtime(os.path.join(self.save_dir, f)),
+            reverse=True,
+        )
+        for f in candidates:
+            path = os.path.join(self.save_dir, f)
+            if _is_complete(path):
+                self.logger.warning("last_checkpoint names an unusable file (%s); resuming from %s", tagged, path)
+                return path
+        return ""
+
+    def has_checkpoint(self) -> bool:
+        return super().has_checkpoint() and bool(self.get_checkpoint_file())
+
+    def _load_file(self, filename):
+        if filename.endswith(".pth") and os.path.isfile(filename) and not _is_complete(filename):
+            raise CheckpointError(f"checkpoint {filename} is truncated or corrupt (not a complete PyTorch archive)")
+        try:
+            return super()._load_file(filename)
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise CheckpointError(f"could not read checkpoint {filename}: {e}") from e
+
+    def load(self, path, *args, **kwargs):
+        if path and "://" not in path and not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint {path} (MODEL.WEIGHTS or last_checkpoint) does not exist")
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        model_keys = set(self.model.state_dict())
+        skipped = {k for k, *_ in incompatible.incorrect_shapes}
+        missing = set(incompatible.missing_keys) | skipped
+        self.logger.info(
+            "Loaded %d of the model's %d tensors from the checkpoint; %d kept their initialisation "
+            "(missing or shape mismatch)%s; %d checkpoint tensors ignored (not in the model)%s",
+            len(model_keys - missing),
+            len(model_keys),
+            len(missing),
+            _examples(missing),
+            len(incompatible.unexpected_keys),
+            _examples(incompatible.unexpected_keys),
+        )
+        return incompatible
+
+
+def _examples(keys, n=3) -> str:
+    keys = sorted(keys)
+    return f", e.g. {keys[:n]}" if keys else ""
+
+
+def _is_complete(path: str) -> bool:
+    """torch.save writes a zip archive whose directory is at the end: a truncated file has none."""
+    if not path or not os.path.isfile(path):
+        return False
+    if not path.endswith(".pth"):
+        return True  # other formats (.pkl from the model zoo) are checked when loaded
+    return zipfile.is_zipfile(path)
