@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Fault drill: run a small sweep while killing and signalling it at random moments.
+
+Each round starts the same multirun and, after a random delay, sends it SIGKILL,
+SIGTERM or SIGUSR1 (the sweep's whole process group, as a scheduler would). After the
+rounds the sweep is run once more undisturbed. Then every run must have finished
+exactly once (one "end" event in its events.jsonl), its metrics.json must be complete
+and the report must list every run. Prints the counts; exits 1 if any run was lost.
+
+    python tools/fault_drill.py --rounds 8 --out /tmp/drill
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from frn_det.sweep.events import read_events  # noqa: E402
+
+SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGUSR1": signal.SIGUSR1}
+
+
+def sweep_command(out: Path, norms: str, iters: int):
+    return [
+        sys.executable, str(REPO / "tools" / "sweep.py"), "-m", f"norm={norms}", "ims_per_gpu=2",
+        f"output_dir={out}", "schedule.reference_batch=2", f"schedule.max_iter={iters}",
+        f"schedule.steps=[{iters * 3 // 4}]", "schedule.warmup_iters=5", "schedule.checkpoint_period=10",
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=6, help="disturbed rounds (default 6)")
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder (default: a new temp folder)")
+    parser.add_argument("--norms", default="bn,gn,frn", help="norms of the multirun (default bn,gn,frn)")
+    parser.add_argument("--iters", type=int, default=40, help="iterations per run (default 40)")
+    parser.add_argument("--min-delay", type=float, default=8.0, help="seconds before a signal, at least")
+    parser.add_argument("--max-delay", type=float, default=45.0, help="seconds before a signal, at most")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.rounds < 0 or not 0 <= args.min_delay <= args.max_delay:
+        parser.error(f"need rounds >= 0 and 0 <= min-delay <= max-delay, got {args.rounds}, {args.min_delay}, {args.max_delay}")
+    out = args.out or Path(tempfile.mkdtemp(prefix="frn_fault_drill_"))
+    rng = random.Random(args.seed)
+    cmd = sweep_command(out, args.norms, args.iters)
+    counts = {name: 0 for name in SIGNALS}
+    log = open(out.parent / f"{out.name}.drill.log", "a") if args.out else open(out / "drill.log", "a")
+    for round_no in range(1, args.rounds + 1):
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        delay = rng.uniform(args.min_delay, args.max_delay)
+        try:
+            proc.wait(timeout=delay)
+            print(f"round {round_no}: sweep ended by itself (exit {proc.returncode}) before {delay:.0f}s", flush=True)
+        except subprocess.TimeoutExpired:
+            name = rng.choice(sorted(SIGNALS))
+            os.killpg(proc.pid, SIGNALS[name])
+            counts[name] += 1
+            code = proc.wait()
+            print(f"round {round_no}: {name} after {delay:.0f}s (exit {code})", flush=True)
+    final = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    print(f"final undisturbed run: exit {final.returncode}", flush=True)
+
+    runs = sorted(p.parent for p in out.glob("*/metrics.json"))
+    expected = len(args.norms.split(","))
+    finished_once, resumes = 0, 0
+    for run_dir in runs:
+        events = read_events(run_dir)
+        ends = [e for e in events if e["event"] == "end"]
+        resumes += max(0, sum(e["event"] == "start" for e in events) - 1)  # every start after the first resumed
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        ok = len(ends) == 1 and ends[0]["status"] == "finished" and metrics["status"] == "finished" and metrics["AP"] is not None
+        finished_once += ok
+        print(f"  {run_dir.name}: {metrics['status']}, AP {metrics.get('AP')}, starts "
+              f"{sum(e['event'] == 'start' for e in events)}, preempted {sum(e['event'] == 'preempted' for e in events)}, "
+              f"ends {len(ends)}, resumed from {metrics.get('resumed_from_iter')}")
+    report = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
+    report_complete = len(report) == expected and all(r["status"] == "finished" for r in report)
+    lost = expected - finished_once
+    print(f"rounds {args.rounds}, kills {counts['SIGKILL']}, sigterm {counts['SIGTERM']}, sigusr1 {counts['SIGUSR1']}, "
+          f"resumes {resumes}, runs finished exactly once {finished_once}/{expected}, "
+          f"report complete {report_complete}, runs lost {lost}")
+    print(f"sweep folder: {out}")
+    return 0 if lost == 0 and report_complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
