@@ -17,9 +17,11 @@ from torch import nn
 __all__ = ["FilterResponseNorm2d", "TLU", "frn_reference", "FRN_IMPLS"]
 
 # "reference": plain PyTorch ops, autograd keeps intermediates.
-# "fused": one autograd function with a hand-derived backward (frn_fused.py).
-# "auto": fused where it is available, reference under TorchScript.
-FRN_IMPLS = ("auto", "reference", "fused")
+# "fused": one autograd function with a hand-derived backward (frn_fused.py), using the
+#   C++ CPU kernels where they build and apply, else fused PyTorch ops.
+# "torch" / "cpp": force one backend of the fused function (tests, benchmarks).
+# "auto": "fused", except under TorchScript, which runs the reference.
+FRN_IMPLS = ("auto", "reference", "fused", "torch", "cpp")
 
 
 def frn_reference(
@@ -97,7 +99,8 @@ class FilterResponseNorm2d(nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         from .frn_fused import frn_fused
 
-        return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l)
+        backend = self.impl if self.impl in ("torch", "cpp") else "auto"
+        return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=backend)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,227 @@
+// FRN(+TLU) forward and backward CPU kernels for NCHW-contiguous float32/float64 tensors.
+// The math is derived in frn_det/layers/frn_fused.py; per sample n and channel c, over
+// the M = H*W positions of one (n, c) plane:
+//
+//   forward:  r = 1 / sqrt(mean(x^2) + e),  e = eps + |eps_l[c]|,  a = w r
+//             z = max(a x + b, tau)                       (without TLU: z = a x + b)
+//   backward: g = dz where a x + b > tau, else 0          (g = dz without TLU)
+//             Sgx = sum g x,  Sg = sum g,  Sdz = sum dz
+//             dx = a g + b2 x,  b2 = -a r^2 Sgx / M
+//             dweight += r Sgx,  dbias += Sg,  dtau += Sdz - Sg,  de += -w r^3 Sgx / 2
+//
+// The backward recomputes y = a x + b exactly as the forward did (same a from the saved r;
+// built with -ffp-contract=off), so the TLU mask matches; at a tie y == tau the gradient
+// goes to tau, as in frn_fused.py. Only x and r are needed besides the parameters.
+//
+// Each direction reads the plane twice (statistics, then elementwise); planes are split
+// between threads with at::parallel_for. Plane sums are accumulated in blocks of kBlock
+// elements in the input type (vectorised) and the block sums are added in double; the
+// per-channel sums over n are taken in double after the parallel loop, in a fixed order
+// (deterministic results for any thread count).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kBlock = 256;         // elements per partial sum in the input type
+constexpr int64_t kMinTaskSize = 16384; // elements per parallel task, at least
+
+int64_t grain_planes(int64_t m) { return std::max<int64_t>(1, kMinTaskSize / std::max<int64_t>(m, 1)); }
+
+void check_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau,
+                  const std::optional<Tensor>& eps_l) {
+  TORCH_CHECK(x.device().is_cpu(), "frn_det: CPU tensors expected");
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "frn_det: NCHW-contiguous 4-d input expected");
+  const int64_t C = x.size(1);
+  for (const Tensor* p : {&weight, &bias, tau ? &*tau : nullptr, eps_l ? &*eps_l : nullptr}) {
+    if (p == nullptr) continue;
+    TORCH_CHECK(p->device().is_cpu() && p->dim() == 1 && p->size(0) == C && p->is_contiguous() &&
+                    p->scalar_type() == x.scalar_type(),
+                "frn_det: parameters must be contiguous (C,) CPU tensors of the input's dtype");
+  }
+}
+
+// Effective eps per channel, in double.
+template <typename scalar_t>
+double eps_of(double eps, const scalar_t* eps_l, int64_t c) {
+  return eps_l ? eps + std::abs(static_cast<double>(eps_l[c])) : eps;
+}
+
+template <typename scalar_t>
+double sum_squares(const scalar_t* x, int64_t m) {
+  double total = 0;
+  for (int64_t k0 = 0; k0 < m; k0 += kBlock) {
+    const int64_t k1 = std::min(m, k0 + kBlock);
+    scalar_t s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = k0; k < k1; ++k) s += x[k] * x[k];
+    total += s;
+  }
+  return total;
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* xp, const scalar_t* wp, const scalar_t* bp, const scalar_t* tp,
+                    const scalar_t* ep, double eps, int64_t N, int64_t C, int64_t M, scalar_t* zp, scalar_t* rp) {
+  at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t c = i % C;
+      const scalar_t* xi = xp + i * M;
+      scalar_t* zi = zp + i * M;
+      const double nu2 = sum_squares(xi, M) / M;
+      const scalar_t ri = static_cast<scalar_t>(1.0 / std::sqrt(nu2 + eps_of(eps, ep, c)));
+      rp[i] = ri;
+      const scalar_t a = wp[c] * ri, b = bp[c];
+      if (tp) {
+        const scalar_t t = tp[c];
+#pragma omp simd
+        for (int64_t k = 0; k < M; ++k) zi[k] = std::max(a * xi[k] + b, t);
+      } else {
+#pragma omp simd
+        for (int64_t k = 0; k < M; ++k) zi[k] = a * xi[k] + b;
+      }
+    }
+  });
+}
+
+// sums: per (n, c) r Sgx, Sg, Sdz - Sg, -w r^3 Sgx / 2 (in double); dxp may be null
+template <typename scalar_t>
+void backward_kernel(const scalar_t* dp, const scalar_t* xp, const scalar_t* rp, const scalar_t* wp,
+                     const scalar_t* bp, const scalar_t* tp, int64_t N, int64_t C, int64_t M, scalar_t* dxp,
+                     double* sp) {
+  at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t c = i % C;
+      const scalar_t* xi = xp + i * M;
+      const scalar_t* di = dp + i * M;
+      const scalar_t ri = rp[i];
+      const scalar_t a = wp[c] * ri, b = bp[c];  // as in the forward: the same y = a x + b
+      const scalar_t t = tp ? tp[c] : scalar_t(0);
+      double sgx = 0, sg = 0, sdz = 0;
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t k1 = std::min(M, k0 + kBlock);
+        scalar_t bgx = 0, bg = 0, bdz = 0;
+        if (tp) {
+#pragma omp simd reduction(+ : bgx, bg, bdz)
+          for (int64_t k = k0; k < k1; ++k) {
+            const scalar_t g = a * xi[k] + b > t ? di[k] : scalar_t(0);
+            bgx += g * xi[k];
+            bg += g;
+            bdz += di[k];
+          }
+        } else {
+#pragma omp simd reduction(+ : bgx, bg)
+          for (int64_t k = k0; k < k1; ++k) {
+            bgx += di[k] * xi[k];
+            bg += di[k];
+          }
+        }
+        sgx += bgx;
+        sg += bg;
+        sdz += bdz;
+      }
+      const double rd = ri, wr3s = static_cast<double>(wp[c]) * rd * rd * rd * sgx;  // w r^3 Sgx
+      double* s = sp + 4 * i;
+      s[0] = rd * sgx;
+      s[1] = sg;
+      s[2] = sdz - sg;
+      s[3] = -0.5 * wr3s;
+      if (dxp) {
+        scalar_t* oi = dxp + i * M;
+        const scalar_t b2 = static_cast<scalar_t>(-wr3s / M);
+        if (tp) {
+#pragma omp simd
+          for (int64_t k = 0; k < M; ++k) {
+            const scalar_t g = a * xi[k] + b > t ? di[k] : scalar_t(0);
+            oi[k] = a * g + b2 * xi[k];
+          }
+        } else {
+#pragma omp simd
+          for (int64_t k = 0; k < M; ++k) oi[k] = a * di[k] + b2 * xi[k];
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return t ? t->const_data_ptr<T>() : nullptr;
+}
+
+// forward: returns z and r = rsqrt(nu2 + e) per (n, c)
+std::tuple<Tensor, Tensor> frn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                       const std::optional<Tensor>& tau, double eps,
+                                       const std::optional<Tensor>& eps_l) {
+  check_inputs(x, weight, bias, tau, eps_l);
+  const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
+  TORCH_CHECK(M > 0, "frn_det: empty H*W");
+  Tensor z = at::empty_like(x);
+  Tensor r = at::empty({N, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "frn_forward", [&] {
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                             bias.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(tau),
+                             ptr_or_null<scalar_t>(eps_l), eps, N, C, M, z.mutable_data_ptr<scalar_t>(),
+                             r.mutable_data_ptr<scalar_t>());
+  });
+  return {z, r};
+}
+
+// backward: returns dx (empty unless need_dx), dweight, dbias, dtau (meaningless without TLU)
+// and de = dL/d(effective eps) per channel (the learned-eps gradient before sign(eps_l)).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz, const Tensor& x, const Tensor& r,
+                                                                const Tensor& weight, const Tensor& bias,
+                                                                const std::optional<Tensor>& tau, bool need_dx) {
+  check_inputs(x, weight, bias, tau, std::nullopt);
+  TORCH_CHECK(dz.sizes() == x.sizes() && dz.is_contiguous() && dz.scalar_type() == x.scalar_type(),
+              "frn_det: dz must be a contiguous tensor like x");
+  const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
+  TORCH_CHECK(M > 0, "frn_det: empty H*W");
+  TORCH_CHECK(r.numel() == N * C && r.is_contiguous() && r.scalar_type() == x.scalar_type(), "frn_det: bad r");
+  Tensor dx = need_dx ? at::empty_like(x) : at::empty({0}, x.options());
+  Tensor sums = at::empty({N, C, 4}, x.options().dtype(at::kDouble));
+  std::array<Tensor, 4> grads;  // dweight, dbias, dtau, de: separate tensors (no aliasing outputs)
+  for (Tensor& g : grads) g = at::empty({C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "frn_backward", [&] {
+    backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                              r.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                              bias.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(tau), N, C, M,
+                              need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.mutable_data_ptr<double>());
+    // per-channel sums over n, in a fixed order
+    const double* sp = sums.const_data_ptr<double>();
+    for (int64_t j = 0; j < 4; ++j) {
+      scalar_t* gp = grads[j].mutable_data_ptr<scalar_t>();
+      for (int64_t c = 0; c < C; ++c) {
+        double acc = 0;
+        for (int64_t n = 0; n < N; ++n) acc += sp[4 * (n * C + c) + j];
+        gp[c] = static_cast<scalar_t>(acc);
+      }
+    }
+  });
+  return {dx, grads[0], grads[1], grads[2], grads[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(frn_det, m) {
+  m.def("frn_forward(Tensor x, Tensor weight, Tensor bias, Tensor? tau, float eps, Tensor? eps_l) -> (Tensor, Tensor)");
+  m.def("frn_backward(Tensor dz, Tensor x, Tensor r, Tensor weight, Tensor bias, Tensor? tau, bool need_dx)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(frn_det, CPU, m) {
+  m.impl("frn_forward", &frn_forward);
+  m.impl("frn_backward", &frn_backward);
+}

@@ -1,0 +1,230 @@
+"""C++ CPU kernels for FRN(+TLU) (csrc/frn_cpu.cpp), compiled on first use.
+
+The extension is built with `torch.utils.cpp_extension.load` into
+`$FRN_DET_CACHE/torch_extensions/` (default `~/.cache/frn_det/torch_extensions/`), in a
+folder whose name hashes the source, the flags, the Python and torch versions and the
+CPU, so that one cache can serve several environments and machines. Later processes
+load the built library (ninja finds nothing to do). Processes that start at the same
+time (DDP workers) wait for each other on torch's file lock in that folder.
+
+`ops()` returns `torch.ops.frn_det`, or None when the kernels are disabled
+(`FRN_DET_NO_CPP=1`) or cannot be built (no C++ compiler, no ninja, ...): one warning
+gives the reason and callers fall back to the PyTorch implementation. The outcome (and
+the FRN_DET_NO_CPP setting) is decided at the first call and cached per process.
+"""
+import hashlib
+import logging
+import os
+import platform
+import shlex
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["ops", "unavailable_reason", "FRNCppFunction", "frn_cpp", "build_directory"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "frn_cpu.cpp"
+# -ffp-contract=off: the forward and the backward round y = a x + b alike (same TLU mask)
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+_NAME = "frn_det_cpu"
+
+_lock = threading.Lock()
+_NOT_YET = object()
+_ops = _NOT_YET  # torch.ops.frn_det or None once decided
+_reason: Optional[str] = None
+_fakes_registered = False
+# the ops' default overloads, set when the library is loaded (a little faster to call)
+_forward_op = _backward_op = None
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU model and flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def build_directory() -> Path:
+    cache = os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det"
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), torch.__version__.encode(),
+                 sys.version.encode(), _cpu_id().encode()):
+        key.update(part)
+    return Path(cache) / "torch_extensions" / f"{_NAME}-{key.hexdigest()[:16]}"
+
+
+def _ninja_on_path() -> None:
+    """torch runs `ninja` from PATH. The pip package `ninja` (a dependency of frn-det)
+    puts it next to the interpreter, which is not on PATH in a venv that was not
+    activated: add that folder (this process and its children only)."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+
+        folder = ninja.BIN_DIR
+    except (ImportError, AttributeError):
+        folder = os.path.dirname(sys.executable)
+    if os.path.isfile(os.path.join(folder, "ninja")) or os.path.isfile(os.path.join(folder, "ninja.exe")):
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+
+
+def _build():
+    # importing it logs "No CUDA runtime is found, using CUDA_HOME=..." on CPU-only
+    # machines: irrelevant for this CPU extension
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        cpp_logger.setLevel(level)
+
+    compiler = (shlex.split(os.environ.get("CXX", "")) or ["c++"])[0]  # CXX may be "ccache g++"
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C++ compiler: {compiler!r} (from $CXX, default c++) not found")
+    _ninja_on_path()
+    cpp_extension.verify_ninja_availability()  # RuntimeError "Ninja is required ..."
+    build_dir = build_directory()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # is_python_module=False: the library registers torch.ops.frn_det (TORCH_LIBRARY)
+    cpp_extension.load(
+        name=_NAME,
+        sources=[str(_SOURCE)],
+        extra_cflags=_CFLAGS,
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=False,
+    )
+    _register_fake_kernels()
+    return torch.ops.frn_det
+
+
+def _register_fake_kernels() -> None:
+    """Shape-only versions of the ops, for torch.compile (which traces with fake tensors)."""
+    global _fakes_registered
+    register_fake = getattr(torch.library, "register_fake", None)  # torch >= 2.4
+    if register_fake is None or _fakes_registered:
+        return
+
+    @register_fake("frn_det::frn_forward")
+    def _forward(x, weight, bias, tau, eps, eps_l):
+        return torch.empty_like(x), x.new_empty(x.shape[:2])
+
+    @register_fake("frn_det::frn_backward")
+    def _backward(dz, x, r, weight, bias, tau, need_dx):
+        dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+        return (dx,) + tuple(x.new_empty(x.shape[1]) for _ in range(4))
+
+    _fakes_registered = True
+
+
+def _describe(e: Exception) -> str:
+    """A one-line reason: the exception's first line plus the first compiler error, if any."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines()] or [""]
+    errors = [ln for ln in lines[1:] if "error" in ln.lower() or "not found" in ln.lower()]
+    reason = f"{type(e).__name__}: {lines[0][:300]}"
+    return reason + (f" ... {errors[0][:300]}" if errors else "")
+
+
+def _disabled() -> bool:
+    return os.environ.get("FRN_DET_NO_CPP", "0") not in ("", "0")
+
+
+def _load():
+    global _reason, _forward_op, _backward_op
+    if _disabled():
+        _reason = "disabled by FRN_DET_NO_CPP"
+        return None
+    try:
+        lib = _build()
+    except Exception as e:  # compiler/ninja missing, compile or load error
+        _reason = _describe(e)
+        logger.warning("FRN C++ CPU kernels unavailable, using the PyTorch implementation (%s)", _reason)
+        return None
+    _forward_op, _backward_op = lib.frn_forward.default, lib.frn_backward.default
+    _reason = None
+    return lib
+
+
+def ops():
+    """torch.ops.frn_det, or None when disabled (FRN_DET_NO_CPP=1 at the first call) or not
+    buildable (see unavailable_reason()). Decided once per process."""
+    global _ops
+    if _ops is _NOT_YET:
+        with _lock:
+            if _ops is _NOT_YET:
+                _ops = _load()
+    return _ops
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why ops() returns None; None if it does not."""
+    ops()
+    return _reason
+
+
+def _like_x(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """A parameter as the kernels expect it: a contiguous (C,) tensor of x's dtype."""
+    if p is None or (p.dtype == x.dtype and p.is_contiguous()):
+        return p
+    return p.to(x.dtype).contiguous()
+
+
+class FRNCppFunction(torch.autograd.Function):
+    """z = FRN(+TLU)(x) with the C++ kernels; x: CPU, float32/float64, any layout (an
+    NCHW-contiguous copy is made otherwise). Saves the (contiguous) input and
+    r = rsqrt(nu2 + e) per (n, c), besides the parameters themselves."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
+        x = x.contiguous()
+        z, r = _forward_op(x, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), eps, _like_x(eps_l, x))
+        ctx.save_for_backward(x, r, weight, bias, tau, eps_l)
+        return z
+
+    @staticmethod
+    def backward(ctx, dz):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
+            return _backward_once_differentiable(ctx, dz)
+        return _backward(ctx, dz)
+
+
+def _backward(ctx, dz):
+    x, r, weight, bias, tau, eps_l = ctx.saved_tensors
+    need_x, need_w, need_b, need_tau, need_eps_l, _ = ctx.needs_input_grad
+    dx, dweight, dbias, dtau, de = _backward_op(
+        dz.contiguous(), x, r, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), need_x)
+    return (
+        dx if need_x else None,
+        dweight if need_w else None,
+        dbias if need_b else None,
+        dtau if need_tau else None,
+        de.mul_(eps_l.sign()) if need_eps_l else None,  # d|eps_l|/d eps_l = sign(eps_l)
+        None,
+    )
+
+
+_backward_once_differentiable = once_differentiable(_backward)
+
+
+def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
+    """FRN(+TLU) with the C++ kernels (ops() must not be None); float32/float64 CPU input
+    of any layout, output NCHW-contiguous."""
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or bias.requires_grad
+        or (tau is not None and tau.requires_grad) or (eps_l is not None and eps_l.requires_grad)
+    ):
+        return FRNCppFunction.apply(x, weight, bias, tau, eps_l, float(eps))
+    x = x.contiguous()
+    return _forward_op(x, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), float(eps), _like_x(eps_l, x))[0]

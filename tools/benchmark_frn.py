@@ -1,0 +1,302 @@
+#!/usr/bin/env python
+"""Forward+backward time and saved-for-backward memory of FRN+TLU against BN/GN + ReLU.
+
+Shapes come from RetinaNet R50-FPN:
+  head:     P3-P7, 256 channels, strides 8..128 of an --image-size square image (CPU default
+            512: P3 64x64 ... P7 4x4).
+  backbone: stem (64 ch, stride 2) and res2-res5 outputs (256/512/1024/2048 ch, strides
+            4..32) of an 800x1333 image scaled by --backbone-scale (CPU default 0.25).
+
+Per shape every implementation runs `torch.autograd.grad` of its output against the
+input and parameters with a fixed upstream gradient. The implementations are timed
+round-robin (one call each per round; at least --repeats rounds and --min-seconds), so
+that load from other processes hits all of them alike, and the median is reported.
+"saved MB" sums the distinct storages that autograd packs during one forward
+(saved_tensors_hooks), the input included.
+
+On a CPU shared with other processes, OpenMP threads that lose their core stall whole
+ops (the medians then jump in steps of a scheduler time slice); compare with --threads 1.
+
+Rows: "FRN+TLU fused (torch)" is the PyTorch autograd function (frn_fused backend
+"torch"), "FRN+TLU fused (C++)" the C++ CPU kernels (backend "cpp", built on first use
+and cached). FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU
+float32/float64 inputs, the torch function otherwise.
+
+"eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
+of the input's size (forward reads x and writes z; backward reads x and dz and writes
+dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run.
+
+Examples:
+  python tools/benchmark_frn.py --quick
+  python tools/benchmark_frn.py --shapes all --batch 1 2 4 --dtype float32 bfloat16
+  python tools/benchmark_frn.py --device cuda --batch 8 16 --json frn_bench.json
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple, Union
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from frn_det.layers import frn_cpp  # noqa: E402
+from frn_det.layers.frn import FilterResponseNorm2d  # noqa: E402
+from frn_det.layers.frn_fused import frn_fused  # noqa: E402
+
+HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
+BACKBONE_STAGES = [("stem", 64, 2), ("res2", 256, 4), ("res3", 512, 8), ("res4", 1024, 16), ("res5", 2048, 32)]
+BASELINES = {"BN+ReLU": "x_bn_relu", "GN+ReLU": "x_gn_relu"}  # impl -> ratio key
+IDEAL_TENSOR_PASSES = 5
+
+
+def head_shapes(image: int) -> List[Tuple[str, int, int, int]]:
+    return [(name, 256, math.ceil(image / s), math.ceil(image / s)) for name, s in HEAD_LEVELS]
+
+
+def backbone_shapes(scale: float) -> List[Tuple[str, int, int, int]]:
+    h, w = round(800 * scale), round(1333 * scale)
+    return [(name, c, math.ceil(h / s), math.ceil(w / s)) for name, c, s in BACKBONE_STAGES]
+
+
+class FRNBackend(FilterResponseNorm2d):
+    """FRN+TLU through frn_fused with a fixed backend ("torch" or "cpp")."""
+
+    def __init__(self, channels: int, backend: str):
+        super().__init__(channels, impl="fused")
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=self.backend)
+
+
+def build_impls(channels: int, device: torch.device) -> Dict[str, Union[nn.Module, str]]:
+    """name -> module, or a string: why the implementation is skipped."""
+    impls: Dict[str, Union[nn.Module, str]] = {
+        "FRN+TLU reference": FilterResponseNorm2d(channels, impl="reference"),
+        "FRN+TLU fused (torch)": FRNBackend(channels, "torch"),
+    }
+    if device.type != "cpu":
+        impls["FRN+TLU fused (C++)"] = "skipped: CPU kernels"
+    elif frn_cpp.ops() is None:
+        impls["FRN+TLU fused (C++)"] = f"skipped: {frn_cpp.unavailable_reason()}"[:120]
+    else:
+        impls["FRN+TLU fused (C++)"] = FRNBackend(channels, "cpp")
+    try:
+        from timm.layers import FilterResponseNormTlu2d
+
+        impls["FRN+TLU timm"] = FilterResponseNormTlu2d(channels, eps=1e-6)
+    except ImportError:
+        impls["FRN+TLU timm"] = "skipped: timm not importable"
+    impls["BN+ReLU"] = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+    impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
+    return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
+
+
+def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves during one forward of `module`."""
+    storages = {}
+
+    def pack(t: torch.Tensor):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(storages.values())
+
+
+def make_step(module: nn.Module, x: torch.Tensor, dz: torch.Tensor) -> Callable[[], None]:
+    inputs = [x] + [p for p in module.parameters()]
+
+    def step():
+        torch.autograd.grad(module(x), inputs, dz)
+
+    return step
+
+
+def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, sync,
+                     min_seconds: float) -> Dict[str, float]:
+    """Median seconds per call, calling the functions in turn.
+
+    Each function is warmed up `warmup` times; then rounds run until there are at least
+    `repeats` of them and `min_seconds` have passed (small shapes get more rounds)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 50 * repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds) -> List[dict]:
+    torch.manual_seed(0)
+    x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
+    dz = torch.randn_like(x)
+    impls = build_impls(c, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    fns, rows, notes = {}, {}, {}
+    for name, module in impls.items():
+        if isinstance(module, str):
+            notes[name] = module
+            continue
+        step = make_step(module, x, dz)
+        try:
+            step()
+        except (RuntimeError, TypeError) as e:  # e.g. a dtype an implementation lacks
+            notes[name] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+            continue
+        fns[name] = step
+        rows[name] = {"saved_mb": saved_bytes(module, x) / 2**20}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            rows[name]["cuda_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    dst = torch.empty_like(x)
+    fns["copy_"] = lambda: dst.copy_(x.detach())
+    med = time_round_robin(fns, repeats, warmup, sync, min_seconds)
+
+    nbytes = x.numel() * x.element_size()
+    copy_gbs = 2 * nbytes / med["copy_"] / 1e9
+    shape = f"{label} {n}x{c}x{h}x{w}"
+    out = []
+    for name in impls:
+        row = {"shape": shape, "impl": name, "dtype": str(dtype).replace("torch.", "")}
+        if name not in rows:
+            row["note"] = notes[name]
+            out.append(row)
+            continue
+        t = med[name]
+        row.update(rows[name])
+        row["ms"] = t * 1e3
+        for base, key in BASELINES.items():
+            row[key] = t / med[base] if base in med else float("nan")
+        row["eff_gbs"] = IDEAL_TENSOR_PASSES * nbytes / t / 1e9
+        row["copy_gbs"] = copy_gbs
+        out.append(row)
+    return out
+
+
+def print_table(rows: List[dict], dtype: str, device: str) -> None:
+    cuda = device == "cuda"
+    head = f"{'shape':<24} {'impl':<21} {'fwd+bwd ms':>10} {'x BN+ReLU':>9} {'x GN+ReLU':>9} {'saved MB':>9}"
+    head += f" {'peak MB':>8}" if cuda else ""
+    head += f" {'eff GB/s':>8} {'copy GB/s':>9}"
+    load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" if hasattr(os, "getloadavg") else ""
+    print(f"\n== dtype {dtype}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}{load} ==")
+    print(head)
+    print("-" * len(head))
+    last = None
+    for r in rows:
+        shape = r["shape"] if r["shape"] != last else ""
+        last = r["shape"]
+        if "ms" not in r:
+            print(f"{shape:<24} {r['impl']:<21} {r['note']}")
+            continue
+        line = (
+            f"{shape:<24} {r['impl']:<21} {r['ms']:>10.3f} {r['x_bn_relu']:>9.2f} {r['x_gn_relu']:>9.2f}"
+            f" {r['saved_mb']:>9.2f}"
+        )
+        line += f" {r.get('cuda_peak_mb', float('nan')):>8.1f}" if cuda else ""
+        line += f" {r['eff_gbs']:>8.1f} {r['copy_gbs']:>9.1f}"
+        print(line)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, nargs="+", choices=[1, 2, 4, 8, 16], default=None, help="default 1 2")
+    p.add_argument("--shapes", choices=["head", "backbone", "all"], default="head")
+    p.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--repeats", type=int, default=None, help="minimum timed rounds per shape (default 25, quick 9)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per implementation and shape (default 10, quick 3)")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="keep adding rounds until this much time per shape (default 1.0, quick 0.4)")
+    p.add_argument("--image-size", type=int, default=None, help="head image side (default 512 CPU, 1024 CUDA)")
+    p.add_argument("--backbone-scale", type=float, default=None, help="of 800x1333 (default 0.25 CPU, 1.0 CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--quick", action="store_true", help="head shapes only, batch 1 and 2 unless --batch, fewer rounds")
+    p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
+    args = p.parse_args(argv)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but CUDA is not available")
+    device = torch.device(args.device)
+    cpu = device.type == "cpu"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.shapes, args.batch = "head", args.batch or [1, 2]
+        args.repeats = args.repeats or 9
+        args.warmup = 3 if args.warmup is None else args.warmup
+        args.min_seconds = 0.4 if args.min_seconds is None else args.min_seconds
+    batches = args.batch or [1, 2]
+    args.warmup = 10 if args.warmup is None else args.warmup
+    args.min_seconds = 1.0 if args.min_seconds is None else args.min_seconds
+    repeats = args.repeats or 25
+    image = args.image_size or (512 if cpu else 1024)
+    scale = args.backbone_scale or (0.25 if cpu else 1.0)
+    shapes = []
+    if args.shapes in ("backbone", "all"):
+        shapes += backbone_shapes(scale)
+    if args.shapes in ("head", "all"):
+        shapes += head_shapes(image)
+
+    cpp_status = None
+    if cpu:
+        t0 = time.perf_counter()
+        cpp_status = "available" if frn_cpp.ops() is not None else f"unavailable: {frn_cpp.unavailable_reason()}"
+        print(f"C++ kernels {cpp_status} ({time.perf_counter() - t0:.1f} s to build or load;"
+              f" {frn_cpp.build_directory()})")
+
+    all_rows = []
+    t_start = time.perf_counter()
+    for dtype_name in args.dtype:
+        dtype = getattr(torch, dtype_name)
+        rows = []
+        for label, c, h, w in shapes:
+            for n in batches:
+                rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds)
+        print_table(rows, dtype_name, args.device)
+        all_rows += rows
+    print(
+        f"\n({time.perf_counter() - t_start:.1f} s; per shape: {args.warmup} warm-up calls, then the median of"
+        f" >= {repeats} round-robin rounds filling >= {args.min_seconds} s)"
+    )
+    if args.json:
+        meta = {
+            "torch": torch.__version__,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "image_size": image,
+            "backbone_scale": scale,
+            "ideal_tensor_passes": IDEAL_TENSOR_PASSES,
+            "cpp_kernels": cpp_status,
+        }
+        args.json.write_text(json.dumps({"meta": meta, "rows": all_rows}, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
