@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -71,6 +72,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if "BN" not in args.norms:
         p.error("--norms must include BN (ratios are to BN)")
+    with EventStorage():  # RetinaNet's losses log to Detectron2's event storage
+        run(args)
+
+
+def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     models, optims = {}, {}
