@@ -13,7 +13,8 @@ def add_frn_config(cfg):
     cfg.MODEL.FRN.LEARNABLE_EPS = False
     # Activation after a residual add in FRN ResNets: "TLU" (paper) or "ReLU".
     cfg.MODEL.FRN.RESIDUAL_ACTIVATION = "TLU"
-    # "auto" (fused when available), "reference" (plain ops) or "fused".
+    # "auto"/"fused" (fused autograd function; C++ kernels on CPU when they build),
+    # "reference" (plain ops), or force a fused backend: "torch" or "cpp".
     cfg.MODEL.FRN.IMPL = "auto"
 
     # Extra COCO-format datasets to register by name: a list of

@@ -147,3 +147,22 @@ def test_non_positive_config_eps_is_a_clear_error(eps):
     with pytest.raises(ValueError, match=r"MODEL.FRN.EPS must be > 0") as err:
         build_model(tiny_cfg("FRN", "MODEL.FRN.EPS", eps))
     assert f"got {float(eps)!r}" in str(err.value)
+
+
+def test_total_batch_must_divide_across_workers():
+    from frn_det.engine.train_net import check_config
+
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=5 \(the total batch\) must be a positive multiple of the number of workers \(2\)"):
+        check_config(tiny_cfg("FRN", "SOLVER.IMS_PER_BATCH", "5"), 2)
+
+
+def test_sync_bn_with_one_worker_warns(caplog):
+    from frn_det.engine.train_net import check_config
+
+    with caplog.at_level("WARNING", logger="frn_det"):
+        check_config(tiny_cfg("SyncBN"), 1)
+    assert "MODEL.RESNETS.NORM=SyncBN" in caplog.text and "computes exactly what BN computes" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="frn_det"):
+        check_config(tiny_cfg("SyncBN", "SOLVER.IMS_PER_BATCH", "4"), 2)
+    assert "BN computes" not in caplog.text

@@ -46,6 +46,23 @@ def build_config(config_file: str, opts=()):
     return cfg
 
 
+SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN")
+
+
+def check_config(cfg, world_size: int) -> None:
+    """Checks that need the number of workers, before anything is built."""
+    if world_size < 1 or cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} (the total batch) must be a positive "
+            f"multiple of the number of workers ({world_size})"
+        )
+    keys = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM")
+    values = (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM)
+    synced = [f"{k}={v}" for k, v in zip(keys, values) if v in SYNC_NORMS]
+    if synced and world_size == 1:
+        logger.warning("%s with a single worker computes exactly what BN computes", ", ".join(synced))
+
+
 def setup(args):
     if args.config_file:
         args.config_file = resolve_config_file(args.config_file)  # default_setup re-reads it
@@ -57,6 +74,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    check_config(cfg, comm.get_world_size())
     prepare_datasets(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)

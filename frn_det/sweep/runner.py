@@ -18,6 +18,7 @@ from detectron2.engine import launch
 from omegaconf import DictConfig
 
 from ..engine.preemption import Preempted
+from ..engine.train_net import check_config
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from .d2config import build_detectron2_config, config_hash
 from .events import log_event
@@ -76,6 +77,7 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
     cfg, sched = build_detectron2_config(job, run_dir)
+    check_config(cfg, sched.num_workers)
     digest = config_hash(cfg)
     record = {
         "run": name,
