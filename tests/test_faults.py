@@ -28,9 +28,12 @@ def wait_for_iteration(proc, json_log: Path, iteration: int, timeout=600):
         assert proc.poll() is None, f"process ended early:\n{proc.stdout.read()[-3000:]}"
         assert time.time() < deadline, "timed out"
         if json_log.exists():
-            lines = [json.loads(line) for line in json_log.read_text().splitlines() if line.strip()]
-            if any(line.get("iteration", -1) >= iteration for line in lines):
-                return
+            for line in json_log.read_text().splitlines():
+                try:  # the writer may be mid-line
+                    if json.loads(line).get("iteration", -1) >= iteration:
+                        return
+                except ValueError:
+                    pass
         time.sleep(0.3)
 
 
