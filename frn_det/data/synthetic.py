@@ -27,6 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.paths import cache_dir as cache_dir_default
+
 logger = logging.getLogger(__name__)
 
 SHAPES_CATEGORIES = [
@@ -291,7 +293,7 @@ def generate_shapes_dataset(root: Path, spec: ShapesSpec) -> None:
     _write_split(root, spec, "val", 1, spec.num_val)
 
 
-def _paths(root: Path) -> Dict[str, object]:
+def dataset_paths(root: Path) -> Dict[str, object]:
     # Plain strings for the split paths: they go into configs and dataset registries.
     paths: Dict[str, object] = {
         split: (str(root / "annotations" / f"instances_{split}.json"), str(root / split))
@@ -301,8 +303,9 @@ def _paths(root: Path) -> Dict[str, object]:
     return paths
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det")
+def dataset_root(spec: ShapesSpec, cache_dir: Optional[Path] = None) -> Path:
+    """Where ensure_shapes_dataset keeps `spec` (whether or not it exists yet)."""
+    return Path(cache_dir if cache_dir is not None else cache_dir_default()) / "datasets" / spec.key()
 
 
 def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
@@ -314,11 +317,10 @@ def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
     generated in a private temp folder, the DONE marker is written last, and the
     folder is atomically renamed into place. Leftover temp folders are ignored.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    parent = cache_dir / "datasets"
-    root = parent / spec.key()
+    root = dataset_root(spec, cache_dir)
+    parent = root.parent
     if (root / DONE_MARKER).exists():
-        return _paths(root)
+        return dataset_paths(root)
 
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key()}.tmp-", dir=parent))
@@ -333,7 +335,7 @@ def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
                 logger.info("Generated synthetic shapes dataset %s (%d train, %d val images) "
                             "in %.1fs", root, spec.num_train, spec.num_val,
                             time.perf_counter() - start)
-                return _paths(root)
+                return dataset_paths(root)
             except OSError:
                 if (root / DONE_MARKER).exists():
                     break  # another process won the race; use its copy
@@ -342,6 +344,6 @@ def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
                 shutil.rmtree(root, ignore_errors=True)
         if not (root / DONE_MARKER).exists():
             raise RuntimeError(f"could not move generated dataset into {root}")
-        return _paths(root)
+        return dataset_paths(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename

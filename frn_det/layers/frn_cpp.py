@@ -26,6 +26,8 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..utils.paths import cache_dir
+
 __all__ = ["ops", "unavailable_reason", "FRNCppFunction", "frn_cpp", "build_directory"]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def _cpu_id() -> str:
 
 
 def build_directory() -> Path:
-    cache = os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det"
+    cache = cache_dir()
     key = hashlib.sha256()
     for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), torch.__version__.encode(),
                  sys.version.encode(), _cpu_id().encode()):
