@@ -17,6 +17,8 @@ from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn_fused import frn_fused
 
 EPS = 1e-3
+# grad_fn name of the C++ op (its autograd is a torch::autograd::Function in frn_cpu.cpp)
+CPP_GRAD_FN = "torch::autograd::CppNode<frn_det::FRNAutograd>"
 
 # (N, C, H, W): odd sizes, 1x1 maps, N = 1
 SHAPES = [(2, 8, 5, 7), (1, 6, 1, 1), (3, 4, 1, 1), (1, 5, 9, 4), (4, 3, 8, 8)]
@@ -231,7 +233,7 @@ def test_cpp_saves_only_input_and_per_sample_channel_statistic(contiguous, learn
 
     saved, out = saved_bytes(lambda t: frn_fused(t, frn.weight, frn.bias, frn.tau, frn.eps, frn.eps_l,
                                                  backend="cpp"), x)
-    assert out.grad_fn.name() == "FRNCppFunctionBackward"
+    assert out.grad_fn.name() == CPP_GRAD_FN
     assert saved <= input_bytes + n * c * 4 + param_bytes
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -265,13 +267,13 @@ def test_auto_backend_selection(monkeypatch):
         return frn_fused(x, *params, EPS, None, backend=backend).grad_fn.name()
 
     x = torch.randn(2, 4, 6, 6)
-    assert grad_fn_name(x) == "FRNCppFunctionBackward"
-    assert grad_fn_name(x.double()) == "FRNCppFunctionBackward"
-    assert grad_fn_name(x[:, :, ::2]) == "FRNCppFunctionBackward"  # strided: copied to NCHW
+    assert grad_fn_name(x) == CPP_GRAD_FN
+    assert grad_fn_name(x.double()) == CPP_GRAD_FN
+    assert grad_fn_name(x[:, :, ::2]) == CPP_GRAD_FN  # strided: copied to NCHW
     assert grad_fn_name(x.to(memory_format=torch.channels_last)) == "FRNFunctionBackward"  # keeps layout
     assert grad_fn_name(x.bfloat16()) == "FRNFunctionBackward"
     assert grad_fn_name(x, backend="torch") == "FRNFunctionBackward"
-    assert FilterResponseNorm2d(4, impl="fused")(x).grad_fn.name() == "FRNCppFunctionBackward"
+    assert FilterResponseNorm2d(4, impl="fused")(x).grad_fn.name() == CPP_GRAD_FN
     with pytest.raises(ValueError, match="backend"):
         frn_fused(x, *params, EPS, None, backend="cuda")
     # FRN_DET_NO_CPP is read once per process, at the first use: start over
@@ -309,7 +311,7 @@ def test_cpp_path_under_torch_compile():
     x = torch.randn(2, 4, 5, 5, requires_grad=True)
     leaves = [x] + list(frn.parameters())
     ref = frn(x)
-    assert ref.grad_fn.name() == "FRNCppFunctionBackward"
+    assert ref.grad_fn.name() == CPP_GRAD_FN
     out = torch.compile(frn, backend="aot_eager", fullgraph=True)(x)
     for got, want in zip(torch.autograd.grad(out.sum(), leaves), torch.autograd.grad(ref.sum(), leaves)):
         torch.testing.assert_close(got, want)
@@ -378,6 +380,19 @@ def test_double_backward_is_refused_but_create_graph_works(backend):
     (dx_ref,) = torch.autograd.grad(ref_forward(x_ref, weight, bias, tau, None).sum(), [x_ref])
     torch.testing.assert_close(dx.detach(), dx_ref, rtol=1e-10, atol=1e-12)
     with pytest.raises(RuntimeError):
+        dx.sum().backward()
+
+
+def test_gradient_of_the_gradient_wrt_upstream_gradient_is_refused(backend):
+    """With an upstream gradient that requires grad, differentiating dx again raises
+    (instead of silently returning zeros)."""
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    weight, bias, tau, _ = [p.requires_grad_() if p is not None else None for p in make_params(3, True, False)]
+    v = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    out = frn_fused(x, weight, bias, tau, EPS, None, backend=backend)
+    (dx,) = torch.autograd.grad(out, [x], grad_outputs=v, create_graph=True)
+    assert dx.requires_grad
+    with pytest.raises(RuntimeError, match="differentiate twice|not differentiable"):
         dx.sum().backward()
 
 

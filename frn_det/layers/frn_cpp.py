@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from ..utils.paths import cache_dir
 
-__all__ = ["ops", "unavailable_reason", "FRNCppFunction", "frn_cpp", "build_directory"]
+__all__ = ["ops", "unavailable_reason", "frn_cpp", "build_directory"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +40,8 @@ _NOT_YET = object()
 _ops = _NOT_YET  # torch.ops.frn_det or None once decided
 _reason: Optional[str] = None
 _fakes_registered = False
-# the ops' default overloads, set when the library is loaded (a little faster to call)
-_forward_op = _backward_op = None
+# the op's default overload, set when the library is loaded (a little faster to call)
+_frn_op = None
 
 
 def _cpu_id() -> str:
@@ -119,6 +117,10 @@ def _register_fake_kernels() -> None:
     if register_fake is None or _fakes_registered:
         return
 
+    @register_fake("frn_det::frn")
+    def _frn(x, weight, bias, tau, eps, eps_l):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
     @register_fake("frn_det::frn_forward")
     def _forward(x, weight, bias, tau, eps, eps_l):
         return torch.empty_like(x), x.new_empty(x.shape[:2])
@@ -144,7 +146,7 @@ def _disabled() -> bool:
 
 
 def _load():
-    global _reason, _forward_op, _backward_op
+    global _reason, _frn_op
     if _disabled():
         _reason = "disabled by FRN_DET_NO_CPP"
         return None
@@ -154,7 +156,7 @@ def _load():
         _reason = _describe(e)
         logger.warning("FRN C++ CPU kernels unavailable, using the PyTorch implementation (%s)", _reason)
         return None
-    _forward_op, _backward_op = lib.frn_forward.default, lib.frn_backward.default
+    _frn_op = lib.frn.default
     _reason = None
     return lib
 
@@ -176,57 +178,8 @@ def unavailable_reason() -> Optional[str]:
     return _reason
 
 
-def _like_x(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
-    """A parameter as the kernels expect it: a contiguous (C,) tensor of x's dtype."""
-    if p is None or (p.dtype == x.dtype and p.is_contiguous()):
-        return p
-    return p.to(x.dtype).contiguous()
-
-
-class FRNCppFunction(torch.autograd.Function):
-    """z = FRN(+TLU)(x) with the C++ kernels; x: CPU, float32/float64, any layout (an
-    NCHW-contiguous copy is made otherwise). Saves the (contiguous) input and
-    r = rsqrt(nu2 + e) per (n, c), besides the parameters themselves."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
-        x = x.contiguous()
-        z, r = _forward_op(x, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), eps, _like_x(eps_l, x))
-        ctx.save_for_backward(x, r, weight, bias, tau, eps_l)
-        return z
-
-    @staticmethod
-    def backward(ctx, dz):
-        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
-            return _backward_once_differentiable(ctx, dz)
-        return _backward(ctx, dz)
-
-
-def _backward(ctx, dz):
-    x, r, weight, bias, tau, eps_l = ctx.saved_tensors
-    need_x, need_w, need_b, need_tau, need_eps_l, _ = ctx.needs_input_grad
-    dx, dweight, dbias, dtau, de = _backward_op(
-        dz.contiguous(), x, r, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), need_x)
-    return (
-        dx if need_x else None,
-        dweight if need_w else None,
-        dbias if need_b else None,
-        dtau if need_tau else None,
-        de.mul_(eps_l.sign()) if need_eps_l else None,  # d|eps_l|/d eps_l = sign(eps_l)
-        None,
-    )
-
-
-_backward_once_differentiable = once_differentiable(_backward)
-
-
 def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
     """FRN(+TLU) with the C++ kernels (ops() must not be None); float32/float64 CPU input
-    of any layout, output NCHW-contiguous."""
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or bias.requires_grad
-        or (tau is not None and tau.requires_grad) or (eps_l is not None and eps_l.requires_grad)
-    ):
-        return FRNCppFunction.apply(x, weight, bias, tau, eps_l, float(eps))
-    x = x.contiguous()
-    return _forward_op(x, _like_x(weight, x), _like_x(bias, x), _like_x(tau, x), float(eps), _like_x(eps_l, x))[0]
+    of any layout, output NCHW-contiguous. Differentiable: the op's autograd lives in
+    C++ (grad_fn "FRNAutograd"), which saves the contiguous input and r per (n, c)."""
+    return _frn_op(x, weight, bias, tau, float(eps), eps_l)

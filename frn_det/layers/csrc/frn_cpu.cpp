@@ -18,11 +18,18 @@
 // elements in the input type (vectorised) and the block sums are added in double; the
 // per-channel sums over n are taken in double after the parallel loop, in a fixed order
 // (deterministic results for any thread count).
+//
+// Besides the two kernels, the op frn_det::frn(x, weight, bias, tau, eps, eps_l) -> z is
+// differentiable by itself: its Autograd kernel (FRNAutograd below) runs the forward and
+// backward kernels from C++, so a call costs one dispatcher call instead of a Python
+// autograd.Function (which is what dominates at small maps like RetinaNet's P6/P7).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -213,15 +220,120 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz
   return {dx, grads[0], grads[1], grads[2], grads[3]};
 }
 
+// The kernels through the dispatcher, so that tracing (fake tensors, torch.compile) reaches
+// their fake implementations (frn_cpp.py) instead of the kernels above.
+std::tuple<Tensor, Tensor> call_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                        const std::optional<Tensor>& tau, double eps,
+                                        const std::optional<Tensor>& eps_l) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("frn_det::frn_forward", "").typed<decltype(frn_forward)>();
+  return op.call(x, weight, bias, tau, eps, eps_l);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& dz, const Tensor& x, const Tensor& r,
+                                                                 const Tensor& weight, const Tensor& bias,
+                                                                 const std::optional<Tensor>& tau, bool need_dx) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("frn_det::frn_backward", "").typed<decltype(frn_backward)>();
+  return op.call(dz, x, r, weight, bias, tau, need_dx);
+}
+
+// A parameter as the kernels expect it: a contiguous (C,) tensor of x's dtype.
+std::optional<Tensor> like_x(const std::optional<Tensor>& p, const Tensor& x) {
+  if (!p || !p->defined()) return std::nullopt;
+  return p->to(x.scalar_type()).contiguous();
+}
+
+// The op without autograd (inference mode, or called below the Autograd key).
+Tensor frn(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau, double eps,
+           const std::optional<Tensor>& eps_l) {
+  const Tensor xc = x.contiguous();
+  return std::get<0>(frn_forward(xc, *like_x(weight, xc), *like_x(bias, xc), like_x(tau, xc), eps, like_x(eps_l, xc)));
+}
+
+}  // namespace
+
+namespace frn_det {  // named: grad_fn.name() is "torch::autograd::CppNode<frn_det::FRNAutograd>"
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                        const std::optional<Tensor>& tau, double eps, const std::optional<Tensor>& eps_l) {
+    const Tensor xc = x.contiguous();
+    auto [z, r] = call_forward(xc, *like_x(weight, xc), *like_x(bias, xc), like_x(tau, xc), eps, like_x(eps_l, xc));
+    const bool has_tau = tau && tau->defined(), has_eps_l = eps_l && eps_l->defined();
+    ctx->saved_data["has_tau"] = has_tau;
+    ctx->saved_data["has_eps_l"] = has_eps_l;
+    variable_list saved{xc, r, weight, bias};
+    if (has_tau) saved.push_back(*tau);
+    if (has_eps_l) saved.push_back(*eps_l);
+    ctx->save_for_backward(saved);
+    return z;
+  }
+
+  // One gradient per forward argument (x, weight, bias, tau, eps, eps_l); undefined where
+  // not needed. needs_input_grad counts the tensor arguments that were given.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const bool has_tau = ctx->saved_data["has_tau"].toBool(), has_eps_l = ctx->saved_data["has_eps_l"].toBool();
+    const Tensor &x = saved[0], &r = saved[1], &weight = saved[2], &bias = saved[3];
+    const std::optional<Tensor> tau = has_tau ? std::optional<Tensor>(saved[4]) : std::nullopt;
+    const Tensor eps_l = has_eps_l ? saved[has_tau ? 5 : 4] : Tensor();
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1),
+               need_b = ctx->needs_input_grad(2), need_tau = has_tau && ctx->needs_input_grad(3),
+               need_eps_l = has_eps_l && ctx->needs_input_grad(has_tau ? 4 : 3);
+    const Tensor& dz_in = grad_outputs[0];
+    const bool create_graph = at::GradMode::is_enabled();
+    variable_list grads(6);
+    {
+      at::NoGradGuard no_grad;  // the backward itself is not differentiable (see below)
+      const Tensor dz = dz_in.to(x.scalar_type()).contiguous();
+      auto [dx, dweight, dbias, dtau, de] =
+          call_backward(dz, x, r, *like_x(weight, x), *like_x(bias, x), like_x(tau, x), need_x);
+      if (need_x) grads[0] = dx;
+      if (need_w) grads[1] = dweight;
+      if (need_b) grads[2] = dbias;
+      if (need_tau) grads[3] = dtau;
+      if (need_eps_l) grads[5] = de.mul_(eps_l.sign().to(de.scalar_type()));  // d|eps_l| = sign(eps_l)
+    }
+    if (create_graph && dz_in.requires_grad()) {
+      // As Python's @once_differentiable: differentiating these gradients raises (an Error
+      // node as their grad_fn, connected to dz's graph so that it is reached).
+      auto error = c10::make_intrusive<torch::autograd::Error>(
+          "frn_det: the fused FRN backward is not differentiable (double backward); use MODEL.FRN.IMPL reference",
+          torch::autograd::collect_next_edges(dz_in));
+      for (Tensor& g : grads)
+        if (g.defined()) torch::autograd::create_gradient_edge(g, error);
+    }
+    return grads;
+  }
+};
+
+}  // namespace frn_det
+
+namespace {
+
+Tensor frn_autograd(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau,
+                    double eps, const std::optional<Tensor>& eps_l) {
+  return frn_det::FRNAutograd::apply(x, weight, bias, tau, eps, eps_l);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(frn_det, m) {
+  m.def("frn(Tensor x, Tensor weight, Tensor bias, Tensor? tau, float eps, Tensor? eps_l) -> Tensor");
   m.def("frn_forward(Tensor x, Tensor weight, Tensor bias, Tensor? tau, float eps, Tensor? eps_l) -> (Tensor, Tensor)");
   m.def("frn_backward(Tensor dz, Tensor x, Tensor r, Tensor weight, Tensor bias, Tensor? tau, bool need_dx)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(frn_det, CPU, m) {
+  m.impl("frn", &frn);
   m.impl("frn_forward", &frn_forward);
   m.impl("frn_backward", &frn_backward);
 }
+
+TORCH_LIBRARY_IMPL(frn_det, Autograd, m) { m.impl("frn", &frn_autograd); }
