@@ -1,4 +1,6 @@
-// FRN(+TLU) forward and backward CPU kernels for NCHW-contiguous float32/float64 tensors.
+// FRN(+TLU) forward and backward CPU kernels for NCHW-contiguous float32/float64 and
+// bfloat16/float16 tensors (the latter computed in float32, with float32 parameters and
+// statistics, and rounded once per stored element).
 // The math is derived in frn_det/layers/frn_fused.py; per sample n and channel c, over
 // the M = H*W positions of one (n, c) plane:
 //
@@ -15,7 +17,7 @@
 //
 // Each direction reads the plane twice (statistics, then elementwise); planes are split
 // between threads with at::parallel_for. Plane sums are accumulated in blocks of kBlock
-// elements in the input type (vectorised) and the block sums are added in double; the
+// elements in the accumulation type (vectorised) and the block sums are added in double; the
 // per-channel sums over n are taken in double after the parallel loop, in a fixed order
 // (deterministic results for any thread count).
 //
@@ -24,6 +26,7 @@
 // backward kernels from C++, so a call costs one dispatcher call instead of a Python
 // autograd.Function (which is what dominates at small maps like RetinaNet's P6/P7).
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -35,104 +38,188 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <optional>
 #include <tuple>
+#include <type_traits>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
 using at::Tensor;
 
-constexpr int64_t kBlock = 256;         // elements per partial sum in the input type
+constexpr int64_t kBlock = 256;         // elements per partial sum in the accumulation type
 constexpr int64_t kMinTaskSize = 16384; // elements per parallel task, at least
 
 int64_t grain_planes(int64_t m) { return std::max<int64_t>(1, kMinTaskSize / std::max<int64_t>(m, 1)); }
 
+// Element conversion. bfloat16/float16 tensors are computed in float (at::opmath_type),
+// a block of kBlock elements at a time: converted into a float buffer, computed there with
+// the same vectorised loops as float32, and rounded once per element when stored.
+inline float to_acc(c10::Half v) { return static_cast<float>(v); }
+// bfloat16 -> float is a 16-bit shift; written on the bits so that the loop vectorises
+inline float to_acc(c10::BFloat16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline void from_acc(float v, c10::Half& out) { out = static_cast<c10::Half>(v); }
+// round to nearest even, NaN stays NaN: as c10::BFloat16(float)
+inline void from_acc(float v, c10::BFloat16& out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  out.x = static_cast<uint16_t>(v != v ? 0x7FC0u : rounded);
+}
+
+// Elements [k0, k0 + n) of p as acc_t: in place for float32/float64, else converted into buf.
+template <typename scalar_t, typename acc_t>
+const acc_t* read_block(const scalar_t* p, int64_t k0, int64_t n, acc_t* buf) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return p + k0;
+  } else {
+    int64_t k = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<scalar_t, c10::Half>) {  // 8 at a time (F16C)
+      for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(buf + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k0 + k))));
+    }
+#endif
+    for (; k < n; ++k) buf[k] = to_acc(p[k0 + k]);
+    return buf;
+  }
+}
+
+// Where to compute elements [k0, k0 + n) of p: in place for float32/float64, else buf,
+// which write_block then rounds into p.
+template <typename scalar_t, typename acc_t>
+acc_t* output_block(scalar_t* p, int64_t k0, acc_t* buf) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return p + k0;
+  } else {
+    return buf;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void write_block(const acc_t* buf, int64_t n, scalar_t* p, int64_t k0) {
+  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+    int64_t k = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<scalar_t, c10::Half>) {  // 8 at a time, round to nearest even
+      for (; k + 8 <= n; k += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + k0 + k),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(buf + k), _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
+    for (; k < n; ++k) from_acc(buf[k], p[k0 + k]);
+  }
+}
+
+// x: NCHW-contiguous CPU tensor; parameters: contiguous (C,) CPU tensors of the
+// accumulation dtype (float32 for bfloat16/float16 input, else x's dtype).
 void check_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau,
                   const std::optional<Tensor>& eps_l) {
   TORCH_CHECK(x.device().is_cpu(), "frn_det: CPU tensors expected");
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "frn_det: NCHW-contiguous 4-d input expected");
   const int64_t C = x.size(1);
+  const auto acc = at::toOpMathType(x.scalar_type());
   for (const Tensor* p : {&weight, &bias, tau ? &*tau : nullptr, eps_l ? &*eps_l : nullptr}) {
     if (p == nullptr) continue;
     TORCH_CHECK(p->device().is_cpu() && p->dim() == 1 && p->size(0) == C && p->is_contiguous() &&
-                    p->scalar_type() == x.scalar_type(),
-                "frn_det: parameters must be contiguous (C,) CPU tensors of the input's dtype");
+                    p->scalar_type() == acc,
+                "frn_det: parameters must be contiguous (C,) CPU tensors of dtype ", acc, " for ",
+                x.scalar_type(), " input");
   }
 }
 
 // Effective eps per channel, in double.
-template <typename scalar_t>
-double eps_of(double eps, const scalar_t* eps_l, int64_t c) {
+template <typename acc_t>
+double eps_of(double eps, const acc_t* eps_l, int64_t c) {
   return eps_l ? eps + std::abs(static_cast<double>(eps_l[c])) : eps;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 double sum_squares(const scalar_t* x, int64_t m) {
   double total = 0;
+  acc_t buf[kBlock];
   for (int64_t k0 = 0; k0 < m; k0 += kBlock) {
-    const int64_t k1 = std::min(m, k0 + kBlock);
-    scalar_t s = 0;
+    const int64_t n = std::min(kBlock, m - k0);
+    const acc_t* xb = read_block(x, k0, n, buf);
+    acc_t s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t k = k0; k < k1; ++k) s += x[k] * x[k];
+    for (int64_t k = 0; k < n; ++k) s += xb[k] * xb[k];
     total += s;
   }
   return total;
 }
 
-template <typename scalar_t>
-void forward_kernel(const scalar_t* xp, const scalar_t* wp, const scalar_t* bp, const scalar_t* tp,
-                    const scalar_t* ep, double eps, int64_t N, int64_t C, int64_t M, scalar_t* zp, scalar_t* rp) {
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void forward_kernel(const scalar_t* xp, const acc_t* wp, const acc_t* bp, const acc_t* tp, const acc_t* ep,
+                    double eps, int64_t N, int64_t C, int64_t M, scalar_t* zp, acc_t* rp) {
   at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    acc_t xbuf[kBlock], zbuf[kBlock];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c = i % C;
       const scalar_t* xi = xp + i * M;
       scalar_t* zi = zp + i * M;
       const double nu2 = sum_squares(xi, M) / M;
-      const scalar_t ri = static_cast<scalar_t>(1.0 / std::sqrt(nu2 + eps_of(eps, ep, c)));
+      const acc_t ri = static_cast<acc_t>(1.0 / std::sqrt(nu2 + eps_of(eps, ep, c)));
       rp[i] = ri;
-      const scalar_t a = wp[c] * ri, b = bp[c];
-      if (tp) {
-        const scalar_t t = tp[c];
+      const acc_t a = wp[c] * ri, b = bp[c], t = tp ? tp[c] : acc_t(0);
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t n = std::min(kBlock, M - k0);
+        const acc_t* xb = read_block(xi, k0, n, xbuf);
+        acc_t* zb = output_block(zi, k0, zbuf);
+        if (tp) {
 #pragma omp simd
-        for (int64_t k = 0; k < M; ++k) zi[k] = std::max(a * xi[k] + b, t);
-      } else {
+          for (int64_t k = 0; k < n; ++k) zb[k] = std::max(a * xb[k] + b, t);
+        } else {
 #pragma omp simd
-        for (int64_t k = 0; k < M; ++k) zi[k] = a * xi[k] + b;
+          for (int64_t k = 0; k < n; ++k) zb[k] = a * xb[k] + b;
+        }
+        write_block(zb, n, zi, k0);
       }
     }
   });
 }
 
 // sums: per (n, c) r Sgx, Sg, Sdz - Sg, -w r^3 Sgx / 2 (in double); dxp may be null
-template <typename scalar_t>
-void backward_kernel(const scalar_t* dp, const scalar_t* xp, const scalar_t* rp, const scalar_t* wp,
-                     const scalar_t* bp, const scalar_t* tp, int64_t N, int64_t C, int64_t M, scalar_t* dxp,
-                     double* sp) {
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void backward_kernel(const scalar_t* dp, const scalar_t* xp, const acc_t* rp, const acc_t* wp, const acc_t* bp,
+                     const acc_t* tp, int64_t N, int64_t C, int64_t M, scalar_t* dxp, double* sp) {
   at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    acc_t xbuf[kBlock], dbuf[kBlock], obuf[kBlock];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c = i % C;
       const scalar_t* xi = xp + i * M;
       const scalar_t* di = dp + i * M;
-      const scalar_t ri = rp[i];
-      const scalar_t a = wp[c] * ri, b = bp[c];  // as in the forward: the same y = a x + b
-      const scalar_t t = tp ? tp[c] : scalar_t(0);
+      const acc_t ri = rp[i];
+      const acc_t a = wp[c] * ri, b = bp[c];  // as in the forward: the same y = a x + b
+      const acc_t t = tp ? tp[c] : acc_t(0);
       double sgx = 0, sg = 0, sdz = 0;
       for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
-        const int64_t k1 = std::min(M, k0 + kBlock);
-        scalar_t bgx = 0, bg = 0, bdz = 0;
+        const int64_t n = std::min(kBlock, M - k0);
+        const acc_t* xb = read_block(xi, k0, n, xbuf);
+        const acc_t* db = read_block(di, k0, n, dbuf);
+        acc_t bgx = 0, bg = 0, bdz = 0;
         if (tp) {
 #pragma omp simd reduction(+ : bgx, bg, bdz)
-          for (int64_t k = k0; k < k1; ++k) {
-            const scalar_t g = a * xi[k] + b > t ? di[k] : scalar_t(0);
-            bgx += g * xi[k];
+          for (int64_t k = 0; k < n; ++k) {
+            const acc_t g = a * xb[k] + b > t ? db[k] : acc_t(0);
+            bgx += g * xb[k];
             bg += g;
-            bdz += di[k];
+            bdz += db[k];
           }
         } else {
 #pragma omp simd reduction(+ : bgx, bg)
-          for (int64_t k = k0; k < k1; ++k) {
-            bgx += di[k] * xi[k];
-            bg += di[k];
+          for (int64_t k = 0; k < n; ++k) {
+            bgx += db[k] * xb[k];
+            bg += db[k];
           }
         }
         sgx += bgx;
@@ -145,19 +232,25 @@ void backward_kernel(const scalar_t* dp, const scalar_t* xp, const scalar_t* rp,
       s[1] = sg;
       s[2] = sdz - sg;
       s[3] = -0.5 * wr3s;
-      if (dxp) {
-        scalar_t* oi = dxp + i * M;
-        const scalar_t b2 = static_cast<scalar_t>(-wr3s / M);
+      if (!dxp) continue;
+      scalar_t* oi = dxp + i * M;
+      const acc_t b2 = static_cast<acc_t>(-wr3s / M);
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t n = std::min(kBlock, M - k0);
+        const acc_t* xb = read_block(xi, k0, n, xbuf);
+        const acc_t* db = read_block(di, k0, n, dbuf);
+        acc_t* ob = output_block(oi, k0, obuf);
         if (tp) {
 #pragma omp simd
-          for (int64_t k = 0; k < M; ++k) {
-            const scalar_t g = a * xi[k] + b > t ? di[k] : scalar_t(0);
-            oi[k] = a * g + b2 * xi[k];
+          for (int64_t k = 0; k < n; ++k) {
+            const acc_t g = a * xb[k] + b > t ? db[k] : acc_t(0);
+            ob[k] = a * g + b2 * xb[k];
           }
         } else {
 #pragma omp simd
-          for (int64_t k = 0; k < M; ++k) oi[k] = a * di[k] + b2 * xi[k];
+          for (int64_t k = 0; k < n; ++k) ob[k] = a * db[k] + b2 * xb[k];
         }
+        write_block(ob, n, oi, k0);
       }
     }
   });
@@ -168,7 +261,7 @@ const T* ptr_or_null(const std::optional<at::Tensor>& t) {
   return t ? t->const_data_ptr<T>() : nullptr;
 }
 
-// forward: returns z and r = rsqrt(nu2 + e) per (n, c)
+// forward: returns z and r = rsqrt(nu2 + e) per (n, c), in the accumulation dtype
 std::tuple<Tensor, Tensor> frn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                        const std::optional<Tensor>& tau, double eps,
                                        const std::optional<Tensor>& eps_l) {
@@ -176,18 +269,19 @@ std::tuple<Tensor, Tensor> frn_forward(const Tensor& x, const Tensor& weight, co
   const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
   TORCH_CHECK(M > 0, "frn_det: empty H*W");
   Tensor z = at::empty_like(x);
-  Tensor r = at::empty({N, C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "frn_forward", [&] {
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                             bias.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(tau),
-                             ptr_or_null<scalar_t>(eps_l), eps, N, C, M, z.mutable_data_ptr<scalar_t>(),
-                             r.mutable_data_ptr<scalar_t>());
+  Tensor r = at::empty({N, C}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frn_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<acc_t>(),
+                             bias.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(tau), ptr_or_null<acc_t>(eps_l), eps,
+                             N, C, M, z.mutable_data_ptr<scalar_t>(), r.mutable_data_ptr<acc_t>());
   });
   return {z, r};
 }
 
 // backward: returns dx (empty unless need_dx), dweight, dbias, dtau (meaningless without TLU)
-// and de = dL/d(effective eps) per channel (the learned-eps gradient before sign(eps_l)).
+// and de = dL/d(effective eps) per channel (the learned-eps gradient before sign(eps_l));
+// the per-channel gradients in the accumulation dtype.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz, const Tensor& x, const Tensor& r,
                                                                 const Tensor& weight, const Tensor& bias,
                                                                 const std::optional<Tensor>& tau, bool need_dx) {
@@ -196,24 +290,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz
               "frn_det: dz must be a contiguous tensor like x");
   const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
   TORCH_CHECK(M > 0, "frn_det: empty H*W");
-  TORCH_CHECK(r.numel() == N * C && r.is_contiguous() && r.scalar_type() == x.scalar_type(), "frn_det: bad r");
+  TORCH_CHECK(r.numel() == N * C && r.is_contiguous() && r.scalar_type() == weight.scalar_type(), "frn_det: bad r");
   Tensor dx = need_dx ? at::empty_like(x) : at::empty({0}, x.options());
   Tensor sums = at::empty({N, C, 4}, x.options().dtype(at::kDouble));
   std::array<Tensor, 4> grads;  // dweight, dbias, dtau, de: separate tensors (no aliasing outputs)
-  for (Tensor& g : grads) g = at::empty({C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "frn_backward", [&] {
-    backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                              r.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                              bias.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(tau), N, C, M,
-                              need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.mutable_data_ptr<double>());
+  for (Tensor& g : grads) g = at::empty({C}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frn_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), r.const_data_ptr<acc_t>(),
+                              weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(tau),
+                              N, C, M, need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr,
+                              sums.mutable_data_ptr<double>());
     // per-channel sums over n, in a fixed order
     const double* sp = sums.const_data_ptr<double>();
     for (int64_t j = 0; j < 4; ++j) {
-      scalar_t* gp = grads[j].mutable_data_ptr<scalar_t>();
+      acc_t* gp = grads[j].mutable_data_ptr<acc_t>();
       for (int64_t c = 0; c < C; ++c) {
         double acc = 0;
         for (int64_t n = 0; n < N; ++n) acc += sp[4 * (n * C + c) + j];
-        gp[c] = static_cast<scalar_t>(acc);
+        gp[c] = static_cast<acc_t>(acc);
       }
     }
   });
@@ -238,10 +333,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& d
   return op.call(dz, x, r, weight, bias, tau, need_dx);
 }
 
-// A parameter as the kernels expect it: a contiguous (C,) tensor of x's dtype.
+// A parameter as the kernels expect it: a contiguous (C,) tensor of the accumulation dtype.
 std::optional<Tensor> like_x(const std::optional<Tensor>& p, const Tensor& x) {
   if (!p || !p->defined()) return std::nullopt;
-  return p->to(x.scalar_type()).contiguous();
+  return p->to(at::toOpMathType(x.scalar_type())).contiguous();
 }
 
 // The op without autograd (inference mode, or called below the Autograd key).
