@@ -220,13 +220,14 @@ def test_saved_memory_is_input_plus_statistics():
 
 @pytest.mark.parametrize("contiguous", [True, False])
 @pytest.mark.parametrize("learn_eps", [False, True])
-def test_cpp_saves_only_input_and_per_sample_channel_statistic(contiguous, learn_eps):
-    """The C++ path saves x (or its NCHW copy), r per (n, c), and the parameters
-    themselves (no copies of them)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_saves_only_input_and_per_sample_channel_statistic(contiguous, learn_eps, dtype):
+    """The C++ path saves x (or its NCHW copy) in its own dtype, r per (n, c) in float32,
+    and the parameters themselves (no copies of them)."""
     require_cpp()
     n, c = 3, 32
     x = torch.randn(n, c, 24, 20) if contiguous else torch.randn(n, 24, 20, c).permute(0, 3, 1, 2)
-    x.requires_grad_()
+    x = x.to(dtype).requires_grad_()
     frn = FilterResponseNorm2d(c, learnable_eps=learn_eps)
     param_bytes = sum(p.numel() * p.element_size() for p in frn.parameters())
     input_bytes = x.numel() * x.element_size()
@@ -239,11 +240,12 @@ def test_cpp_saves_only_input_and_per_sample_channel_statistic(contiguous, learn
     assert torch.isfinite(x.grad).all()
 
 
-def test_cpp_thread_count_does_not_change_results():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cpp_thread_count_does_not_change_results(dtype):
     """Planes are split between threads and the per-channel sums over n are taken in a
     fixed order: bitwise equal results for 1 and 2 threads."""
     require_cpp()
-    x = torch.randn(4, 16, 48, 48)
+    x = torch.randn(4, 16, 48, 48).to(dtype)
     dz = torch.randn_like(x)
     params = make_params(16, tlu=True, learn_eps=True, dtype=torch.float32)
     threads = torch.get_num_threads()
@@ -271,7 +273,8 @@ def test_auto_backend_selection(monkeypatch):
     assert grad_fn_name(x.double()) == CPP_GRAD_FN
     assert grad_fn_name(x[:, :, ::2]) == CPP_GRAD_FN  # strided: copied to NCHW
     assert grad_fn_name(x.to(memory_format=torch.channels_last)) == "FRNFunctionBackward"  # keeps layout
-    assert grad_fn_name(x.bfloat16()) == "FRNFunctionBackward"
+    assert grad_fn_name(x.bfloat16()) == CPP_GRAD_FN
+    assert grad_fn_name(x.half()) == CPP_GRAD_FN
     assert grad_fn_name(x, backend="torch") == "FRNFunctionBackward"
     assert FilterResponseNorm2d(4, impl="fused")(x).grad_fn.name() == CPP_GRAD_FN
     with pytest.raises(ValueError, match="backend"):

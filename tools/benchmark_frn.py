@@ -19,8 +19,12 @@ ops (the medians then jump in steps of a scheduler time slice); compare with --t
 
 Rows: "FRN+TLU fused (torch)" is the PyTorch autograd function (frn_fused backend
 "torch"), "FRN+TLU fused (C++)" the C++ CPU kernels (backend "cpp", built on first use
-and cached). FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU
-float32/float64 inputs, the torch function otherwise.
+and cached; --device cpu only), "FRN+TLU fused (Triton)" the Triton kernels (backend
+"triton", compiled on first use; --device cuda only, where triton is importable).
+FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU
+float32/float64 inputs, the Triton kernels for CUDA float32/bf16/fp16 inputs, the torch
+function otherwise. (Triton compiles at the first call per dtype and plane-size
+specialization: the warm-up calls absorb it.)
 
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
@@ -45,7 +49,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from frn_det.layers import frn_cpp  # noqa: E402
+from frn_det.layers import frn_cpp, frn_triton  # noqa: E402
 from frn_det.layers.frn import FilterResponseNorm2d  # noqa: E402
 from frn_det.layers.frn_fused import frn_fused  # noqa: E402
 
@@ -65,7 +69,7 @@ def backbone_shapes(scale: float) -> List[Tuple[str, int, int, int]]:
 
 
 class FRNBackend(FilterResponseNorm2d):
-    """FRN+TLU through frn_fused with a fixed backend ("torch" or "cpp")."""
+    """FRN+TLU through frn_fused with a fixed backend ("torch", "cpp" or "triton")."""
 
     def __init__(self, channels: int, backend: str):
         super().__init__(channels, impl="fused")
@@ -87,6 +91,12 @@ def build_impls(channels: int, device: torch.device) -> Dict[str, Union[nn.Modul
         impls["FRN+TLU fused (C++)"] = f"skipped: {frn_cpp.unavailable_reason()}"[:120]
     else:
         impls["FRN+TLU fused (C++)"] = FRNBackend(channels, "cpp")
+    if device.type != "cuda":
+        impls["FRN+TLU fused (Triton)"] = "skipped: CUDA kernels"
+    elif not frn_triton.available():
+        impls["FRN+TLU fused (Triton)"] = f"skipped: {frn_triton.unavailable_reason()}"[:120]
+    else:
+        impls["FRN+TLU fused (Triton)"] = FRNBackend(channels, "triton")
     try:
         from timm.layers import FilterResponseNormTlu2d
 
@@ -198,7 +208,7 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds) 
 
 def print_table(rows: List[dict], dtype: str, device: str) -> None:
     cuda = device == "cuda"
-    head = f"{'shape':<24} {'impl':<21} {'fwd+bwd ms':>10} {'x BN+ReLU':>9} {'x GN+ReLU':>9} {'saved MB':>9}"
+    head = f"{'shape':<24} {'impl':<22} {'fwd+bwd ms':>10} {'x BN+ReLU':>9} {'x GN+ReLU':>9} {'saved MB':>9}"
     head += f" {'peak MB':>8}" if cuda else ""
     head += f" {'eff GB/s':>8} {'copy GB/s':>9}"
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" if hasattr(os, "getloadavg") else ""
@@ -210,10 +220,10 @@ def print_table(rows: List[dict], dtype: str, device: str) -> None:
         shape = r["shape"] if r["shape"] != last else ""
         last = r["shape"]
         if "ms" not in r:
-            print(f"{shape:<24} {r['impl']:<21} {r['note']}")
+            print(f"{shape:<24} {r['impl']:<22} {r['note']}")
             continue
         line = (
-            f"{shape:<24} {r['impl']:<21} {r['ms']:>10.3f} {r['x_bn_relu']:>9.2f} {r['x_gn_relu']:>9.2f}"
+            f"{shape:<24} {r['impl']:<22} {r['ms']:>10.3f} {r['x_bn_relu']:>9.2f} {r['x_gn_relu']:>9.2f}"
             f" {r['saved_mb']:>9.2f}"
         )
         line += f" {r.get('cuda_peak_mb', float('nan')):>8.1f}" if cuda else ""
@@ -268,6 +278,10 @@ def main(argv=None) -> None:
         cpp_status = "available" if frn_cpp.ops() is not None else f"unavailable: {frn_cpp.unavailable_reason()}"
         print(f"C++ kernels {cpp_status} ({time.perf_counter() - t0:.1f} s to build or load;"
               f" {frn_cpp.build_directory()})")
+    triton_status = None
+    if device.type == "cuda":
+        triton_status = "available" if frn_triton.available() else f"unavailable: {frn_triton.unavailable_reason()}"
+        print(f"Triton kernels {triton_status}")
 
     all_rows = []
     t_start = time.perf_counter()
@@ -293,6 +307,7 @@ def main(argv=None) -> None:
             "backbone_scale": scale,
             "ideal_tensor_passes": IDEAL_TENSOR_PASSES,
             "cpp_kernels": cpp_status,
+            "triton_kernels": triton_status,
         }
         args.json.write_text(json.dumps({"meta": meta, "rows": all_rows}, indent=1))
         print(f"wrote {args.json}")

@@ -14,14 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frn_fused import frn_fused
+
 __all__ = ["FilterResponseNorm2d", "TLU", "frn_reference", "FRN_IMPLS"]
 
 # "reference": plain PyTorch ops, autograd keeps intermediates.
 # "fused": one autograd function with a hand-derived backward (frn_fused.py), using the
 #   C++ CPU kernels where they build and apply, else fused PyTorch ops.
-# "torch" / "cpp": force one backend of the fused function (tests, benchmarks).
+#   On CUDA, "fused" takes the Triton kernels (frn_triton.py) where Triton is installed.
+# "torch" / "cpp" / "triton": force one backend of the fused function (tests, benchmarks).
 # "auto": "fused", except under TorchScript, which runs the reference.
-FRN_IMPLS = ("auto", "reference", "fused", "torch", "cpp")
+FRN_IMPLS = ("auto", "reference", "fused", "torch", "cpp", "triton")
 
 
 def frn_reference(
@@ -97,9 +100,7 @@ class FilterResponseNorm2d(nn.Module):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        from .frn_fused import frn_fused
-
-        backend = self.impl if self.impl in ("torch", "cpp") else "auto"
+        backend = self.impl if self.impl in ("torch", "cpp", "triton") else "auto"
         return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=backend)
 
     def extra_repr(self) -> str:

@@ -1,10 +1,22 @@
 """Fused FRN(+TLU): one autograd function with a hand-derived backward.
 
-Two implementations of the same math, chosen by `frn_fused(..., backend=)`:
-"cpp", C++ CPU kernels (csrc/frn_cpu.cpp via frn_cpp.py, two passes over the tensor per
-direction), taken automatically ("auto") for CPU float32/float64 inputs that are not
-channels_last when the extension builds; and "torch", `FRNFunction` below, built from
-native PyTorch ops, for every other case (CUDA, bf16/fp16, channels_last, no compiler).
+Three implementations of the same math, chosen by `frn_fused(..., backend=)`:
+
+* "cpp": C++ CPU kernels (csrc/frn_cpu.cpp via frn_cpp.py, two passes over the tensor per
+  direction, bf16/fp16 computed in float32; the op's autograd is C++ too), taken
+  automatically ("auto") for CPU inputs that are not channels_last when the extension
+  builds;
+* "triton": Triton kernels (frn_triton_kernels.py via frn_triton.py), taken by "auto" for
+  CUDA float32/bf16/fp16 inputs that are not channels_last when triton is importable;
+* "torch": `FRNFunction` below, built from native PyTorch ops, for every other case
+  (channels_last, CUDA float64, no compiler, no triton).
+
+The Triton path mirrors the C++ kernels: one launch per direction, one program per (n, c)
+plane reading it twice (statistics, then elementwise), float32 arithmetic for every input
+dtype; only x and r (float32, per (n, c)) are saved besides the parameters. Forced with
+backend="triton", other layouts are first copied to NCHW (the output is NCHW-contiguous);
+float64 is refused; CPU tensors are accepted only under Triton's interpreter
+(TRITON_INTERPRET=1, used by the tests). FRN_DET_NO_TRITON=1 disables it.
 
 Forward, per sample n and channel c, over the M = H*W positions i:
 
@@ -51,6 +63,7 @@ from torch.autograd.function import once_differentiable
 from .frn_cpp import frn_cpp
 from .frn_cpp import ops as _cpp_ops
 from .frn_cpp import unavailable_reason
+from . import frn_triton as _frn_triton
 
 __all__ = ["frn_fused", "FRNFunction", "BACKENDS"]
 
@@ -216,8 +229,28 @@ def _backward(ctx, dz):
 _backward_once_differentiable = once_differentiable(_backward)
 
 
-BACKENDS = ("auto", "torch", "cpp")
-_CPP_DTYPES = (torch.float32, torch.float64)
+BACKENDS = ("auto", "torch", "cpp", "triton")
+_CPP_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _use_triton(x: torch.Tensor, backend: str) -> bool:
+    """Whether frn_fused takes the Triton kernels (frn_triton.py) for x."""
+    if backend == "triton":
+        try:
+            _frn_triton.check_input(x)
+        except (ValueError, RuntimeError) as e:
+            raise type(e)(f"frn_fused(backend='triton'): {e}") from None
+        return True
+    # auto: CUDA inputs of the kernels' dtypes. channels_last inputs stay on the torch
+    # path, which keeps their layout (the kernels would need NCHW copies of x and dz and
+    # return NCHW tensors), as with the C++ kernels on CPU.
+    return (
+        backend == "auto"
+        and x.is_cuda
+        and x.dtype in _frn_triton.DTYPES
+        and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
+        and _frn_triton.available()
+    )
 
 
 def _use_cpp(x: torch.Tensor, backend: str) -> bool:
@@ -227,14 +260,13 @@ def _use_cpp(x: torch.Tensor, backend: str) -> bool:
     if backend == "cpp":
         if not x.is_cpu:
             raise ValueError(f"frn_fused(backend='cpp') needs a CPU tensor, got device {x.device}")
+        if x.dtype not in _CPP_DTYPES:
+            raise ValueError(f"frn_fused(backend='cpp') supports dtypes {_CPP_DTYPES}, got {x.dtype}")
         if _cpp_ops() is None:
             raise RuntimeError(f"frn_fused(backend='cpp'): the C++ kernels are unavailable ({unavailable_reason()})")
         return True
-    # auto: CPU float32/float64 in NCHW layout. channels_last inputs stay on the torch path,
-    # which keeps their layout (the kernels would need an NCHW copy of x and dz). So do
-    # bf16/fp16: through the kernels in float32 (conversions in and out, both directions)
-    # they were faster only for small maps, up to 2-3x slower at P3 size (1x256x64x64, CPU,
-    # 1 thread), and a float32 copy of x would be saved for the backward.
+    # auto: CPU inputs in NCHW layout. channels_last inputs stay on the torch path, which
+    # keeps their layout (the kernels would need an NCHW copy of x and dz).
     return (
         x.is_cpu
         and x.dtype in _CPP_DTYPES
@@ -255,10 +287,11 @@ def frn_fused(
     """FRN(+TLU) of an NCHW tensor of any memory layout; see the module docstring.
 
     backend: "torch" (FRNFunction, any device and dtype), "cpp" (the C++ CPU kernels of
-    frn_cpp.py; float32/float64, other float dtypes are computed in float32; the output is
-    NCHW-contiguous) or "auto": "cpp" for CPU float32/float64 inputs that are not
-    channels_last when the kernels are available (built on first use; FRN_DET_NO_CPP=1
-    disables them), "torch" otherwise."""
+    frn_cpp.py; float32/float64/bf16/fp16, the output is NCHW-contiguous), "triton" (the
+    Triton kernels of frn_triton.py; CUDA float32/bf16/fp16, output NCHW-contiguous) or
+    "auto": "cpp" for CPU inputs that are not channels_last when the kernels are available (built on first use; FRN_DET_NO_CPP=1
+    disables them), "triton" for CUDA float32/bf16/fp16 inputs that are not channels_last
+    when triton is importable (FRN_DET_NO_TRITON=1 disables it), "torch" otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"frn_fused backend must be one of {BACKENDS}, got {backend!r}")
     if x.dim() != 4:
@@ -268,10 +301,10 @@ def frn_fused(
 
         e = torch.full_like(weight, eps) if eps_l is None else eps + eps_l.abs()
         return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
+    if _use_triton(x, backend):
+        return _frn_triton.frn_triton(x, weight, bias, tau, eps, eps_l)
     if _use_cpp(x, backend):
-        if x.dtype in _CPP_DTYPES:
-            return frn_cpp(x, weight, bias, tau, eps, eps_l)
-        return frn_cpp(x.float(), weight, bias, tau, eps, eps_l).to(x.dtype)
+        return frn_cpp(x, weight, bias, tau, eps, eps_l)
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or bias.requires_grad
         or (tau is not None and tau.requires_grad) or (eps_l is not None and eps_l.requires_grad)

@@ -1,0 +1,287 @@
+"""The Triton FRN(+TLU) kernels (backend "triton") against the op-by-op reference, run on
+CPU tensors by Triton's interpreter, in the pytest process.
+
+triton 3.8 reads TRITON_INTERPRET (through `triton.knobs.runtime.interpret`, which looks
+at the environment at each access unless the knob was assigned in Python) when
+`triton.jit` wraps a function, not at launch: a JITFunction always compiles, an
+InterpretedFunction always interprets. That holds for triton's own library too
+(tl.zeros, tl.sum, ... are @triton.jit functions wrapped when triton is imported, which
+torch may do early), and interpreted kernels cannot call compiled functions. So
+frn_triton_kernels.py uses only builtins in its kernels and wraps them at the first use,
+once per mode (`kernels()`): the `interpret` fixture only has to set the variable for the
+test (monkeypatch restores it). The interpreter runs each program in Python with numpy:
+tensors are kept tiny."""
+import pytest
+import torch
+
+from frn_det.layers import frn_fused as fused_mod
+from frn_det.layers import frn_triton
+from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
+from frn_det.layers.frn_fused import frn_fused
+
+EPS = 1e-3
+
+# (N, C, H, W): odd sizes, 1x1 maps, N = 1
+SHAPES = [(2, 8, 5, 7), (1, 6, 1, 1), (3, 4, 1, 1), (1, 5, 9, 4)]
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    """Triton's interpreter for one test (the kernels then accept CPU tensors)."""
+    if not frn_triton.available():
+        pytest.skip(f"Triton kernels unavailable: {frn_triton.unavailable_reason()}")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert frn_triton.interpreting(), "TRITON_INTERPRET=1 not seen by triton.knobs"
+
+
+def triton_fn(x, weight, bias, tau, eps_l):
+    return frn_fused(x, weight, bias, tau, EPS, eps_l, backend="triton")
+
+
+def make_params(c, tlu, learn_eps, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(c, generator=g).to(dtype)  # includes negative scales
+    bias = (0.5 * torch.randn(c, generator=g)).to(dtype)
+    tau = (0.3 * torch.randn(c, generator=g)).to(dtype) if tlu else None
+    eps_l = (0.05 * torch.randn(c, generator=g)).to(dtype) if learn_eps else None
+    return weight, bias, tau, eps_l
+
+
+def ref_forward(x, weight, bias, tau, eps_l):
+    e = torch.full_like(weight, EPS) if eps_l is None else EPS + eps_l.abs()
+    return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
+
+
+def run(fn, x, params, dz):
+    """Output and the gradients of (x, *params that are not None) for upstream gradient dz."""
+    x = x.detach().clone().requires_grad_()
+    params = [p.detach().clone().requires_grad_() if p is not None else None for p in params]
+    out = fn(x, *params)
+    leaves = [x] + [p for p in params if p is not None]
+    grads = torch.autograd.grad(out, leaves, dz)
+    return out.detach(), list(grads)
+
+
+def run_float64_reference(x, params, dz):
+    return run(ref_forward, x.double(), [p.double() if p is not None else None for p in params], dz.double())
+
+
+def assert_close_all(got, want, rtol, atol_scale):
+    """Each tensor within rtol plus an absolute tolerance scaled by the reference's magnitude."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g.to(w.dtype), w, rtol=rtol, atol=atol_scale * w.abs().max().item() + 1e-30)
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("tlu", [True, False])
+@pytest.mark.parametrize("learn_eps", [False, True])
+def test_float32_matches_float64_reference(interpret, shape, tlu, learn_eps):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g)
+    dz = torch.randn(shape, generator=g)
+    params = make_params(shape[1], tlu, learn_eps)
+    out, grads = run(triton_fn, x, params, dz)
+    ref_out, ref_grads = run_float64_reference(x, params, dz)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert len(grads) == 3 + tlu + learn_eps
+    assert all(gr.dtype == torch.float32 for gr in grads)
+    assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
+
+
+@pytest.mark.parametrize("shape, max_block", [((1, 2, 48, 48), None), ((2, 3, 5, 7), 16)])
+def test_plane_larger_than_block(interpret, monkeypatch, shape, max_block):
+    """The chunk loops run more than once, with a ragged last chunk: a plane larger than
+    the default block cap, and a small plane with the cap lowered to 16 (3 chunks)."""
+    if max_block is not None:
+        monkeypatch.setattr(frn_triton, "_MAX_BLOCK", max_block)
+    m = shape[2] * shape[3]
+    block = frn_triton._launch_config(m)[0]
+    assert block < m and m % block != 0
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g)
+    dz = torch.randn(shape, generator=g)
+    params = make_params(shape[1], tlu=True, learn_eps=True)
+    out, grads = run(triton_fn, x, params, dz)
+    ref_out, ref_grads = run_float64_reference(x, params, dz)
+    assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_close_to_float32_reference(interpret, dtype):
+    """bf16/fp16 in and out, statistics in float32: compared with the float32 reference
+    of the same (rounded) inputs, within a few units of the format's rounding."""
+    shape = (2, 8, 6, 5)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g).to(dtype)
+    dz = torch.randn(shape, generator=g).to(dtype)
+    params = make_params(shape[1], tlu=True, learn_eps=True)
+    out, grads = run(triton_fn, x, params, dz)
+    ref_out, ref_grads = run(ref_forward, x.float(), params, dz.float())
+    assert out.dtype == dtype and grads[0].dtype == dtype
+    assert all(gr.dtype == torch.float32 for gr in grads[1:])
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    assert rel_err(out, ref_out) < 2 * ulp
+    assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
+    for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients are float32 sums
+        assert rel_err(got, want) < 2 * ulp
+
+
+def saved_storages(fn, *args):
+    """{storage data_ptr: nbytes} of what autograd saves during fn(*args), and the output."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    return storages, out
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("learn_eps", [False, True])
+def test_saves_only_input_and_per_sample_channel_statistic(interpret, contiguous, learn_eps):
+    """Saved: x (or its NCHW copy), r per (n, c) in float32, and the parameters themselves."""
+    n, c = 2, 4
+    x = torch.randn(n, c, 6, 5) if contiguous else torch.randn(n, 6, 5, c).permute(0, 3, 1, 2)
+    x.requires_grad_()
+    frn = FilterResponseNorm2d(c, learnable_eps=learn_eps, impl="triton")
+    params = {p.untyped_storage().data_ptr() for p in frn.parameters()}
+    storages, out = saved_storages(frn, x)
+    assert out.grad_fn.name() == "FRNTritonFunctionBackward"
+    assert params <= set(storages)  # the parameters, not copies
+    others = sorted(nbytes for ptr, nbytes in storages.items() if ptr not in params)
+    assert others == sorted([n * c * 4, x.numel() * x.element_size()])  # r and x
+    assert (x.untyped_storage().data_ptr() in storages) == contiguous  # else a copy
+    assert out.is_contiguous()  # NCHW, also for the permuted (channels_last-like) input
+    out.sum().backward()  # what was saved suffices for the backward
+    x_ref = x.detach().clone().requires_grad_()
+    out_ref = frn_reference(x_ref, frn.weight, frn.bias, frn.tau, frn.effective_eps())
+    out_ref.sum().backward()
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_double_backward_is_refused_but_create_graph_works(interpret):
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    weight, bias, tau, _ = [p.requires_grad_() if p is not None else None for p in make_params(3, True, False)]
+    out = triton_fn(x, weight, bias, tau, None)
+    # the upstream gradient 2 out depends on x: the backward's output carries a graph node
+    (dx,) = torch.autograd.grad(out.pow(2).sum(), [x], create_graph=True)
+    x_ref = x.detach().double().requires_grad_()
+    out_ref = ref_forward(x_ref, weight.double(), bias.double(), tau.double(), None)
+    (dx_ref,) = torch.autograd.grad(out_ref.pow(2).sum(), [x_ref])
+    torch.testing.assert_close(dx.detach().double(), dx_ref, rtol=1e-4, atol=1e-5)
+    assert dx.requires_grad
+    with pytest.raises(RuntimeError, match="differentiate twice"):  # once_differentiable
+        dx.sum().backward()
+
+
+def test_gradients_only_where_required(interpret):
+    """Only tau requires a gradient: the backward kernel skips dx (NEED_DX false)."""
+    x = torch.randn(2, 4, 6, 6)
+    dz = torch.randn_like(x)
+    weight, bias, tau, eps_l = make_params(4, tlu=True, learn_eps=True)
+    tau.requires_grad_()
+    out = triton_fn(x, weight, bias, tau, eps_l)
+    (dtau,) = torch.autograd.grad(out, [tau], dz)
+    t_ref = tau.detach().double().requires_grad_()
+    (dtau_ref,) = torch.autograd.grad(ref_forward(x.double(), weight.double(), bias.double(), t_ref,
+                                                  eps_l.double()), [t_ref], dz.double())
+    torch.testing.assert_close(dtau.double(), dtau_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_no_grad_forward_matches_and_builds_no_graph(interpret):
+    x = torch.randn(2, 8, 7, 7)
+    params = [p.requires_grad_() for p in make_params(8, tlu=True, learn_eps=True)]
+    with torch.no_grad():
+        out = triton_fn(x, *params)
+        ref = ref_forward(x, *params)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_tie_with_tau_sends_gradient_to_tau(interpret):
+    """y == tau exactly (x = 0, bias = tau = 0): the gradient goes to tau, as in the
+    other fused backends; elements above tau send it to bias."""
+    x = torch.tensor([[-1.0, 0.0, 2.0, 0.0, 0.5, -0.25]]).view(1, 1, 2, 3).repeat(1, 2, 1, 1)
+    weight = torch.ones(2, requires_grad=True)
+    bias = torch.zeros(2, requires_grad=True)
+    tau = torch.zeros(2, requires_grad=True)
+    out = triton_fn(x, weight, bias, tau, None)
+    dbias, dtau = torch.autograd.grad(out.sum(), [bias, tau])
+    torch.testing.assert_close(dbias, torch.full((2,), 2.0))  # 2.0 and 0.5
+    torch.testing.assert_close(dtau, torch.full((2,), 4.0))  # -1, 0, 0, -0.25
+    assert (out >= 0).all()
+
+
+@pytest.mark.parametrize("tlu", [True, False])
+@pytest.mark.parametrize("learnable_eps", [False, True])
+def test_module_triton_equals_reference(interpret, tlu, learnable_eps):
+    torch.manual_seed(6)
+    ref = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="reference")
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.5)
+    tri = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="triton")
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 6, 5, 4, requires_grad=True)
+    dz = torch.randn(2, 6, 5, 4)
+    results = []
+    for m in (ref, tri):
+        out = m(x)
+        results.append((out, torch.autograd.grad(out, [x] + list(m.parameters()), dz)))
+    assert tri(x).grad_fn.name() == "FRNTritonFunctionBackward"
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for g_tri, g_ref in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(g_tri, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_dispatch(interpret):
+    params = [p.requires_grad_() for p in make_params(4, tlu=True, learn_eps=False)[:3]]
+    x = torch.randn(2, 4, 3, 3)
+    assert frn_fused(x, *params, EPS, None, backend="triton").grad_fn.name() == "FRNTritonFunctionBackward"
+    # "auto" never takes Triton for CPU tensors, interpreter or not (asked directly: running
+    # "auto" here would build the C++ extension)
+    assert not fused_mod._use_triton(x, "auto")
+    with pytest.raises(ValueError, match="backend='triton'.*float64"):
+        frn_fused(x.double(), *params, EPS, None, backend="triton")
+
+
+def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not frn_triton.interpreting()
+    x = torch.randn(2, 4, 3, 3)
+    params = make_params(4, tlu=True, learn_eps=False)[:3]
+    if frn_triton.available():
+        with pytest.raises(ValueError, match="backend='triton'.*CUDA tensor, got device cpu"):
+            frn_fused(x, *params, EPS, None, backend="triton")
+    else:
+        with pytest.raises(RuntimeError, match="backend='triton'.*unavailable"):
+            frn_fused(x, *params, EPS, None, backend="triton")
+
+
+def test_kernels_are_wrapped_once_per_interpreter_mode(monkeypatch):
+    """triton.jit picks compiled or interpreted functions when it wraps (TRITON_INTERPRET
+    is not read at launch): one pair per mode, so the mode can change within a process."""
+    if not frn_triton.available():
+        pytest.skip(f"Triton kernels unavailable: {frn_triton.unavailable_reason()}")
+    from frn_det.layers.frn_triton_kernels import kernels
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    compiled = kernels()  # wrapped, not compiled: that happens at the first launch
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    interpreted = kernels()
+    assert [type(k).__name__ for k in compiled] == ["JITFunction", "JITFunction"]
+    assert [type(k).__name__ for k in interpreted] == ["InterpretedFunction", "InterpretedFunction"]
+    assert kernels() is interpreted
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert kernels() is compiled
