@@ -13,8 +13,9 @@ def add_frn_config(cfg):
     cfg.MODEL.FRN.LEARNABLE_EPS = False
     # Activation after a residual add in FRN ResNets: "TLU" (paper) or "ReLU".
     cfg.MODEL.FRN.RESIDUAL_ACTIVATION = "TLU"
-    # "auto"/"fused" (fused autograd function; C++ kernels on CPU when they build),
-    # "reference" (plain ops), or force a fused backend: "torch" or "cpp".
+    # "auto"/"fused" (fused autograd function: C++ kernels on CPU when they build, Triton
+    # kernels on CUDA when triton is installed), "reference" (plain ops), or force a fused
+    # backend: "torch", "cpp" or "triton".
     cfg.MODEL.FRN.IMPL = "auto"
 
     # Extra COCO-format datasets to register by name: a list of

@@ -240,6 +240,31 @@ def test_cpp_saves_only_input_and_per_sample_channel_statistic(contiguous, learn
     assert torch.isfinite(x.grad).all()
 
 
+def test_cpp_reads_parameters_of_any_float_dtype_and_stride():
+    """The kernels read (C,) parameters of any float dtype and stride directly (no
+    converted copies); gradients come back in each parameter's dtype."""
+    require_cpp()
+    c = 6
+    x = torch.randn(2, c, 5, 5, requires_grad=True)
+    weight = torch.randn(2 * c, dtype=torch.float64)[::2].requires_grad_()  # strided view
+    bias = (0.5 * torch.randn(c)).bfloat16().requires_grad_()
+    tau = torch.zeros(c, dtype=torch.float16).requires_grad_()
+    eps_l = torch.full((c,), 1e-3, requires_grad=True)
+    out = frn_fused(x, weight, bias, tau, EPS, eps_l, backend="cpp")
+    assert out.grad_fn.name() == CPP_GRAD_FN
+    params = [weight, bias, tau, eps_l]
+    grads = torch.autograd.grad(out.sum(), [x] + params)
+    assert [g.dtype for g in grads] == [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.float32]
+    ref_params = [p.detach().float().requires_grad_() for p in params]
+    ref_x = x.detach().clone().requires_grad_()
+    ref = ref_forward(ref_x, *ref_params)
+    ref_grads = torch.autograd.grad(ref.sum(), [ref_x] + ref_params)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], ref_grads[0], rtol=1e-4, atol=1e-4)
+    for got, want in zip(grads[1:], ref_grads[1:]):
+        torch.testing.assert_close(got.float(), want.to(got.dtype).float(), rtol=1e-2, atol=1e-3)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cpp_thread_count_does_not_change_results(dtype):
     """Planes are split between threads and the per-channel sums over n are taken in a

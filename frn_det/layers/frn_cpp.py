@@ -121,15 +121,17 @@ def _register_fake_kernels() -> None:
     def _frn(x, weight, bias, tau, eps, eps_l):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    # statistics and per-channel gradients come in the parameters' (accumulation) dtype
+    # statistics and per-channel gradients come in the accumulation dtype (float32 for
+    # bf16/fp16 input)
     @register_fake("frn_det::frn_forward")
     def _forward(x, weight, bias, tau, eps, eps_l):
-        return torch.empty_like(x), weight.new_empty(x.shape[:2])
+        return torch.empty_like(x), x.new_empty(x.shape[:2], dtype=torch.promote_types(x.dtype, torch.float32))
 
     @register_fake("frn_det::frn_backward")
     def _backward(dz, x, r, weight, bias, tau, need_dx):
         dx = torch.empty_like(x) if need_dx else x.new_empty(0)
-        return (dx,) + tuple(weight.new_empty(x.shape[1]) for _ in range(4))
+        acc = torch.promote_types(x.dtype, torch.float32)
+        return (dx,) + tuple(x.new_empty(x.shape[1], dtype=acc) for _ in range(4))
 
     _fakes_registered = True
 

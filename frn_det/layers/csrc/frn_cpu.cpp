@@ -43,6 +43,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
@@ -120,21 +121,38 @@ void write_block(const acc_t* buf, int64_t n, scalar_t* p, int64_t k0) {
   }
 }
 
-// x: NCHW-contiguous CPU tensor; parameters: contiguous (C,) CPU tensors of the
-// accumulation dtype (float32 for bfloat16/float16 input, else x's dtype).
+// x: NCHW-contiguous CPU tensor; parameters: (C,) CPU tensors of any float dtype and stride
+// (read into acc_t vectors by channel_values).
 void check_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau,
                   const std::optional<Tensor>& eps_l) {
   TORCH_CHECK(x.device().is_cpu(), "frn_det: CPU tensors expected");
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "frn_det: NCHW-contiguous 4-d input expected");
   const int64_t C = x.size(1);
-  const auto acc = at::toOpMathType(x.scalar_type());
   for (const Tensor* p : {&weight, &bias, tau ? &*tau : nullptr, eps_l ? &*eps_l : nullptr}) {
     if (p == nullptr) continue;
-    TORCH_CHECK(p->device().is_cpu() && p->dim() == 1 && p->size(0) == C && p->is_contiguous() &&
-                    p->scalar_type() == acc,
-                "frn_det: parameters must be contiguous (C,) CPU tensors of dtype ", acc, " for ",
-                x.scalar_type(), " input");
+    TORCH_CHECK(p->device().is_cpu() && p->dim() == 1 && p->size(0) == C && at::isFloatingType(p->scalar_type()),
+                "frn_det: parameters must be (C,) floating-point CPU tensors");
   }
+}
+
+// A (C,) parameter as acc_t values; empty if absent. Cheaper than converting the tensor
+// with ATen ops (which matters for small maps, where the per-call cost dominates).
+template <typename acc_t>
+std::vector<acc_t> channel_values(const std::optional<Tensor>& p) {
+  std::vector<acc_t> values;
+  if (!p || !p->defined()) return values;
+  values.resize(p->size(0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p->scalar_type(), "frn_parameter", [&] {
+    const scalar_t* data = p->const_data_ptr<scalar_t>();
+    const int64_t stride = p->stride(0);
+    for (size_t c = 0; c < values.size(); ++c) values[c] = static_cast<acc_t>(data[c * stride]);
+  });
+  return values;
+}
+
+template <typename T>
+const T* data_or_null(const std::vector<T>& v) {
+  return v.empty() ? nullptr : v.data();
 }
 
 // Effective eps per channel, in double.
@@ -144,36 +162,33 @@ double eps_of(double eps, const acc_t* eps_l, int64_t c) {
 }
 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-double sum_squares(const scalar_t* x, int64_t m) {
-  double total = 0;
-  acc_t buf[kBlock];
-  for (int64_t k0 = 0; k0 < m; k0 += kBlock) {
-    const int64_t n = std::min(kBlock, m - k0);
-    const acc_t* xb = read_block(x, k0, n, buf);
-    acc_t s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t k = 0; k < n; ++k) s += xb[k] * xb[k];
-    total += s;
-  }
-  return total;
-}
-
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void forward_kernel(const scalar_t* xp, const acc_t* wp, const acc_t* bp, const acc_t* tp, const acc_t* ep,
                     double eps, int64_t N, int64_t C, int64_t M, scalar_t* zp, acc_t* rp) {
+  // A plane of at most kBlock elements is converted once: pass 2 reuses pass 1's block.
+  const bool one_block = M <= kBlock;
   at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
     acc_t xbuf[kBlock], zbuf[kBlock];
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = i % C;
+    for (int64_t i = begin, c = begin % C; i < end; ++i, c = c + 1 == C ? 0 : c + 1) {
       const scalar_t* xi = xp + i * M;
       scalar_t* zi = zp + i * M;
-      const double nu2 = sum_squares(xi, M) / M;
-      const acc_t ri = static_cast<acc_t>(1.0 / std::sqrt(nu2 + eps_of(eps, ep, c)));
+      // pass 1: sum of squares
+      double total = 0;
+      const acc_t* xb = nullptr;
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t n = std::min(kBlock, M - k0);
+        xb = read_block(xi, k0, n, xbuf);
+        acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < n; ++k) s += xb[k] * xb[k];
+        total += s;
+      }
+      const acc_t ri = static_cast<acc_t>(1.0 / std::sqrt(total / M + eps_of(eps, ep, c)));
       rp[i] = ri;
+      // pass 2: z = max(a x + b, t)
       const acc_t a = wp[c] * ri, b = bp[c], t = tp ? tp[c] : acc_t(0);
       for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
         const int64_t n = std::min(kBlock, M - k0);
-        const acc_t* xb = read_block(xi, k0, n, xbuf);
+        if (!one_block) xb = read_block(xi, k0, n, xbuf);
         acc_t* zb = output_block(zi, k0, zbuf);
         if (tp) {
 #pragma omp simd
@@ -192,20 +207,21 @@ void forward_kernel(const scalar_t* xp, const acc_t* wp, const acc_t* bp, const 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void backward_kernel(const scalar_t* dp, const scalar_t* xp, const acc_t* rp, const acc_t* wp, const acc_t* bp,
                      const acc_t* tp, int64_t N, int64_t C, int64_t M, scalar_t* dxp, double* sp) {
+  const bool one_block = M <= kBlock;  // as in the forward: pass 2 reuses pass 1's blocks
   at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
     acc_t xbuf[kBlock], dbuf[kBlock], obuf[kBlock];
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = i % C;
+    for (int64_t i = begin, c = begin % C; i < end; ++i, c = c + 1 == C ? 0 : c + 1) {
       const scalar_t* xi = xp + i * M;
       const scalar_t* di = dp + i * M;
       const acc_t ri = rp[i];
       const acc_t a = wp[c] * ri, b = bp[c];  // as in the forward: the same y = a x + b
       const acc_t t = tp ? tp[c] : acc_t(0);
       double sgx = 0, sg = 0, sdz = 0;
+      const acc_t *xb = nullptr, *db = nullptr;
       for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
         const int64_t n = std::min(kBlock, M - k0);
-        const acc_t* xb = read_block(xi, k0, n, xbuf);
-        const acc_t* db = read_block(di, k0, n, dbuf);
+        xb = read_block(xi, k0, n, xbuf);
+        db = read_block(di, k0, n, dbuf);
         acc_t bgx = 0, bg = 0, bdz = 0;
         if (tp) {
 #pragma omp simd reduction(+ : bgx, bg, bdz)
@@ -237,8 +253,10 @@ void backward_kernel(const scalar_t* dp, const scalar_t* xp, const acc_t* rp, co
       const acc_t b2 = static_cast<acc_t>(-wr3s / M);
       for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
         const int64_t n = std::min(kBlock, M - k0);
-        const acc_t* xb = read_block(xi, k0, n, xbuf);
-        const acc_t* db = read_block(di, k0, n, dbuf);
+        if (!one_block) {
+          xb = read_block(xi, k0, n, xbuf);
+          db = read_block(di, k0, n, dbuf);
+        }
         acc_t* ob = output_block(oi, k0, obuf);
         if (tp) {
 #pragma omp simd
@@ -256,11 +274,6 @@ void backward_kernel(const scalar_t* dp, const scalar_t* xp, const acc_t* rp, co
   });
 }
 
-template <typename T>
-const T* ptr_or_null(const std::optional<at::Tensor>& t) {
-  return t ? t->const_data_ptr<T>() : nullptr;
-}
-
 // forward: returns z and r = rsqrt(nu2 + e) per (n, c), in the accumulation dtype
 std::tuple<Tensor, Tensor> frn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                        const std::optional<Tensor>& tau, double eps,
@@ -269,11 +282,12 @@ std::tuple<Tensor, Tensor> frn_forward(const Tensor& x, const Tensor& weight, co
   const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
   TORCH_CHECK(M > 0, "frn_det: empty H*W");
   Tensor z = at::empty_like(x);
-  Tensor r = at::empty({N, C}, weight.options());
+  Tensor r = at::empty({N, C}, x.options().dtype(at::toOpMathType(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frn_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<acc_t>(),
-                             bias.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(tau), ptr_or_null<acc_t>(eps_l), eps,
+    const auto w = channel_values<acc_t>(weight), b = channel_values<acc_t>(bias), t = channel_values<acc_t>(tau),
+               e = channel_values<acc_t>(eps_l);
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.data(), b.data(), data_or_null(t), data_or_null(e), eps,
                              N, C, M, z.mutable_data_ptr<scalar_t>(), r.mutable_data_ptr<acc_t>());
   });
   return {z, r};
@@ -290,24 +304,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz
               "frn_det: dz must be a contiguous tensor like x");
   const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
   TORCH_CHECK(M > 0, "frn_det: empty H*W");
-  TORCH_CHECK(r.numel() == N * C && r.is_contiguous() && r.scalar_type() == weight.scalar_type(), "frn_det: bad r");
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  TORCH_CHECK(r.numel() == N * C && r.is_contiguous() && r.scalar_type() == acc_type, "frn_det: bad r");
   Tensor dx = need_dx ? at::empty_like(x) : at::empty({0}, x.options());
-  Tensor sums = at::empty({N, C, 4}, x.options().dtype(at::kDouble));
+  std::vector<double> sums(N * C * 4);
   std::array<Tensor, 4> grads;  // dweight, dbias, dtau, de: separate tensors (no aliasing outputs)
-  for (Tensor& g : grads) g = at::empty({C}, weight.options());
+  for (Tensor& g : grads) g = at::empty({C}, x.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frn_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const auto w = channel_values<acc_t>(weight), b = channel_values<acc_t>(bias), t = channel_values<acc_t>(tau);
     backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), r.const_data_ptr<acc_t>(),
-                              weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(tau),
-                              N, C, M, need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr,
-                              sums.mutable_data_ptr<double>());
+                              w.data(), b.data(), data_or_null(t), N, C, M,
+                              need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.data());
     // per-channel sums over n, in a fixed order
-    const double* sp = sums.const_data_ptr<double>();
     for (int64_t j = 0; j < 4; ++j) {
       acc_t* gp = grads[j].mutable_data_ptr<acc_t>();
       for (int64_t c = 0; c < C; ++c) {
         double acc = 0;
-        for (int64_t n = 0; n < N; ++n) acc += sp[4 * (n * C + c) + j];
+        for (int64_t n = 0; n < N; ++n) acc += sums[4 * (n * C + c) + j];
         gp[c] = static_cast<acc_t>(acc);
       }
     }
@@ -333,17 +347,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& d
   return op.call(dz, x, r, weight, bias, tau, need_dx);
 }
 
-// A parameter as the kernels expect it: a contiguous (C,) tensor of the accumulation dtype.
-std::optional<Tensor> like_x(const std::optional<Tensor>& p, const Tensor& x) {
-  if (!p || !p->defined()) return std::nullopt;
-  return p->to(at::toOpMathType(x.scalar_type())).contiguous();
-}
-
 // The op without autograd (inference mode, or called below the Autograd key).
 Tensor frn(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& tau, double eps,
            const std::optional<Tensor>& eps_l) {
   const Tensor xc = x.contiguous();
-  return std::get<0>(frn_forward(xc, *like_x(weight, xc), *like_x(bias, xc), like_x(tau, xc), eps, like_x(eps_l, xc)));
+  return std::get<0>(frn_forward(xc, weight, bias, tau, eps, eps_l));
 }
 
 }  // namespace
@@ -358,7 +366,7 @@ class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                         const std::optional<Tensor>& tau, double eps, const std::optional<Tensor>& eps_l) {
     const Tensor xc = x.contiguous();
-    auto [z, r] = call_forward(xc, *like_x(weight, xc), *like_x(bias, xc), like_x(tau, xc), eps, like_x(eps_l, xc));
+    auto [z, r] = call_forward(xc, weight, bias, tau, eps, eps_l);
     const bool has_tau = tau && tau->defined(), has_eps_l = eps_l && eps_l->defined();
     ctx->saved_data["has_tau"] = has_tau;
     ctx->saved_data["has_eps_l"] = has_eps_l;
@@ -387,7 +395,7 @@ class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
       at::NoGradGuard no_grad;  // the backward itself is not differentiable (see below)
       const Tensor dz = dz_in.to(x.scalar_type()).contiguous();
       auto [dx, dweight, dbias, dtau, de] =
-          call_backward(dz, x, r, *like_x(weight, x), *like_x(bias, x), like_x(tau, x), need_x);
+          call_backward(dz, x, r, weight, bias, tau, need_x);
       if (need_x) grads[0] = dx;
       if (need_w) grads[1] = dweight;
       if (need_b) grads[2] = dbias;
