@@ -7,6 +7,9 @@ CPU, so that one cache can serve several environments and machines. Later proces
 load the built library (ninja finds nothing to do). Processes that start at the same
 time (DDP workers) wait for each other on torch's file lock in that folder.
 
+The library defines `torch.ops.frn_det.frn` (differentiable, its autograd in C++) and the
+two kernels it runs, `frn_forward` and `frn_backward`.
+
 `ops()` returns `torch.ops.frn_det`, or None when the kernels are disabled
 (`FRN_DET_NO_CPP=1`) or cannot be built (no C++ compiler, no ninja, ...): one warning
 gives the reason and callers fall back to the PyTorch implementation. The outcome (and
@@ -182,7 +185,9 @@ def unavailable_reason() -> Optional[str]:
 
 
 def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
-    """FRN(+TLU) with the C++ kernels (ops() must not be None); float32/float64 CPU input
-    of any layout, output NCHW-contiguous. Differentiable: the op's autograd lives in
-    C++ (grad_fn "FRNAutograd"), which saves the contiguous input and r per (n, c)."""
+    """FRN(+TLU) with the C++ kernels (ops() must not be None); float32/float64/bf16/fp16
+    CPU input of any layout, output NCHW-contiguous; parameters of any float dtype.
+    Differentiable: the op's autograd lives in C++ (grad_fn
+    "torch::autograd::CppNode<frn_det::FRNAutograd>"), which saves the contiguous input and
+    r per (n, c)."""
     return _frn_op(x, weight, bias, tau, float(eps), eps_l)

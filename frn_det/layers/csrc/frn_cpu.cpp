@@ -1,6 +1,7 @@
 // FRN(+TLU) forward and backward CPU kernels for NCHW-contiguous float32/float64 and
-// bfloat16/float16 tensors (the latter computed in float32, with float32 parameters and
-// statistics, and rounded once per stored element).
+// bfloat16/float16 tensors (the latter computed in float32, with float32 statistics, and
+// rounded once per stored element). Parameters of any float dtype are read as the
+// accumulation type.
 // The math is derived in frn_det/layers/frn_fused.py; per sample n and channel c, over
 // the M = H*W positions of one (n, c) plane:
 //
