@@ -21,9 +21,9 @@ Rows: "FRN+TLU fused (torch)" is the PyTorch autograd function (frn_fused backen
 "torch"), "FRN+TLU fused (C++)" the C++ CPU kernels (backend "cpp", built on first use
 and cached; --device cpu only), "FRN+TLU fused (Triton)" the Triton kernels (backend
 "triton", compiled on first use; --device cuda only, where triton is importable).
-FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU
-float32/float64 inputs, the Triton kernels for CUDA float32/bf16/fp16 inputs, the torch
-function otherwise. (Triton compiles at the first call per dtype and plane-size
+FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU inputs
+(float32/float64/bf16/fp16), the Triton kernels for CUDA float32/bf16/fp16 inputs, the
+torch function otherwise (channels_last inputs, no compiler, no triton). (Triton compiles at the first call per dtype and plane-size
 specialization: the warm-up calls absorb it.)
 
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
