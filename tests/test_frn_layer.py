@@ -142,3 +142,96 @@ def test_tlu_is_max_with_learned_threshold():
     x = torch.tensor([[[[0.0, 1.0]], [[-2.0, 0.0]]]])
     expected = torch.tensor([[[[0.5, 1.0]], [[-1.0, 0.0]]]])
     assert torch.equal(tlu(x), expected)
+
+
+CPP_TLU_GRAD_FN = "torch::autograd::CppNode<frn_det::TLUAutograd>"
+
+
+def require_cpp_tlu():
+    from frn_det.layers import frn_cpp
+
+    if frn_cpp.ops() is None:
+        pytest.skip(f"FRN C++ extension unavailable: {frn_cpp.unavailable_reason()}")
+
+
+def tlu_with_random_tau(c, seed=0):
+    tlu = TLU(c)
+    with torch.no_grad():
+        tlu.tau.copy_(torch.randn(c, generator=torch.Generator().manual_seed(seed)))
+    return tlu
+
+
+@pytest.mark.parametrize("layout", ["nchw", "strided", "channels_last"])
+def test_tlu_cpp_matches_torch_maximum(layout):
+    """Values and gradients of the C++ TLU op equal torch.maximum's (float64, no ties);
+    channels_last inputs keep torch.maximum."""
+    require_cpp_tlu()
+    tlu = tlu_with_random_tau(6)
+    x = torch.randn(3, 6, 9, 14, dtype=torch.float64)
+    if layout == "strided":
+        x = x[:, :, :, ::2]
+    elif layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    dz = torch.randn(x.shape, dtype=torch.float64)
+    out = tlu(x)
+    assert out.grad_fn.name() == ("MaximumBackward0" if layout == "channels_last" else CPP_TLU_GRAD_FN)
+    dx, dtau = torch.autograd.grad(out, [x, tlu.tau], dz)
+    x_ref = x.detach().clone().requires_grad_()
+    tau_ref = tlu.tau.detach().double().requires_grad_()
+    ref = torch.maximum(x_ref, tau_ref.view(1, -1, 1, 1))
+    dx_ref, dtau_ref = torch.autograd.grad(ref, [x_ref, tau_ref], dz)
+    assert torch.equal(out, ref)
+    assert torch.equal(dx, dx_ref)
+    torch.testing.assert_close(dtau, dtau_ref.float(), rtol=1e-6, atol=1e-6)
+
+
+def test_tlu_cpp_tie_sends_gradient_to_tau_and_saves_only_output():
+    require_cpp_tlu()
+    tlu = TLU(2)
+    with torch.no_grad():
+        tlu.tau.copy_(torch.tensor([0.5, -1.0]))
+    x = torch.tensor([[[[0.5, 1.0, 0.0]], [[-1.0, -2.0, 3.0]]]], requires_grad=True)  # ties at [0,0,0,0], [0,1,0,0]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = tlu(x)
+    assert out.grad_fn.name() == CPP_TLU_GRAD_FN
+    # the output and the tau parameter; not the input (the pre-activation can be freed)
+    assert {t.untyped_storage().data_ptr() for t in saved} == {
+        out.untyped_storage().data_ptr(), tlu.tau.untyped_storage().data_ptr()}
+    dx, dtau = torch.autograd.grad(out, [x, tlu.tau], torch.ones_like(out))
+    assert torch.equal(dx, torch.tensor([[[[0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]]]))
+    assert torch.equal(dtau, torch.tensor([2.0, 2.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tlu_cpp_low_precision(dtype):
+    """tau is rounded to x's dtype (as for torch.maximum); dtau is summed in float32 or
+    better, so it is within a float32 rounding of the float64 sum."""
+    require_cpp_tlu()
+    tlu = tlu_with_random_tau(4, seed=1)
+    x = torch.randn(2, 4, 16, 16).to(dtype).requires_grad_()
+    dz = torch.randn(x.shape).to(dtype)
+    out = tlu(x)
+    assert out.dtype == dtype and out.grad_fn.name() == CPP_TLU_GRAD_FN
+    dx, dtau = torch.autograd.grad(out, [x, tlu.tau], dz)
+    tau_x = tlu.tau.detach().to(dtype).view(1, -1, 1, 1)
+    assert torch.equal(out, torch.maximum(x.detach(), tau_x))
+    above = x.detach() > tau_x
+    assert torch.equal(dx, torch.where(above, dz, torch.zeros_like(dz)))
+    dtau_ref = torch.where(above, 0.0, dz.double()).sum((0, 2, 3))
+    torch.testing.assert_close(dtau.double(), dtau_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tlu_cpp_inference_mode_and_torch_compile():
+    require_cpp_tlu()
+    tlu = tlu_with_random_tau(3)
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    with torch.inference_mode():
+        expected = torch.maximum(x, tlu.tau.view(1, -1, 1, 1))
+        assert torch.equal(tlu(x), expected)
+    out = torch.compile(tlu, backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(out, expected)
+    dx, dtau = torch.autograd.grad(out.sum(), [x, tlu.tau])
+    torch.testing.assert_close(dx, (x > tlu.tau.view(1, -1, 1, 1)).float())
+    torch.testing.assert_close(dtau, (x <= tlu.tau.view(1, -1, 1, 1)).float().sum((0, 2, 3)))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frn_cpp import tlu_cpp, use_cpp_tlu
 from .frn_fused import frn_fused
 
 __all__ = ["FilterResponseNorm2d", "TLU", "frn_reference", "FRN_IMPLS"]
@@ -111,7 +112,10 @@ class FilterResponseNorm2d(nn.Module):
 
 
 class TLU(nn.Module):
-    """Thresholded Linear Unit max(x, tau) for activations that have no FRN in front."""
+    """Thresholded Linear Unit max(x, tau) for activations that have no FRN in front
+    (after a residual add). On CPU it runs the C++ op frn_det::tlu (one pass per
+    direction, saves only its output), elsewhere torch.maximum. At a tie x == tau the C++
+    op gives the gradient to tau; torch.maximum splits it."""
 
     def __init__(self, num_features: int):
         super().__init__()
@@ -119,7 +123,13 @@ class TLU(nn.Module):
         self.tau = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and use_cpp_tlu(x):
+            return self._forward_cpp(x)
         return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
+
+    @torch.jit.unused
+    def _forward_cpp(self, x: torch.Tensor) -> torch.Tensor:
+        return tlu_cpp(x, self.tau)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}"

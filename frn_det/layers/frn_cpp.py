@@ -8,7 +8,8 @@ load the built library (ninja finds nothing to do). Processes that start at the 
 time (DDP workers) wait for each other on torch's file lock in that folder.
 
 The library defines `torch.ops.frn_det.frn` (differentiable, its autograd in C++) and the
-two kernels it runs, `frn_forward` and `frn_backward`.
+two kernels it runs, `frn_forward` and `frn_backward`; and `tlu` (TLU on its own,
+differentiable) with `tlu_backward`.
 
 `ops()` returns `torch.ops.frn_det`, or None when the kernels are disabled
 (`FRN_DET_NO_CPP=1`) or cannot be built (no C++ compiler, no ninja, ...): one warning
@@ -29,7 +30,7 @@ from typing import Optional
 import torch
 from ..utils.paths import cache_dir
 
-__all__ = ["ops", "unavailable_reason", "frn_cpp", "build_directory"]
+__all__ = ["ops", "unavailable_reason", "frn_cpp", "tlu_cpp", "use_cpp_tlu", "build_directory"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ _NOT_YET = object()
 _ops = _NOT_YET  # torch.ops.frn_det or None once decided
 _reason: Optional[str] = None
 _fakes_registered = False
-# the op's default overload, set when the library is loaded (a little faster to call)
-_frn_op = None
+# the ops' default overloads, set when the library is loaded (a little faster to call)
+_frn_op = _tlu_op = None
 
 
 def _cpu_id() -> str:
@@ -126,6 +127,15 @@ def _register_fake_kernels() -> None:
 
     # statistics and per-channel gradients come in the accumulation dtype (float32 for
     # bf16/fp16 input)
+    @register_fake("frn_det::tlu")
+    def _tlu(x, tau):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @register_fake("frn_det::tlu_backward")
+    def _tlu_backward(dz, z, tau, need_dx):
+        dx = torch.empty_like(z) if need_dx else z.new_empty(0)
+        return dx, z.new_empty(z.shape[1], dtype=torch.promote_types(z.dtype, torch.float32))
+
     @register_fake("frn_det::frn_forward")
     def _forward(x, weight, bias, tau, eps, eps_l):
         return torch.empty_like(x), x.new_empty(x.shape[:2], dtype=torch.promote_types(x.dtype, torch.float32))
@@ -152,7 +162,7 @@ def _disabled() -> bool:
 
 
 def _load():
-    global _reason, _frn_op
+    global _reason, _frn_op, _tlu_op
     if _disabled():
         _reason = "disabled by FRN_DET_NO_CPP"
         return None
@@ -162,7 +172,7 @@ def _load():
         _reason = _describe(e)
         logger.warning("FRN C++ CPU kernels unavailable, using the PyTorch implementation (%s)", _reason)
         return None
-    _frn_op = lib.frn.default
+    _frn_op, _tlu_op = lib.frn.default, lib.tlu.default
     _reason = None
     return lib
 
@@ -191,3 +201,24 @@ def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
     "torch::autograd::CppNode<frn_det::FRNAutograd>"), which saves the contiguous input and
     r per (n, c)."""
     return _frn_op(x, weight, bias, tau, float(eps), eps_l)
+
+
+_TLU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def use_cpp_tlu(x: torch.Tensor) -> bool:
+    """Whether TLU takes the C++ op for x: CPU NCHW tensors (channels_last inputs keep
+    torch.maximum, which keeps their layout), when the kernels are available."""
+    return (
+        x.is_cpu
+        and x.dim() == 4
+        and x.dtype in _TLU_DTYPES
+        and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
+        and ops() is not None
+    )
+
+
+def tlu_cpp(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """max(x, tau[c]) with the C++ op (ops() must not be None); tau is rounded to x's
+    dtype first. Differentiable; saves only the output."""
+    return _tlu_op(x, tau)

@@ -26,6 +26,7 @@
 // differentiable by itself: its Autograd kernel (FRNAutograd below) runs the forward and
 // backward kernels from C++, so a call costs one dispatcher call instead of a Python
 // autograd.Function (which is what dominates at small maps like RetinaNet's P6/P7).
+// frn_det::tlu(x, tau) is TLU on its own (after residual adds), likewise differentiable.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -362,6 +363,19 @@ namespace frn_det {  // named: grad_fn.name() is "torch::autograd::CppNode<frn_d
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// As Python's @once_differentiable, for a backward run with create_graph=True:
+// differentiating the gradients again raises. They get an Error node as their grad_fn,
+// connected to dz's graph so that it is reached (if dz does not require grad, neither do
+// they, and differentiating them raises anyway).
+void refuse_double_backward(variable_list& grads, const Tensor& dz) {
+  if (!dz.requires_grad()) return;
+  auto error = c10::make_intrusive<torch::autograd::Error>(
+      "frn_det: the fused FRN/TLU backward is not differentiable (double backward); use MODEL.FRN.IMPL reference",
+      torch::autograd::collect_next_edges(dz));
+  for (Tensor& g : grads)
+    if (g.defined()) torch::autograd::create_gradient_edge(g, error);
+}
+
 class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -393,7 +407,7 @@ class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
     const bool create_graph = at::GradMode::is_enabled();
     variable_list grads(6);
     {
-      at::NoGradGuard no_grad;  // the backward itself is not differentiable (see below)
+      at::NoGradGuard no_grad;  // the backward itself is not differentiable
       const Tensor dz = dz_in.to(x.scalar_type()).contiguous();
       auto [dx, dweight, dbias, dtau, de] =
           call_backward(dz, x, r, weight, bias, tau, need_x);
@@ -403,15 +417,7 @@ class FRNAutograd : public torch::autograd::Function<FRNAutograd> {
       if (need_tau) grads[3] = dtau;
       if (need_eps_l) grads[5] = de.mul_(eps_l.sign().to(de.scalar_type()));  // d|eps_l| = sign(eps_l)
     }
-    if (create_graph && dz_in.requires_grad()) {
-      // As Python's @once_differentiable: differentiating these gradients raises (an Error
-      // node as their grad_fn, connected to dz's graph so that it is reached).
-      auto error = c10::make_intrusive<torch::autograd::Error>(
-          "frn_det: the fused FRN backward is not differentiable (double backward); use MODEL.FRN.IMPL reference",
-          torch::autograd::collect_next_edges(dz_in));
-      for (Tensor& g : grads)
-        if (g.defined()) torch::autograd::create_gradient_edge(g, error);
-    }
+    if (create_graph) refuse_double_backward(grads, dz_in);
     return grads;
   }
 };
@@ -427,17 +433,179 @@ Tensor frn_autograd(const Tensor& x, const Tensor& weight, const Tensor& bias, c
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------
+// TLU z = max(x, tau[c]) on its own (after a residual add, where no FRN precedes it).
+// torch.maximum with a broadcast tau costs several full-size passes in its backward; here
+// the forward is one pass, the backward one pass (dx and the per-(n, c) sums for dtau).
+// tau is first rounded to x's dtype, as TLU.forward does for torch.maximum. Saved for the
+// backward: the output z alone (z > tau exactly where x > tau), so the pre-activation x
+// can be freed. At a tie x == tau the gradient goes to tau, as in the FRN kernels.
+namespace {
+
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+acc_t rounded_tau(const std::vector<acc_t>& tau, int64_t c) {
+  return static_cast<acc_t>(static_cast<scalar_t>(tau[c]));
+}
+
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void tlu_forward_kernel(const scalar_t* xp, const std::vector<acc_t>& tau, int64_t N, int64_t C, int64_t M,
+                        scalar_t* zp) {
+  at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    acc_t xbuf[kBlock], zbuf[kBlock];
+    for (int64_t i = begin, c = begin % C; i < end; ++i, c = c + 1 == C ? 0 : c + 1) {
+      const acc_t tc = rounded_tau<scalar_t>(tau, c);
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t n = std::min(kBlock, M - k0);
+        const acc_t* xb = read_block(xp + i * M, k0, n, xbuf);
+        acc_t* zb = output_block(zp + i * M, k0, zbuf);
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) zb[k] = std::max(xb[k], tc);
+        write_block(zb, n, zp + i * M, k0);
+      }
+    }
+  });
+}
+
+// sums: per (n, c), the sum of dz where z == tau (the clamped elements); dxp may be null
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void tlu_backward_kernel(const scalar_t* dp, const scalar_t* zp, const std::vector<acc_t>& tau, int64_t N,
+                         int64_t C, int64_t M, scalar_t* dxp, double* sums) {
+  at::parallel_for(0, N * C, grain_planes(M), [&](int64_t begin, int64_t end) {
+    acc_t zbuf[kBlock], dbuf[kBlock], obuf[kBlock];
+    for (int64_t i = begin, c = begin % C; i < end; ++i, c = c + 1 == C ? 0 : c + 1) {
+      const acc_t tc = rounded_tau<scalar_t>(tau, c);
+      double clamped = 0;
+      for (int64_t k0 = 0; k0 < M; k0 += kBlock) {
+        const int64_t n = std::min(kBlock, M - k0);
+        const acc_t* zb = read_block(zp + i * M, k0, n, zbuf);
+        const acc_t* db = read_block(dp + i * M, k0, n, dbuf);
+        acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < n; ++k) s += zb[k] > tc ? acc_t(0) : db[k];
+        clamped += s;
+        if (dxp) {
+          acc_t* ob = output_block(dxp + i * M, k0, obuf);
+#pragma omp simd
+          for (int64_t k = 0; k < n; ++k) ob[k] = zb[k] > tc ? db[k] : acc_t(0);
+          write_block(ob, n, dxp + i * M, k0);
+        }
+      }
+      sums[i] = clamped;
+    }
+  });
+}
+
+Tensor tlu(const Tensor& x_in, const Tensor& tau) {
+  const Tensor x = x_in.contiguous();
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4, "frn_det::tlu: 4-d CPU input expected");
+  TORCH_CHECK(tau.device().is_cpu() && tau.dim() == 1 && tau.size(0) == x.size(1) &&
+                  at::isFloatingType(tau.scalar_type()),
+              "frn_det::tlu: tau must be a (C,) floating-point CPU tensor");
+  const int64_t N = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
+  Tensor z = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frn_det_tlu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    tlu_forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), channel_values<acc_t>(tau), N, C, M,
+                                 z.mutable_data_ptr<scalar_t>());
+  });
+  return z;
+}
+
+// returns dx (empty unless need_dx) and dtau (in the accumulation dtype)
+std::tuple<Tensor, Tensor> tlu_backward(const Tensor& dz, const Tensor& z, const Tensor& tau, bool need_dx) {
+  TORCH_CHECK(z.device().is_cpu() && z.dim() == 4 && z.is_contiguous(), "frn_det::tlu_backward: bad z");
+  TORCH_CHECK(dz.sizes() == z.sizes() && dz.is_contiguous() && dz.scalar_type() == z.scalar_type(),
+              "frn_det::tlu_backward: dz must be a contiguous tensor like z");
+  const int64_t N = z.size(0), C = z.size(1), M = z.size(2) * z.size(3);
+  Tensor dx = need_dx ? at::empty_like(z) : at::empty({0}, z.options());
+  Tensor dtau = at::empty({C}, z.options().dtype(at::toOpMathType(z.scalar_type())));
+  std::vector<double> sums(N * C);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "frn_det_tlu_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    tlu_backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
+                                  channel_values<acc_t>(tau), N, C, M,
+                                  need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.data());
+    acc_t* gp = dtau.mutable_data_ptr<acc_t>();
+    for (int64_t c = 0; c < C; ++c) {  // sums over n in a fixed order
+      double acc = 0;
+      for (int64_t n = 0; n < N; ++n) acc += sums[n * C + c];
+      gp[c] = static_cast<acc_t>(acc);
+    }
+  });
+  return {dx, dtau};
+}
+
+std::tuple<Tensor, Tensor> call_tlu_backward(const Tensor& dz, const Tensor& z, const Tensor& tau, bool need_dx) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("frn_det::tlu_backward", "").typed<decltype(tlu_backward)>();
+  return op.call(dz, z, tau, need_dx);
+}
+
+Tensor call_tlu(const Tensor& x, const Tensor& tau) {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("frn_det::tlu", "").typed<decltype(tlu)>();
+  return op.call(x, tau);
+}
+
+}  // namespace
+
+namespace frn_det {
+
+class TLUAutograd : public torch::autograd::Function<TLUAutograd> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& tau) {
+    Tensor z;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // the same op again, without its autograd
+      z = call_tlu(x, tau);
+    }
+    ctx->save_for_backward({z, tau});
+    return z;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &z = saved[0], &tau = saved[1];
+    const Tensor& dz_in = grad_outputs[0];
+    const bool create_graph = at::GradMode::is_enabled();
+    variable_list grads(2);
+    {
+      at::NoGradGuard no_grad;
+      auto [dx, dtau] = call_tlu_backward(dz_in.to(z.scalar_type()).contiguous(), z, tau, ctx->needs_input_grad(0));
+      if (ctx->needs_input_grad(0)) grads[0] = dx;
+      if (ctx->needs_input_grad(1)) grads[1] = dtau;
+    }
+    if (create_graph) refuse_double_backward(grads, dz_in);
+    return grads;
+  }
+};
+
+}  // namespace frn_det
+
+namespace {
+
+Tensor tlu_autograd(const Tensor& x, const Tensor& tau) { return frn_det::TLUAutograd::apply(x, tau); }
+
+}  // namespace
+
+
 TORCH_LIBRARY(frn_det, m) {
   m.def("frn(Tensor x, Tensor weight, Tensor bias, Tensor? tau, float eps, Tensor? eps_l) -> Tensor");
   m.def("frn_forward(Tensor x, Tensor weight, Tensor bias, Tensor? tau, float eps, Tensor? eps_l) -> (Tensor, Tensor)");
   m.def("frn_backward(Tensor dz, Tensor x, Tensor r, Tensor weight, Tensor bias, Tensor? tau, bool need_dx)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("tlu(Tensor x, Tensor tau) -> Tensor");
+  m.def("tlu_backward(Tensor dz, Tensor z, Tensor tau, bool need_dx) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(frn_det, CPU, m) {
   m.impl("frn", &frn);
   m.impl("frn_forward", &frn_forward);
   m.impl("frn_backward", &frn_backward);
+  m.impl("tlu", &tlu);
+  m.impl("tlu_backward", &tlu_backward);
 }
 
-TORCH_LIBRARY_IMPL(frn_det, Autograd, m) { m.impl("frn", &frn_autograd); }
+TORCH_LIBRARY_IMPL(frn_det, Autograd, m) {
+  m.impl("frn", &frn_autograd);
+  m.impl("tlu", &tlu_autograd);
+}
