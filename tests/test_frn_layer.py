@@ -223,6 +223,12 @@ def test_tlu_cpp_low_precision(dtype):
     torch.testing.assert_close(dtau.double(), dtau_ref, rtol=1e-5, atol=1e-5)
 
 
+def test_tlu_scripts_with_torch_maximum():
+    tlu = tlu_with_random_tau(4)
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.equal(torch.jit.script(tlu)(x), torch.maximum(x, tlu.tau.detach().view(1, -1, 1, 1)))
+
+
 def test_tlu_cpp_inference_mode_and_torch_compile():
     require_cpp_tlu()
     tlu = tlu_with_random_tau(3)

@@ -123,13 +123,15 @@ class TLU(nn.Module):
         self.tau = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and use_cpp_tlu(x):
-            return self._forward_cpp(x)
-        return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
+        if torch.jit.is_scripting():
+            return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
+        return self._forward_eager(x)
 
     @torch.jit.unused
-    def _forward_cpp(self, x: torch.Tensor) -> torch.Tensor:
-        return tlu_cpp(x, self.tau)
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        if use_cpp_tlu(x):
+            return tlu_cpp(x, self.tau)
+        return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}"
