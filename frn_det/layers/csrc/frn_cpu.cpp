@@ -152,6 +152,17 @@ std::vector<acc_t> channel_values(const std::optional<Tensor>& p) {
   return values;
 }
 
+// out[c] = sum over n of sums[(n * C + c) * width + j], added in double in a fixed order (the
+// same result for any thread count): per-channel gradients from per-(n, c) partial sums.
+template <typename acc_t>
+void sum_over_samples(const std::vector<double>& sums, int64_t N, int64_t C, int64_t width, int64_t j, acc_t* out) {
+  for (int64_t c = 0; c < C; ++c) {
+    double acc = 0;
+    for (int64_t n = 0; n < N; ++n) acc += sums[(n * C + c) * width + j];
+    out[c] = static_cast<acc_t>(acc);
+  }
+}
+
 template <typename T>
 const T* data_or_null(const std::vector<T>& v) {
   return v.empty() ? nullptr : v.data();
@@ -318,15 +329,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> frn_backward(const Tensor& dz
     backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), r.const_data_ptr<acc_t>(),
                               w.data(), b.data(), data_or_null(t), N, C, M,
                               need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.data());
-    // per-channel sums over n, in a fixed order
-    for (int64_t j = 0; j < 4; ++j) {
-      acc_t* gp = grads[j].mutable_data_ptr<acc_t>();
-      for (int64_t c = 0; c < C; ++c) {
-        double acc = 0;
-        for (int64_t n = 0; n < N; ++n) acc += sums[4 * (n * C + c) + j];
-        gp[c] = static_cast<acc_t>(acc);
-      }
-    }
+    for (int64_t j = 0; j < 4; ++j) sum_over_samples(sums, N, C, 4, j, grads[j].mutable_data_ptr<acc_t>());
   });
   return {dx, grads[0], grads[1], grads[2], grads[3]};
 }
@@ -525,12 +528,7 @@ std::tuple<Tensor, Tensor> tlu_backward(const Tensor& dz, const Tensor& z, const
     tlu_backward_kernel<scalar_t>(dz.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
                                   channel_values<acc_t>(tau), N, C, M,
                                   need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr, sums.data());
-    acc_t* gp = dtau.mutable_data_ptr<acc_t>();
-    for (int64_t c = 0; c < C; ++c) {  // sums over n in a fixed order
-      double acc = 0;
-      for (int64_t n = 0; n < N; ++n) acc += sums[n * C + c];
-      gp[c] = static_cast<acc_t>(acc);
-    }
+    sum_over_samples(sums, N, C, 1, 0, dtau.mutable_data_ptr<acc_t>());
   });
   return {dx, dtau};
 }
