@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frn_cpp import tlu_cpp, use_cpp_tlu
+from . import frn_cpp
 from .frn_fused import frn_fused
 
 __all__ = ["FilterResponseNorm2d", "TLU", "frn_reference", "FRN_IMPLS"]
@@ -129,8 +129,8 @@ class TLU(nn.Module):
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        if use_cpp_tlu(x):
-            return tlu_cpp(x, self.tau)
+        if frn_cpp.takes(x):
+            return frn_cpp.tlu_cpp(x, self.tau)
         return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
 
     def extra_repr(self) -> str:

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from ..utils.paths import cache_dir
 
-__all__ = ["ops", "unavailable_reason", "frn_cpp", "tlu_cpp", "use_cpp_tlu", "build_directory"]
+__all__ = ["ops", "unavailable_reason", "takes", "DTYPES", "frn_cpp", "tlu_cpp", "build_directory"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,16 +203,17 @@ def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
     return _frn_op(x, weight, bias, tau, float(eps), eps_l)
 
 
-_TLU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def use_cpp_tlu(x: torch.Tensor) -> bool:
-    """Whether TLU takes the C++ op for x: CPU NCHW tensors (channels_last inputs keep
-    torch.maximum, which keeps their layout), when the kernels are available."""
+def takes(x: torch.Tensor) -> bool:
+    """Whether "auto" sends x to the C++ ops (FRN and TLU): 4-d CPU tensors of DTYPES that
+    are not channels_last (those keep the PyTorch paths, which keep their layout; the
+    kernels would need NCHW copies of x and dz), when the kernels are available."""
     return (
         x.is_cpu
         and x.dim() == 4
-        and x.dtype in _TLU_DTYPES
+        and x.dtype in DTYPES
         and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
         and ops() is not None
     )

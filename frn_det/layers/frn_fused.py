@@ -58,10 +58,12 @@ import functools
 from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from .autograd_utils import needs_graph, once_differentiable_backward
+from .frn_cpp import DTYPES as _CPP_DTYPES
 from .frn_cpp import frn_cpp
 from .frn_cpp import ops as _cpp_ops
+from .frn_cpp import takes as _cpp_takes
 from .frn_cpp import unavailable_reason
 from . import frn_triton as _frn_triton
 
@@ -173,23 +175,6 @@ def _forward(x, weight, bias, tau, eps: float, eps_l):
     return z, r, a
 
 
-class FRNFunction(torch.autograd.Function):
-    """z = FRN(+TLU)(x). Saves x, the (N, C) statistics r and a = weight * r, and the
-    parameters; backward as derived in the module docstring."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
-        z, r, a = _forward(x, weight, bias, tau, eps, eps_l)
-        ctx.save_for_backward(x, r, a, bias, tau, eps_l)
-        return z
-
-    @staticmethod
-    def backward(ctx, dz):
-        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
-            return _backward_once_differentiable(ctx, dz)
-        return _backward(ctx, dz)
-
-
 def _backward(ctx, dz):
     x, r, a, bias, tau, eps_l = ctx.saved_tensors
     need_x, need_w, need_b, need_tau, need_eps_l, _ = ctx.needs_input_grad
@@ -226,11 +211,20 @@ def _backward(ctx, dz):
     return dx, dweight, dbias, dtau, deps_l, None
 
 
-_backward_once_differentiable = once_differentiable(_backward)
+class FRNFunction(torch.autograd.Function):
+    """z = FRN(+TLU)(x). Saves x, the (N, C) statistics r and a = weight * r, and the
+    parameters; backward as derived in the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
+        z, r, a = _forward(x, weight, bias, tau, eps, eps_l)
+        ctx.save_for_backward(x, r, a, bias, tau, eps_l)
+        return z
+
+    backward = once_differentiable_backward(_backward)
 
 
 BACKENDS = ("auto", "torch", "cpp", "triton")
-_CPP_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _use_triton(x: torch.Tensor, backend: str) -> bool:
@@ -265,14 +259,7 @@ def _use_cpp(x: torch.Tensor, backend: str) -> bool:
         if _cpp_ops() is None:
             raise RuntimeError(f"frn_fused(backend='cpp'): the C++ kernels are unavailable ({unavailable_reason()})")
         return True
-    # auto: CPU inputs in NCHW layout. channels_last inputs stay on the torch path, which
-    # keeps their layout (the kernels would need an NCHW copy of x and dz).
-    return (
-        x.is_cpu
-        and x.dtype in _CPP_DTYPES
-        and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
-        and _cpp_ops() is not None
-    )
+    return _cpp_takes(x)  # auto
 
 
 def frn_fused(
@@ -305,9 +292,6 @@ def frn_fused(
         return _frn_triton.frn_triton(x, weight, bias, tau, eps, eps_l)
     if _use_cpp(x, backend):
         return frn_cpp(x, weight, bias, tau, eps, eps_l)
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or bias.requires_grad
-        or (tau is not None and tau.requires_grad) or (eps_l is not None and eps_l.requires_grad)
-    ):
+    if needs_graph(x, weight, bias, tau, eps_l):
         return FRNFunction.apply(x, weight, bias, tau, eps_l, float(eps))
     return _forward(x, weight, bias, tau, float(eps), eps_l)[0]

@@ -23,7 +23,8 @@ import os
 from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
+
+from .autograd_utils import needs_graph, once_differentiable_backward
 
 __all__ = ["available", "unavailable_reason", "interpreting", "check_input", "FRNTritonFunction", "frn_triton",
            "DTYPES"]
@@ -129,24 +130,6 @@ def _contiguous(p: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return p if p is None or p.is_contiguous() else p.contiguous()
 
 
-class FRNTritonFunction(torch.autograd.Function):
-    """z = FRN(+TLU)(x) with the Triton kernels. Saves the (NCHW-contiguous) input and r
-    per (n, c), besides the parameters themselves."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
-        x = x.contiguous()
-        z, r = _forward(x, _contiguous(weight), _contiguous(bias), _contiguous(tau), eps, _contiguous(eps_l))
-        ctx.save_for_backward(x, r, weight, bias, tau, eps_l)
-        return z
-
-    @staticmethod
-    def backward(ctx, dz):
-        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
-            return _backward_once_differentiable(ctx, dz)
-        return _backward(ctx, dz)
-
-
 def _backward(ctx, dz):
     x, r, weight, bias, tau, eps_l = ctx.saved_tensors
     need_x, need_w, need_b, need_tau, need_eps_l, _ = ctx.needs_input_grad
@@ -180,17 +163,25 @@ def _backward(ctx, dz):
     )
 
 
-_backward_once_differentiable = once_differentiable(_backward)
+class FRNTritonFunction(torch.autograd.Function):
+    """z = FRN(+TLU)(x) with the Triton kernels. Saves the (NCHW-contiguous) input and r
+    per (n, c), besides the parameters themselves."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tau, eps_l, eps: float):
+        x = x.contiguous()
+        z, r = _forward(x, _contiguous(weight), _contiguous(bias), _contiguous(tau), eps, _contiguous(eps_l))
+        ctx.save_for_backward(x, r, weight, bias, tau, eps_l)
+        return z
+
+    backward = once_differentiable_backward(_backward)
 
 
 def frn_triton(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
     """FRN(+TLU) with the Triton kernels: x a non-empty 4-d float32/bf16/fp16 CUDA tensor
     (or CPU under the interpreter) of any layout; output NCHW-contiguous, x's dtype."""
     check_input(x)
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or bias.requires_grad
-        or (tau is not None and tau.requires_grad) or (eps_l is not None and eps_l.requires_grad)
-    ):
+    if needs_graph(x, weight, bias, tau, eps_l):
         return FRNTritonFunction.apply(x, weight, bias, tau, eps_l, float(eps))
     return _forward(x.contiguous(), _contiguous(weight), _contiguous(bias), _contiguous(tau), float(eps),
                     _contiguous(eps_l))[0]
