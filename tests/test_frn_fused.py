@@ -13,10 +13,11 @@ import torch
 
 from frn_det.layers import frn_cpp
 from frn_det.layers import frn_fused as fused_mod
-from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
+from frn_det.layers.frn import FilterResponseNorm2d
 from frn_det.layers.frn_fused import frn_fused
 
-EPS = 1e-3
+from frn_testing import EPS, make_params, ref_forward, rel_err, run, saved_storages
+
 # grad_fn name of the C++ op (its autograd is a torch::autograd::Function in frn_cpu.cpp)
 CPP_GRAD_FN = "torch::autograd::CppNode<frn_det::FRNAutograd>"
 
@@ -54,30 +55,6 @@ def fused(backend):
         return frn_fused(x, weight, bias, tau, EPS, eps_l, backend=backend)
 
     return fn
-
-
-def make_params(c, tlu, learn_eps, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(c, generator=g, dtype=dtype)  # includes negative scales
-    bias = 0.5 * torch.randn(c, generator=g, dtype=dtype)
-    tau = 0.3 * torch.randn(c, generator=g, dtype=dtype) if tlu else None
-    eps_l = 0.05 * torch.randn(c, generator=g, dtype=dtype) if learn_eps else None
-    return weight, bias, tau, eps_l
-
-
-def ref_forward(x, weight, bias, tau, eps_l):
-    e = torch.full_like(weight, EPS) if eps_l is None else EPS + eps_l.abs()
-    return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
-
-
-def run(fn, x, params, dz):
-    """Output and the gradients of (x, *params that are not None) for upstream gradient dz."""
-    x = x.detach().clone().requires_grad_()
-    params = [p.detach().clone().requires_grad_() if p is not None else None for p in params]
-    out = fn(x, *params)
-    leaves = [x] + [p for p in params if p is not None]
-    grads = torch.autograd.grad(out, leaves, dz)
-    return out.detach(), list(grads)
 
 
 def assert_close_all(got, want, rtol, atol_scale):
@@ -130,10 +107,6 @@ def test_float32_matches_reference(backend, shape, tlu):
     ref_out, ref_grads = run(ref_forward, x, params, dz)
     assert out.dtype == torch.float32
     assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -190,15 +163,7 @@ def test_module_fused_equals_reference(tlu, learnable_eps, dtype):
 
 def saved_bytes(fn, x):
     """Bytes of the distinct storages autograd saves during one forward of fn(x)."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(x)
+    storages, out = saved_storages(fn, x)
     return sum(storages.values()), out
 
 

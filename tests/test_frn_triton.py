@@ -19,7 +19,8 @@ from frn_det.layers import frn_triton
 from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn_fused import frn_fused
 
-EPS = 1e-3
+import frn_testing
+from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
 
 # (N, C, H, W): odd sizes, 1x1 maps, N = 1
 SHAPES = [(2, 8, 5, 7), (1, 6, 1, 1), (3, 4, 1, 1), (1, 5, 9, 4)]
@@ -38,28 +39,9 @@ def triton_fn(x, weight, bias, tau, eps_l):
     return frn_fused(x, weight, bias, tau, EPS, eps_l, backend="triton")
 
 
-def make_params(c, tlu, learn_eps, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(c, generator=g).to(dtype)  # includes negative scales
-    bias = (0.5 * torch.randn(c, generator=g)).to(dtype)
-    tau = (0.3 * torch.randn(c, generator=g)).to(dtype) if tlu else None
-    eps_l = (0.05 * torch.randn(c, generator=g)).to(dtype) if learn_eps else None
-    return weight, bias, tau, eps_l
-
-
-def ref_forward(x, weight, bias, tau, eps_l):
-    e = torch.full_like(weight, EPS) if eps_l is None else EPS + eps_l.abs()
-    return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
-
-
-def run(fn, x, params, dz):
-    """Output and the gradients of (x, *params that are not None) for upstream gradient dz."""
-    x = x.detach().clone().requires_grad_()
-    params = [p.detach().clone().requires_grad_() if p is not None else None for p in params]
-    out = fn(x, *params)
-    leaves = [x] + [p for p in params if p is not None]
-    grads = torch.autograd.grad(out, leaves, dz)
-    return out.detach(), list(grads)
+def make_params(c, tlu, learn_eps, seed=0):
+    """float32 parameters (the kernels' working precision)."""
+    return frn_testing.make_params(c, tlu, learn_eps, dtype=torch.float32, seed=seed)
 
 
 def run_float64_reference(x, params, dz):
@@ -72,10 +54,6 @@ def assert_close_all(got, want, rtol, atol_scale):
     for g, w in zip(got, want):
         assert g.shape == w.shape
         torch.testing.assert_close(g.to(w.dtype), w, rtol=rtol, atol=atol_scale * w.abs().max().item() + 1e-30)
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -130,20 +108,6 @@ def test_low_precision_close_to_float32_reference(interpret, dtype):
     assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
     for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients are float32 sums
         assert rel_err(got, want) < 2 * ulp
-
-
-def saved_storages(fn, *args):
-    """{storage data_ptr: nbytes} of what autograd saves during fn(*args), and the output."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(*args)
-    return storages, out
 
 
 @pytest.mark.parametrize("contiguous", [True, False])
