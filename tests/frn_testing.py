@@ -3,6 +3,7 @@ test_frn_triton.py): parameters, the op-by-op reference, and what autograd saves
 import torch
 
 from frn_det.layers.frn import frn_reference
+from frn_det.utils.saved_tensors import saved_storages  # noqa: F401 (re-exported for the tests)
 
 EPS = 1e-3
 
@@ -33,17 +34,3 @@ def run(fn, x, params, dz):
 
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def saved_storages(fn, *args):
-    """{storage data_ptr: nbytes} of what autograd saves during fn(*args), and the output."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(*args)
-    return storages, out

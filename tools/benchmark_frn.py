@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from frn_det.layers import frn_cpp, frn_triton  # noqa: E402
 from frn_det.layers.frn import FilterResponseNorm2d  # noqa: E402
 from frn_det.layers.frn_fused import frn_fused  # noqa: E402
+from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
 BACKBONE_STAGES = [("stem", 64, 2), ("res2", 256, 4), ("res3", 512, 8), ("res4", 1024, 16), ("res5", 2048, 32)]
@@ -110,16 +111,7 @@ def build_impls(channels: int, device: torch.device) -> Dict[str, Union[nn.Modul
 
 def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd saves during one forward of `module`."""
-    storages = {}
-
-    def pack(t: torch.Tensor):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    return sum(storages.values())
+    return sum(saved_storages(module, x)[0].values())
 
 
 def make_step(module: nn.Module, x: torch.Tensor, dz: torch.Tensor) -> Callable[[], None]:

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from frn_det.engine.optimizer import build_optimizer  # noqa: E402
 from frn_det.engine.train_net import build_config  # noqa: E402
+from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 CONFIGS = {"tiny": "tiny_retinanet_cpu.yaml", "r50": "Base-RetinaNet-FRN.yaml"}
 
@@ -43,15 +44,7 @@ def make_batch(n, size, num_classes, device, seed=0):
 def saved_for_backward_mb(model, batch) -> float:
     """MB of the distinct storages autograd keeps for one backward (a tensor saved by two
     ops, e.g. a TLU's output and the next conv's input, counts once)."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[(s.device, s.data_ptr())] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sum(model(batch).values()).backward()
+    storages, _ = saved_storages(lambda: sum(model(batch).values()).backward())
     model.zero_grad(set_to_none=True)
     return sum(storages.values()) / 2**20
 
