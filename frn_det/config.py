@@ -26,4 +26,15 @@ def add_frn_config(cfg):
     # their image by more than 1 px, in COCO-format datasets other than the built-in one:
     # "drop" them with one warning per dataset (counts per reason), or stop with an "error".
     cfg.DATASETS.INVALID_BOXES = "drop"
+    # Before training, decode every image of the COCO-format datasets in TRAIN and TEST
+    # and compare its size (after EXIF orientation) with the json's width/height; failures
+    # are one error listing the files. Parallel, and cached on disk per image folder by
+    # (path, size, mtime) under the cache folder, so a re-check of unchanged files only
+    # stats them. False skips it (for data you know to be good).
+    cfg.DATASETS.CHECK_IMAGES = True
+    # Annotations without the 'iscrowd'/'area' that COCO evaluation needs: "fill" them
+    # (iscrowd 0; area of the mask, else of the box) in a fixed copy of the json under the
+    # cache folder that training and evaluation read, with one warning per dataset; or
+    # stop with an "error" before training.
+    cfg.DATASETS.MISSING_EVAL_FIELDS = "fill"
     return cfg

@@ -25,7 +25,7 @@ def small_dataset(tmp_path_factory):
 
 
 def test_spec_key():
-    assert ShapesSpec().key() == "shapes_v1_s0_n320-80_px160_o5"
+    assert ShapesSpec().key() == "shapes_v1_s0_n320-80-80_px160_o5"
     with pytest.raises(ValueError):
         ShapesSpec(num_train=0)
 
@@ -140,3 +140,15 @@ def test_detectron2_load_coco_json(small_dataset):
             assert a["bbox_mode"] == BoxMode.XYWH_ABS
             # Category ids 1..4 are mapped to contiguous 0..3.
             assert 0 <= a["category_id"] < len(SHAPES_CATEGORIES)
+
+
+def test_tune_split_is_disjoint_from_val(small_dataset):
+    """The lr is chosen on tune and AP reported on val: they must not share images."""
+    def pixels(split):
+        json_path, root = small_dataset[split]
+        names = [i["file_name"] for i in json.loads(Path(json_path).read_text())["images"]]
+        return {np.asarray(Image.open(Path(root) / n)).tobytes() for n in names}
+
+    tune, val = pixels("tune"), pixels("val")
+    assert len(tune) == SMALL.num_tune and len(val) == SMALL.num_val
+    assert not tune & val

@@ -39,6 +39,7 @@ SHAPES_CATEGORIES = [
 ]
 
 DONE_MARKER = "DONE"
+SPLITS = ("train", "val", "tune")
 
 # Target (visible) pixel areas per COCO range. The gaps around the COCO thresholds
 # (32^2 = 1024, 96^2 = 9216) leave room for a little occlusion without an object
@@ -62,13 +63,16 @@ class ShapesSpec:
     seed: int = 0
     num_train: int = 320
     num_val: int = 80
+    # A tuning split, disjoint from val: sweeps choose the learning rate on it and report
+    # AP on val, so the choice never sees the images it is scored on.
+    num_tune: int = 80
     image_size: int = 160
     max_objects: int = 5
     version: int = 1  # bump when the generator changes, so caches are not reused
 
     def __post_init__(self):
-        if self.num_train < 1 or self.num_val < 1:
-            raise ValueError("num_train and num_val must be >= 1")
+        if self.num_train < 1 or self.num_val < 1 or self.num_tune < 1:
+            raise ValueError("num_train, num_val and num_tune must be >= 1")
         if self.image_size < 48:
             raise ValueError("image_size must be >= 48")
         if self.max_objects < 1:
@@ -76,7 +80,7 @@ class ShapesSpec:
 
     def key(self) -> str:
         return (
-            f"shapes_v{self.version}_s{self.seed}_n{self.num_train}-{self.num_val}"
+            f"shapes_v{self.version}_s{self.seed}_n{self.num_train}-{self.num_val}-{self.num_tune}"
             f"_px{self.image_size}_o{self.max_objects}"
         )
 
@@ -287,17 +291,18 @@ def _write_split(root: Path, spec: ShapesSpec, split: str, split_id: int, num: i
 
 
 def generate_shapes_dataset(root: Path, spec: ShapesSpec) -> None:
-    """Writes root/{train,val}/*.jpg and root/annotations/instances_{train,val}.json."""
+    """Writes root/{train,val,tune}/*.jpg and root/annotations/instances_{train,val,tune}.json."""
     root = Path(root)
     _write_split(root, spec, "train", 0, spec.num_train)
     _write_split(root, spec, "val", 1, spec.num_val)
+    _write_split(root, spec, "tune", 2, spec.num_tune)
 
 
 def dataset_paths(root: Path) -> Dict[str, object]:
     # Plain strings for the split paths: they go into configs and dataset registries.
     paths: Dict[str, object] = {
         split: (str(root / "annotations" / f"instances_{split}.json"), str(root / split))
-        for split in ("train", "val")
+        for split in SPLITS
     }
     paths["root"] = root
     return paths
@@ -312,7 +317,7 @@ def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
                           cache_dir: Optional[Path] = None) -> dict:
     """Generates the dataset once into ``<cache>/datasets/<spec.key()>`` and reuses it.
 
-    Returns {"train": (json_path, image_root), "val": (json_path, image_root),
+    Returns {"train" | "val" | "tune": (json_path, image_root), ...
     "root": Path}. Safe against concurrent callers and killed processes: data is
     generated in a private temp folder, the DONE marker is written last, and the
     folder is atomically renamed into place. Leftover temp folders are ignored.
@@ -332,8 +337,8 @@ def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
         for _ in range(2):
             try:
                 os.rename(tmp, root)
-                logger.info("Generated synthetic shapes dataset %s (%d train, %d val images) "
-                            "in %.1fs", root, spec.num_train, spec.num_val,
+                logger.info("Generated synthetic shapes dataset %s (%d train, %d val, %d tune images) "
+                            "in %.1fs", root, spec.num_train, spec.num_val, spec.num_tune,
                             time.perf_counter() - start)
                 return dataset_paths(root)
             except OSError:
