@@ -1,0 +1,272 @@
+"""Bootstrap over validation images (frn_det.evaluation.bootstrap) against pycocotools."""
+import contextlib
+import copy
+import io
+import math
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from frn_det.evaluation import (
+    METRICS,
+    PerImageEval,
+    bootstrap_ci,
+    bootstrap_weights,
+    paired_difference,
+    seed_image_interval,
+    seed_summary,
+    t_quantile,
+)
+from frn_det.evaluation.bootstrap import _t_quantile_series
+
+CAT_IDS = [1, 3, 7, 8, 11]
+NO_DET_CAT = 7  # has ground truth, never predicted
+NO_GT_CAT = 11  # predicted, never in the ground truth (COCOeval: -1, skipped)
+
+
+def make_coco(n_images=60, seed=0, jitter=0.08, score_decimals=None):
+    """A small COCO-format GT dict and detection list: crowd boxes, images without GT,
+    small/medium/large boxes, a category never detected and one never annotated."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 5 + 3 * i, "width": 640, "height": 480} for i in range(n_images)]
+    annotations, dets = [], []
+    for img in images:
+        n_gt = 0 if rng.random() < 0.15 else int(rng.integers(1, 8))
+        for _ in range(n_gt):
+            cat = int(rng.choice(CAT_IDS[:-1]))
+            w, h = np.exp(rng.uniform(np.log(6), np.log(300), size=2))
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            crowd = int(rng.random() < 0.08)
+            annotations.append({"id": len(annotations) + 1, "image_id": img["id"], "category_id": cat,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": crowd})
+            if cat == NO_DET_CAT:
+                continue
+            for _ in range(int(rng.choice([0, 1, 1, 1, 2]))):  # misses and duplicates
+                dx, dy, dw, dh = rng.normal(0, jitter, size=4) * [w, h, w, h]
+                dets.append({"image_id": img["id"], "category_id": cat,
+                             "bbox": [x + dx, y + dy, max(w + dw, 1.0), max(h + dh, 1.0)],
+                             "score": float(rng.uniform(0.3, 1.0))})
+        for _ in range(int(rng.integers(0, 5))):  # false positives, also on images without GT
+            cat = int(rng.choice([c for c in CAT_IDS if c != NO_DET_CAT]))
+            w, h = np.exp(rng.uniform(np.log(6), np.log(200), size=2))
+            dets.append({"image_id": img["id"], "category_id": cat,
+                         "bbox": [rng.uniform(0, 600), rng.uniform(0, 440), w, h],
+                         "score": float(rng.uniform(0.0, 0.8))})
+    if score_decimals is not None:  # ties in scores
+        for d in dets:
+            d["score"] = round(d["score"], score_decimals)
+    gt = {"images": images, "annotations": annotations,
+          "categories": [{"id": c, "name": f"c{c}"} for c in CAT_IDS]}
+    return gt, dets
+
+
+def exact_detections(gt):
+    """Perfect boxes for every non-crowd GT of the detected categories."""
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
+             "score": 0.5 + 0.5 * (a["id"] % 97) / 97}
+            for a in gt["annotations"] if not a["iscrowd"] and a["category_id"] != NO_DET_CAT]
+
+
+def to_coco(gt_dict):
+    coco = COCO()
+    coco.dataset = copy.deepcopy(gt_dict)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def cocoeval_stats(gt_dict, dets, img_ids=None):
+    """pycocotools' official stats (12 numbers) for a GT dict and a detection list."""
+    gt = to_coco(gt_dict)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(copy.deepcopy(dets)), "bbox")
+        if img_ids is not None:
+            ev.params.imgIds = list(img_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def assert_matches_stats(metrics, stats, tol=1e-9):
+    for j, m in enumerate(METRICS):
+        assert metrics[m] / 100 == pytest.approx(stats[j], abs=tol), m
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_coco()
+
+
+@pytest.fixture(scope="module")
+def pie(dataset):
+    gt, dets = dataset
+    return PerImageEval.from_coco(gt, dets)
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("score_decimals", [None, 1])
+def test_point_estimate_equals_cocoeval(backend, score_decimals):
+    gt, dets = make_coco(seed=1, score_decimals=score_decimals)
+    stats = cocoeval_stats(gt, dets)
+    assert stats[0] > 0.1 and stats[1] > stats[0]  # a non-trivial AP to compare
+    pie = PerImageEval.from_coco(gt, dets, backend=backend)
+    assert_matches_stats(pie.metrics(), stats)
+    assert_matches_stats({m: v[0] for m, v in pie.metrics_for_weights(np.ones((1, 60), int)).items()}, stats)
+    assert pie.n_images == 60 and list(pie.cat_ids) == CAT_IDS
+
+
+def test_backends_keep_identical_arrays():
+    gt, dets = make_coco(seed=2)
+    a = PerImageEval.from_coco(gt, dets, backend="pycocotools")
+    b = PerImageEval.from_coco(gt, dets, backend="faster_coco_eval")
+    for name in ("gt_count", "det_img", "det_cat", "det_tp", "det_ignore"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("score_decimals", [None, 1])
+def test_random_subsets_equal_cocoeval_on_subset(score_decimals):
+    gt, dets = make_coco(seed=3, score_decimals=score_decimals)
+    pie = PerImageEval.from_coco(gt, dets)
+    rng = np.random.default_rng(0)
+    W = (rng.random((30, pie.n_images)) < 0.5).astype(np.int32)
+    boot = pie.metrics_for_weights(W, chunk_size=7)  # several chunks
+    for b, w in enumerate(W):
+        stats = cocoeval_stats(gt, dets, img_ids=pie.img_ids[w == 1].tolist())
+        assert_matches_stats({m: boot[m][b] for m in METRICS}, stats)
+
+
+def duplicate_images(gt, dets, weights, img_ids):
+    """GT and detections where image img_ids[j] appears weights[j] times (copies get new ids)."""
+    new_images, new_anns, new_dets = [], [], []
+    by_img = {}
+    for a in gt["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    dets_by_img = {}
+    for d in dets:
+        dets_by_img.setdefault(d["image_id"], []).append(d)
+    next_id = 10**6
+    for img_id, w in zip(img_ids, weights):
+        for copy_index in range(w):
+            new_id = img_id if copy_index == 0 else next_id
+            next_id += 1
+            new_images.append({"id": new_id, "width": 640, "height": 480})
+            for a in by_img.get(img_id, []):
+                new_anns.append({**a, "id": len(new_anns) + 1, "image_id": new_id})
+            new_dets += [{**d, "image_id": new_id} for d in dets_by_img.get(img_id, [])]
+    return {**gt, "images": new_images, "annotations": new_anns}, new_dets
+
+
+def test_weights_equal_literally_duplicated_images(dataset, pie):
+    gt, dets = dataset  # distinct scores: the only ties are between copies of a detection
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        w = rng.integers(0, 4, size=pie.n_images)
+        dup_gt, dup_dets = duplicate_images(gt, dets, w, pie.img_ids.tolist())
+        got = {m: v[0] for m, v in pie.metrics_for_weights(w[None]).items()}
+        assert_matches_stats(got, cocoeval_stats(dup_gt, dup_dets))
+
+
+def test_bootstrap_weights_are_reproducible_resamples():
+    W = bootstrap_weights(50, 200, seed=3)
+    assert W.shape == (200, 50) and W.dtype == np.int32
+    assert (W.sum(axis=1) == 50).all()  # n draws with replacement
+    np.testing.assert_array_equal(W, bootstrap_weights(50, 200, seed=3))
+    assert not np.array_equal(W, bootstrap_weights(50, 200, seed=4))
+    assert 0.30 < (W == 0).mean() < 0.43  # P(image not drawn) -> 1/e
+
+
+def test_ci_contains_point_estimate(pie):
+    ci = bootstrap_ci(pie, n_resamples=300, seed=0)
+    for m in METRICS:
+        r = ci[m]
+        assert r["lo"] < r["value"] < r["hi"], (m, r)
+        assert r["hi"] - r["lo"] > 1.0 and r["se"] > 0.2  # 60 images: several AP points
+        assert r["value"] == pytest.approx(pie.metrics()[m])
+    assert bootstrap_ci(pie, n_resamples=300, seed=0) == ci  # deterministic
+
+
+def test_paired_difference(dataset, pie):
+    gt, dets = dataset
+    same = paired_difference(pie, PerImageEval.from_coco(gt, copy.deepcopy(dets)), n_resamples=200)
+    for m in METRICS:
+        assert same[m]["diff"] == 0 and same[m]["lo"] == 0 and same[m]["hi"] == 0
+        assert not same[m]["excludes_zero"]
+    exact = PerImageEval.from_coco(gt, exact_detections(gt))
+    better = paired_difference(pie, exact, n_resamples=200)
+    for m in METRICS:
+        r = better[m]
+        assert r["excludes_zero"] and 0 < r["lo"] < r["diff"] < r["hi"], (m, r)
+    assert better["AP75"]["diff"] > 10
+
+
+def test_different_image_sets_raise(dataset, pie):
+    gt, dets = dataset
+    subset = PerImageEval.from_coco(gt, dets, img_ids=pie.img_ids[:-1])
+    assert subset.n_images == pie.n_images - 1
+    with pytest.raises(ValueError, match="same validation images"):
+        paired_difference(pie, subset, n_resamples=10)
+    with pytest.raises(ValueError, match="same validation images"):
+        seed_image_interval([pie, subset], n_resamples=10)
+
+
+def test_no_ground_truth_in_resample_is_nan():
+    gt, dets = make_coco(seed=4)
+    pie = PerImageEval.from_coco(gt, dets)
+    no_gt = np.array([pie.gt_count[i].sum() == 0 for i in range(pie.n_images)])
+    w = no_gt.astype(np.int64)
+    assert w.sum() > 0
+    assert all(math.isnan(v) for v in pie.metrics(w).values())
+
+
+def test_t_quantile():
+    # df=2 in closed form: P(|T| <= t) = t / sqrt(2 + t^2); scipy prints 4.302652729911275
+    exact = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
+    assert _t_quantile_series(0.95, 2) == pytest.approx(exact, abs=1e-12)
+    assert t_quantile(0.95, 2) == pytest.approx(4.302652729911275, abs=1e-9)
+    assert _t_quantile_series(0.95, 1) == pytest.approx(12.706204736174698, abs=1e-9)
+    for df in (1, 2, 3, 4, 7, 30, 299, 301, 5000):
+        for level in (0.9, 0.95, 0.99):
+            q = _t_quantile_series(level, df)
+            # independent check: integrate the t density over [-q, q] (Simpson)
+            x = np.linspace(0.0, q, 20001)
+            logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+            pdf = np.exp(logc - (df + 1) / 2 * np.log1p(x**2 / df))
+            mass = 2 * (x[1] - x[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+            assert mass == pytest.approx(level, abs=1e-9), (df, level)
+
+
+def test_seed_summary_hand_computed():
+    s = seed_summary([30.0, 31.0, 32.5])
+    std = math.sqrt((49 + 1 + 64) / 36 / 2)  # deviations -7/6, -1/6, 8/6
+    half = 4.302652729911275 * std / math.sqrt(3)
+    assert s["n"] == 3
+    assert s["mean"] == pytest.approx(93.5 / 3, abs=1e-12)
+    assert s["std"] == pytest.approx(std, abs=1e-12)
+    assert s["lo"] == pytest.approx(93.5 / 3 - half, abs=1e-9)
+    assert s["hi"] == pytest.approx(93.5 / 3 + half, abs=1e-9)
+    one = seed_summary([30.0])
+    assert one["mean"] == 30.0 and math.isnan(one["std"]) and math.isnan(one["lo"])
+
+
+def test_seed_image_interval_combines_variances(dataset, pie):
+    gt, dets = dataset
+    seeds = [pie] + [PerImageEval.from_coco(gt, make_coco(seed=0, jitter=j)[1]) for j in (0.05, 0.11)]
+    out = seed_image_interval(seeds, n_resamples=200, seed=0)
+    W = bootstrap_weights(pie.n_images, 200, seed=0)
+    for m in METRICS:
+        values = [e.metrics()[m] for e in seeds]
+        boot_mean = np.mean([e.metrics_for_weights(W)[m] for e in seeds], axis=0)
+        se_img = np.std(boot_mean, ddof=1)
+        se = math.sqrt(np.var(values, ddof=1) / 3 + se_img**2)
+        r = out[m]
+        assert r["n"] == 3 and r["mean"] == pytest.approx(np.mean(values))
+        assert r["se_img"] == pytest.approx(se_img) and r["se"] == pytest.approx(se)
+        assert r["hi"] - r["mean"] == pytest.approx(4.302652729911275 * se)
+        assert r["mean"] - r["lo"] == pytest.approx(4.302652729911275 * se)
+    single = seed_image_interval([pie], n_resamples=200, seed=0)
+    ci = bootstrap_ci(pie, n_resamples=200, seed=0)
+    for m in METRICS:
+        assert (single[m]["lo"], single[m]["hi"]) == (ci[m]["lo"], ci[m]["hi"])
