@@ -85,3 +85,55 @@ def test_bn_checkpoint_into_frn_model_reports_what_was_loaded(tmp_path, caplog):
     assert f"{len(frn_keys - same_shape)} kept their initialisation" in summary
     assert f"{len(bn_keys - frn_keys)} checkpoint tensors ignored" in summary
     assert "tau" in summary and "running_mean" in summary  # examples name real keys
+
+
+# --eval-only must never evaluate weights that were not loaded.
+
+def test_eval_resume_with_only_truncated_checkpoints_names_every_rejected_file(tmp_path):
+    ckpt = SafeDetectionCheckpointer(small_model(), str(tmp_path))
+    ckpt.save("model_0000004", iteration=4)
+    ckpt.save("model_final")
+    for name in ("model_0000004.pth", "model_final.pth"):
+        path = tmp_path / name
+        path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError) as err:
+        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation("", resume=True)
+    message = str(err.value)
+    assert "rejected 2" in message and "model_0000004.pth" in message and "model_final.pth" in message
+    # Even a MODEL.WEIGHTS fallback must not hide that the run's own checkpoints are unusable.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    SafeDetectionCheckpointer(small_model(), str(other)).save("good")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation(str(other / "good.pth"), resume=True)
+
+
+def test_eval_without_any_weights_is_an_error(tmp_path):
+    for resume in (True, False):
+        with pytest.raises(CheckpointError, match="needs trained weights.*MODEL.WEIGHTS is empty"):
+            SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation("", resume=resume)
+
+
+def test_eval_loads_the_last_good_checkpoint_and_its_values(tmp_path):
+    trained = small_model()
+    with torch.no_grad():
+        trained[1].weight.fill_(3.0)
+    SafeDetectionCheckpointer(trained, str(tmp_path)).save("model_final")
+    fresh = small_model()
+    path = SafeDetectionCheckpointer(fresh, str(tmp_path)).load_for_evaluation("", resume=True)
+    assert path.endswith("model_final.pth")
+    assert torch.equal(fresh[1].weight, torch.full((64,), 3.0))
+
+
+def test_eval_refuses_a_checkpoint_that_leaves_parameters_uninitialised(tmp_path):
+    SafeDetectionCheckpointer(torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3)), str(tmp_path)).save("partial")
+    with pytest.raises(CheckpointError, match=r"1 missing, e.g. \['1.weight'\]|2 missing"):
+        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation(
+            str(tmp_path / "partial.pth"), resume=False)
+
+
+def test_a_file_that_is_not_a_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "weights.pkl"
+    bad.write_bytes(b"this is not a pickle at all")
+    with pytest.raises(CheckpointError, match=r"could not read checkpoint .*weights.pkl: UnpicklingError"):
+        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load(str(bad))

@@ -7,6 +7,7 @@ loads (e.g. a BN checkpoint into an FRN model) are reported clearly.
 """
 import os
 import zipfile
+from typing import List
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -19,6 +20,8 @@ class CheckpointError(RuntimeError):
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
+    last_incompatible = None  # what the last _load_model could not fill
+
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
@@ -39,22 +42,65 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
+    def checkpoint_files(self) -> List[str]:
+        """The .pth checkpoints in save_dir, newest first."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        paths = [os.path.join(self.save_dir, f) for f in os.listdir(self.save_dir) if f.endswith(".pth")]
+        return sorted(paths, key=os.path.getmtime, reverse=True)
+
+    def rejected_checkpoints(self) -> List[str]:
+        """Checkpoint files in save_dir that cannot be loaded (truncated or corrupt)."""
+        return [p for p in self.checkpoint_files() if not _is_complete(p)]
+
     def get_checkpoint_file(self) -> str:
         """The checkpoint named by last_checkpoint; if that one is unusable, the newest usable one."""
         tagged = super().get_checkpoint_file()
         if _is_complete(tagged):
             return tagged
-        candidates = sorted(
-            (f for f in os.listdir(self.save_dir) if f.startswith("model_") and f.endswith(".pth")),
-            key=lambda f: os.path.getmtime(os.path.join(self.save_dir, f)),
-            reverse=True,
-        )
-        for f in candidates:
-            path = os.path.join(self.save_dir, f)
-            if _is_complete(path):
+        for path in self.checkpoint_files():
+            if os.path.basename(path).startswith("model_") and _is_complete(path):
                 self.logger.warning("last_checkpoint names an unusable file (%s); resuming from %s", tagged, path)
                 return path
         return ""
+
+    def load_for_evaluation(self, weights: str, resume: bool) -> str:
+        """Load trained weights for --eval-only, or raise: never evaluate an initialised model.
+
+        resume: the last usable checkpoint of save_dir, else `weights` (Detectron2's
+        order). A save_dir whose checkpoints are all unusable is an error even when
+        `weights` is set: evaluating something else would be a false result. Returns the
+        loaded path. Raises CheckpointError naming every rejected file, or when the file
+        leaves model parameters uninitialised.
+        """
+        rejected = self.rejected_checkpoints()
+        path = self.get_checkpoint_file() if resume and super().has_checkpoint() else ""
+        if resume and not path and rejected:
+            raise CheckpointError(
+                f"--eval-only --resume: no usable checkpoint in {self.save_dir}; rejected "
+                f"{len(rejected)} truncated or corrupt file(s): {', '.join(rejected)}. Nothing was evaluated."
+            )
+        path = path or weights
+        if not path:
+            where = f"no checkpoint in {self.save_dir} and " if resume else ""
+            raise CheckpointError(
+                f"--eval-only needs trained weights, but {where}MODEL.WEIGHTS is empty. Pass MODEL.WEIGHTS "
+                "path/to/model_final.pth, or --resume with OUTPUT_DIR holding a training run's checkpoints. "
+                "Nothing was evaluated."
+            )
+        self.load(path, checkpointables=[])
+        incompatible = self.last_incompatible
+        params = {name for name, _ in self.model.named_parameters()}
+        untrained = sorted(params & set(getattr(incompatible, "missing_keys", ()) or ()))
+        skipped = sorted(params & {k for k, *_ in getattr(incompatible, "incorrect_shapes", ()) or ()})
+        if untrained or skipped:
+            raise CheckpointError(
+                f"--eval-only: {path} does not hold all of the model's parameters "
+                f"({len(untrained)} missing{_examples(untrained)}; {len(skipped)} with other shapes{_examples(skipped)}); "
+                "evaluating them at their initial values would report a false AP. Check that MODEL.* matches the "
+                "config the checkpoint was trained with. Nothing was evaluated."
+            )
+        return path
 
     def has_checkpoint(self) -> bool:
         return super().has_checkpoint() and bool(self.get_checkpoint_file())
@@ -64,8 +110,11 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             raise CheckpointError(f"checkpoint {filename} is truncated or corrupt (not a complete PyTorch archive)")
         try:
             return super()._load_file(filename)
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"could not read checkpoint {filename}: {e}") from e
+        except Exception as e:  # noqa: BLE001  pickle, zip, torch and OS errors alike: name the file
+            raise CheckpointError(
+                f"could not read checkpoint {filename}: {type(e).__name__}: {e}. Expected a checkpoint written by "
+                "Detectron2 or frn-det (.pth) or a model-zoo .pkl"
+            ) from e
 
     def load(self, path, *args, **kwargs):
         if path and "://" not in path and not os.path.isfile(path):
@@ -74,6 +123,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
+        self.last_incompatible = incompatible  # read by load_for_evaluation
         model_keys = set(self.model.state_dict())
         skipped = {k for k, *_ in incompatible.incorrect_shapes}
         missing = set(incompatible.missing_keys) | skipped

@@ -15,8 +15,9 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..config import add_frn_config
-from ..data import prepare_datasets
+from ..data import prepare_datasets_distributed
 from .checkpoint import SafeDetectionCheckpointer
+from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
 from .trainer import Trainer
 
 logger = logging.getLogger("frn_det")
@@ -38,29 +39,24 @@ def build_config(config_file: str, opts=()):
     cfg = get_cfg()
     add_frn_config(cfg)
     if config_file:
-        cfg.merge_from_file(resolve_config_file(config_file))
-    cfg.merge_from_list(list(opts))
+        path = resolve_config_file(config_file)
+        _merge(cfg, lambda: cfg.merge_from_file(path), path)
+    _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     return cfg
 
 
-SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN")
-
-
-def check_config(cfg, world_size: int) -> None:
-    """Checks that need the number of workers, before anything is built."""
-    if world_size < 1 or cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} (the total batch) must be a positive "
-            f"multiple of the number of workers ({world_size})"
-        )
-    keys = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM")
-    values = (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM)
-    synced = [f"{k}={v}" for k, v in zip(keys, values) if v in SYNC_NORMS]
-    if synced and world_size == 1:
-        logger.warning("%s with a single worker computes exactly what BN computes", ", ".join(synced))
+def _merge(cfg, merge, source: str) -> None:
+    """yacs' merge, with unknown keys reported with the nearest known key."""
+    try:
+        merge()
+    except (KeyError, AssertionError) as e:
+        better = unknown_key_error(e, cfg, source)
+        if better is None:
+            raise
+        raise better from None
 
 
 def setup(args):
@@ -75,10 +71,10 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     check_config(cfg, comm.get_world_size())
-    prepare_datasets(cfg)
+    prepare_datasets_distributed(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load_for_evaluation(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -91,6 +87,8 @@ def main(args):
 def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    # Bad configs fail here, once, before any worker process starts.
+    check_config(build_config(args.config_file, args.opts), args.num_gpus * args.num_machines)
     return launch(
         main,
         args.num_gpus,

@@ -1,17 +1,35 @@
 """Detectron2's DefaultTrainer with COCO evaluation, an FRN-aware optimizer, CPU DDP,
 atomic checkpoints and checkpoint-on-preemption."""
+import contextlib
+import io
 import logging
 import os
 import weakref
 
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..data.mapper import CheckedDatasetMapper
+from ..evaluation import install_fast_coco_eval
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
 from .preemption import PreemptionHook
+
+
+class LoggedCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator whose COCOeval prints ("Loading and preparing results...", the stats
+    table) go to the log instead of the terminal; Detectron2 logs the results table itself."""
+
+    def evaluate(self, img_ids=None):
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            results = super().evaluate(img_ids)
+        if captured.getvalue().strip():
+            logging.getLogger("detectron2.evaluation.cocoeval").info("COCOeval output:\n%s", captured.getvalue().rstrip())
+        return results
 
 
 class Trainer(DefaultTrainer):
@@ -41,10 +59,19 @@ class Trainer(DefaultTrainer):
         return super().build_hooks() + [PreemptionHook()]
 
     @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, is_train=False))
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
+        install_fast_coco_eval()  # faster-coco-eval where Detectron2's compiled COCOeval is missing
+        return LoggedCOCOEvaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
