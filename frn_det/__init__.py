@@ -4,12 +4,16 @@
   - backbones build_frn_resnet_backbone, build_frn_resnet_fpn_backbone and
     build_frn_retinanet_resnet_fpn_backbone (MODEL.BACKBONE.NAME),
   - the meta architecture FRNRetinaNet (MODEL.META_ARCHITECTURE),
-  - the built-in synthetic COCO-format dataset (frn_shapes_train / frn_shapes_val).
+  - the built-in synthetic COCO-format dataset (frn_shapes_train / frn_shapes_val / frn_shapes_tune).
 Norm strings ("FRN" and all of Detectron2's) are resolved by frn_det.layers.resolve_norm.
 """
-from . import data, modeling  # noqa: F401  (registers datasets and builders)
-from .config import add_frn_config
-from .layers import ACCEPTED_NORMS, TLU, FilterResponseNorm2d
+from .utils.quiet import silence_third_party_warnings
+
+silence_third_party_warnings()  # before Detectron2 is imported below
+
+from . import data, modeling  # noqa: E402, F401  (registers datasets and builders)
+from .config import add_frn_config  # noqa: E402
+from .layers import ACCEPTED_NORMS, TLU, FilterResponseNorm2d  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["add_frn_config", "FilterResponseNorm2d", "TLU", "ACCEPTED_NORMS"]

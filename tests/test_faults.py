@@ -55,7 +55,7 @@ def test_sigterm_checkpoints_and_resume_continues_from_that_iteration(tmp_path):
 
 
 def test_sweep_preempted_by_sigusr1_resumes(tmp_path):
-    args = ["norm=frn", f"output_dir={tmp_path}", *SHORT, "schedule.max_iter=60", "report=false"]
+    args = ["hydra.mode=RUN", "norm=frn", f"output_dir={tmp_path}", *SHORT, "schedule.max_iter=60", "report=false"]
     run_dir = tmp_path / "frn_ims2_seed0"
     proc = start("sweep.py", *args)
     wait_for_iteration(proc, run_dir / "training_metrics.json", 19)
@@ -74,7 +74,7 @@ def test_sweep_preempted_by_sigusr1_resumes(tmp_path):
 
 
 def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
-    args = ["-m", "norm=bn,frn", f"output_dir={tmp_path}", *SHORT]
+    args = ["-m", "norm=bn,frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT]
     first, second = start("sweep.py", *args), start("sweep.py", *args)
     logs = [p.communicate(timeout=900)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, logs[0][-2000:] + logs[1][-2000:]

@@ -68,16 +68,17 @@ def md_rows(md: str) -> dict:
     return rows
 
 
-def test_frn_cell_shows_ap_and_delta_to_bn(tmp_path):
+def test_runs_without_detections_say_they_have_no_interval(tmp_path):
     d = tmp_path / "sweep"
     make_run(d, "bn", 2, ap=28.5)
     make_run(d, "frn", 2, ap=30.0)
     make_run(d, "gn", 2, ap=27.0)
     md = write_report([d])["md"].read_text()
     rows = md_rows(md)
-    assert rows["frn"] == ["30.0 (+1.5)"]
-    assert rows["gn"] == ["27.0 (-1.5)"]
-    assert rows["bn"] == ["28.5"]  # the baseline has no delta
+    # No detections file recorded: the value, never an invented interval, and no difference table.
+    assert rows["frn"] == ["30.0 (no interval)"]
+    assert rows["bn"] == ["28.5 (no interval)"]
+    assert "## AP difference" not in md
     assert list(rows) == ["bn", "gn", "frn"]  # report order, not alphabetical
 
 
@@ -87,7 +88,7 @@ def test_seeds_aggregate_to_mean_and_std(sweep):
     aps = [30.0, 31.0, 32.5]
     mean, std = statistics.mean(aps), statistics.stdev(aps)  # stdev is ddof=1
     assert (round(mean, 1), round(std, 1)) == (31.2, 1.3)
-    assert rows["frn"][0] == f"31.2 ± 1.3 (+{mean - 28.5:.1f})" == "31.2 ± 1.3 (+2.7)"
+    assert rows["frn"][0] == "31.2 ± 1.3 (no interval)"
     assert "n=3" in md
     # Per-setting table: AP50 is AP + 20 for every seed, so same std.
     frn2 = next(l for l in md.splitlines() if l.startswith("| frn | 2 |"))
@@ -100,8 +101,8 @@ def test_diverged_and_failed_are_labelled_never_zero(sweep):
     assert rows["gn"][0] == "diverged@37"
     assert "0.0" not in rows["gn"][0]
     # bn@8: one seed finished, one failed -> mean of the finished one plus a marker.
-    assert rows["bn"][1] == "31.0 (1 failed)"
-    assert rows["gn"][1] == "29.9 (-1.1)"
+    assert rows["bn"][1] == "31.0 (no interval) (1 failed)"
+    assert rows["gn"][1] == "29.9 (no interval)"
     assert "## Runs without a result" in md and "ValueError: boom" in md
     assert "- Runs: 9 (finished 7, diverged 1, failed 1); skipped (unreadable): 0" in md
 
@@ -111,7 +112,7 @@ def test_csv_header_rows_and_numbers(sweep):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[0][:6] == ["run", "norm", "ims_per_gpu", "total_batch", "seed", "status"]
+    assert rows[0][:7] == ["run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status"]
     body = [dict(zip(rows[0], r)) for r in rows[1:]]
     assert len(body) == 9
     frn = next(r for r in body if r["run"] == "frn_ims2_seed1")
@@ -126,7 +127,8 @@ def test_csv_header_rows_and_numbers(sweep):
 def test_results_json_round_trips_and_is_sorted(sweep):
     paths = write_report([sweep])
     data = json.loads(paths["json"].read_text())
-    assert data == load_runs([sweep])
+    # The loaded records plus each run's own interval (None here: no detections were recorded).
+    assert data == [{**r, "AP_lo": None, "AP_hi": None} for r in load_runs([sweep])]
     assert [(r["norm"], r["ims_per_gpu"], r["seed"]) for r in data] == [
         ("bn", 2, 0), ("bn", 8, 0), ("bn", 8, 1), ("gn", 2, 0), ("gn", 8, 0),
         ("frn", 2, 0), ("frn", 2, 1), ("frn", 2, 2), ("frn", 8, 0)]
@@ -157,7 +159,7 @@ def test_out_dir_and_default_location(sweep, tmp_path):
     assert {p.parent for p in paths.values()} == {sweep}
     out = tmp_path / "out" / "nested"
     paths = write_report([sweep], out_dir=out)
-    assert set(paths) == {"json", "csv", "md", "png"}
+    assert set(paths) == {"json", "csv", "md", "png", "comparisons"}
     assert all(p.parent == out and p.is_file() for p in paths.values())
     assert not list(out.glob(".*.tmp"))  # temp files were renamed into place
 
@@ -169,7 +171,7 @@ def test_several_sweep_dirs_are_merged(sweep, tmp_path):
     assert len(runs) == 10
     md = write_report([sweep, other], out_dir=tmp_path / "o")["md"].read_text()
     assert f"`{sweep}`" in md and f"`{other}`" in md
-    assert md_rows(md)["bn"] == ["28.5", "–", "31.0 (1 failed)"]  # bn was not run at 4
+    assert md_rows(md)["bn"] == ["28.5 (no interval)", "–", "31.0 (no interval) (1 failed)"]  # bn was not run at 4
 
 
 def test_missing_dir_raises_report_error(tmp_path):

@@ -23,10 +23,12 @@ def test_defaults_are_the_cpu_demo():
     cfg, sched = build_detectron2_config(compose_job(), "/tmp/x")
     assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.DEPTH == 18
     assert cfg.DATASETS.TRAIN == ("frn_shapes_train",) and cfg.MODEL.RETINANET.NUM_CLASSES == 4
-    # cpu_short: base lr 0.02 and 200 iterations at a reference batch of 8; default 2 images x 1 worker
+    # cpu_short: base lr 0.02 and 150 iterations at a reference batch of 8; default 2 images x 1 worker
     assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.SOLVER.BASE_LR == pytest.approx(0.005)
-    assert cfg.SOLVER.MAX_ITER == 800 and cfg.SOLVER.STEPS == (600, 740) and cfg.SOLVER.WARMUP_ITERS == 160
-    assert sched.images_seen == 1600
+    assert cfg.SOLVER.MAX_ITER == 600 and cfg.SOLVER.STEPS == (440, 560) and cfg.SOLVER.WARMUP_ITERS == 120
+    assert sched.images_seen == 1200
+    # AP on val, the learning rate chosen on the disjoint tune split
+    assert cfg.DATASETS.TEST == ("frn_shapes_val", "frn_shapes_tune")
 
 
 @pytest.mark.parametrize("ims,gpus,machines", [(1, 1, 1), (4, 2, 1), (2, 8, 2)])
@@ -68,6 +70,48 @@ def test_config_hash_identifies_the_run_not_its_folder():
     b, _ = build_detectron2_config(compose_job("norm=frn"), "/tmp/b")
     c, _ = build_detectron2_config(compose_job("norm=gn"), "/tmp/a")
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_lr_scale_multiplies_the_linearly_scaled_lr_only():
+    base, _ = build_detectron2_config(compose_job("ims_per_gpu=4"), "/tmp/x")
+    half, sched = build_detectron2_config(compose_job("ims_per_gpu=4", "lr_scale=0.5"), "/tmp/x")
+    assert half.SOLVER.BASE_LR == pytest.approx(base.SOLVER.BASE_LR / 2) == pytest.approx(0.02 * 4 / 8 / 2)
+    assert half.SOLVER.MAX_ITER == base.SOLVER.MAX_ITER and half.SOLVER.STEPS == base.SOLVER.STEPS
+    assert sched.lr_scale == 0.5 and "x lr_scale 0.5" in sched.describe()
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="lr_scale must be a finite number > 0"):
+            build_detectron2_config(compose_job(f"lr_scale={bad}"), "/tmp/x")
+
+
+def test_activation_axis_appends_to_every_norm_that_exists():
+    cfg, _ = build_detectron2_config(compose_job("norm=gn", "act=tlu"), "/tmp/x")
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM) == ("GN+TLU",) * 3
+    cfg, _ = build_detectron2_config(compose_job("norm=frozenbn", "act=relu"), "/tmp/x")
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM) == ("FrozenBN+ReLU", "", "")
+
+
+def test_run_names_show_the_lr_and_activation_only_when_set():
+    from frn_det.sweep.d2config import run_name
+
+    assert run_name("gn", None, 4, 1.0, 0) == "gn_ims4_seed0"
+    assert run_name("gn", "tlu", 1, 0.5, 2) == "gn+tlu_ims1_lr0.5_seed2"
+
+
+def test_default_grid_is_bn_gn_frn_at_1_and_4_images_per_worker():
+    from hydra import compose as hydra_compose
+    from omegaconf import OmegaConf
+
+    from frn_det.sweep.callbacks import sweep_overrides
+
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
+        cfg = hydra_compose(config_name="sweep", return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert count_sweep_jobs(sweep_overrides(cfg)) == 6
+    # Command-line keys replace the config's params; the others stay (as Hydra's basic sweeper does).
+    cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["norm=frn,gn", "seed=0,1"]},
+                                      "sweeper": {"params": OmegaConf.to_container(cfg.hydra.sweeper.params)}}})
+    assert sorted(sweep_overrides(cfg)) == ["ims_per_gpu=1,4", "norm=frn,gn", "seed=0,1"]
+    assert count_sweep_jobs(sweep_overrides(cfg)) == 8
 
 
 def test_sweep_job_count_is_the_product_of_choices():

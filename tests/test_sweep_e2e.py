@@ -1,6 +1,7 @@
 """Real Hydra multiruns of tools/sweep.py on the built-in dataset (tiny model, few iterations)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_multirun_trains_evaluates_and_reports_both_rows(two_point_sweep):
     frn_row = next(line for line in md.splitlines() if line.startswith("| frn |"))
     assert f"{metrics(out / 'frn_ims2_seed0')['AP']:.1f}" in frn_row
     assert (out / "ap_vs_ims_per_gpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "[sweep] finished job 2/2" in log
+    assert re.search(r"\[sweep\] job 2/2 \w+_ims2_seed0: finished, AP \d", log), log[-2000:]
 
 
 def test_rerunning_the_sweep_trains_nothing(two_point_sweep):
@@ -59,7 +60,7 @@ def test_rerunning_the_sweep_trains_nothing(two_point_sweep):
 def test_changed_config_moves_the_old_result_aside(two_point_sweep, tmp_path):
     out, _ = two_point_sweep
     old = metrics(out / "frn_ims2_seed0")
-    run_tool("sweep.py", "norm=frn", "ims_per_gpu=2", f"output_dir={out}", *SHORT, "opts=[MODEL.FRN.EPS,1e-5]")
+    run_tool("sweep.py", "hydra.mode=RUN", "norm=frn", "ims_per_gpu=2", f"output_dir={out}", *SHORT, "opts=[MODEL.FRN.EPS,1e-5]")
     new = metrics(out / "frn_ims2_seed0")
     assert new["config_hash"] != old["config_hash"] and new["status"] == "finished"
     stale = list((out / "frn_ims2_seed0").glob(f"stale-{old['config_hash']}-*/metrics.json"))
@@ -67,7 +68,7 @@ def test_changed_config_moves_the_old_result_aside(two_point_sweep, tmp_path):
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-    args = [sys.executable, str(REPO / "tools" / "sweep.py"), "norm=gn", f"output_dir={tmp_path}", *SHORT,
+    args = [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "norm=gn", f"output_dir={tmp_path}", *SHORT,
             "schedule.max_iter=40", "schedule.checkpoint_period=10", "report=false"]
     run_dir = tmp_path / "gn_ims2_seed0"
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -88,7 +89,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    run_tool("sweep.py", "-m", "norm=frn", "schedule.base_lr=0.02,1e9", f"output_dir={tmp_path}", *SHORT,
+    run_tool("sweep.py", "-m", "norm=frn", "ims_per_gpu=2", "schedule.base_lr=0.02,1e9", f"output_dir={tmp_path}", *SHORT,
              "hydra.sweep.subdir=lr${schedule.base_lr}")
     diverged, finished = metrics(tmp_path / "lr1000000000.0"), metrics(tmp_path / "lr0.02")
     assert diverged["status"] == "diverged" and diverged["AP"] is None
@@ -99,7 +100,92 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     run_tool("sweep.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15",
-             "norm=frn", f"output_dir={tmp_path}", *SHORT)
+             "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT)
     m = metrics(tmp_path / "frn_ims2_seed0")
     assert m["status"] == "finished" and isinstance(m["AP"], float)
     assert list((tmp_path / ".submitit").glob("*/*_log.out")), "the job did not run through submitit"
+
+
+def test_a_failed_run_fails_the_sweep_after_the_others_and_the_report(tmp_path):
+    """Exit status policy: the other runs finish and the report is written, then exit 1.
+    The report follows hydra.sweep.dir, not output_dir."""
+    sweep_dir = tmp_path / "elsewhere"
+    proc = run_tool("sweep.py", "-m", "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path / 'unused'}",
+                    f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${dataset.test.0}",
+                    "dataset.register=[[missing_val,/nonexistent/instances.json,/nonexistent]]",
+                    "dataset.test=[frn_shapes_val],[missing_val]", *SHORT, check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-3000:]
+    assert metrics(sweep_dir / "frn_shapes_val")["status"] == "finished"
+    failed = metrics(sweep_dir / "missing_val")
+    assert failed["status"] == "failed" and failed["AP"] is None
+    assert "/nonexistent/instances.json" in failed["status_detail"]
+    assert "1 run(s) failed" in log and "missing_val" in log
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert sorted(r["status"] for r in results) == ["failed", "finished"]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_single_run_reports_in_its_own_hydra_run_dir(tmp_path):
+    run_dir = tmp_path / "my_run"
+    proc = run_tool("sweep.py", "hydra.mode=RUN", f"hydra.run.dir={run_dir}", f"output_dir={tmp_path / 'unused'}",
+                    "dataset.register=[[missing_val,/nonexistent/instances.json,/nonexistent]]",
+                    "dataset.test=[missing_val]", *SHORT, check=False)
+    assert proc.returncode == 1
+    assert metrics(run_dir)["status"] == "failed"
+    assert "failed" in (run_dir / "results.md").read_text()
+
+
+def stripped_copy(tmp_path: Path, split: str, num: int) -> tuple:
+    """The first `num` images of a built-in split, with every optional COCO field removed."""
+    from frn_det.data.synthetic import ShapesSpec, ensure_shapes_dataset
+
+    json_file, image_root = ensure_shapes_dataset(ShapesSpec())[split]
+    data = json.loads(Path(json_file).read_text())
+    images = data["images"][:num]
+    keep = {i["id"] for i in images}
+    out_images = tmp_path / split
+    out_images.mkdir()
+    for image in images:
+        (out_images / image["file_name"]).write_bytes((Path(image_root) / image["file_name"]).read_bytes())
+    stripped = {
+        "images": [{k: i[k] for k in ("id", "file_name", "width", "height")} for i in images],
+        "annotations": [{k: a[k] for k in ("id", "image_id", "category_id", "bbox")}
+                        for a in data["annotations"] if a["image_id"] in keep],
+        "categories": [{k: c[k] for k in ("id", "name")} for c in data["categories"]],
+    }
+    out_json = tmp_path / f"{split}.json"
+    out_json.write_text(json.dumps(stripped))
+    return str(out_json), str(out_images)
+
+
+def custom_dataset_args(train, val):
+    return ["dataset=custom", "dataset.num_classes=4", "dataset.train=[mine_train]", "dataset.test=[mine_val]",
+            f"dataset.register=[[mine_train,{train[0]},{train[1]}],[mine_val,{val[0]},{val[1]}]]"]
+
+
+def test_dataset_without_optional_fields_trains_and_evaluates(tmp_path):
+    """No iscrowd, area, segmentation, info, licenses or supercategory: filled where COCO needs them."""
+    args = custom_dataset_args(stripped_copy(tmp_path, "train", 40), stripped_copy(tmp_path, "val", 20))
+    proc = run_tool("sweep.py", "hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *args, *SHORT)
+    m = metrics(tmp_path / "out" / "frn_ims2_seed0")
+    assert m["status"] == "finished" and isinstance(m["AP"], float)
+    assert "filled iscrowd on" in proc.stdout + proc.stderr
+
+
+def test_unreadable_image_mid_run_names_the_file_and_the_run_reruns(tmp_path):
+    train, val = stripped_copy(tmp_path, "train", 8), stripped_copy(tmp_path, "val", 8)
+    originals = {p: p.read_bytes() for p in Path(train[1]).glob("*.jpg")}
+    for path, data in originals.items():  # corrupt after the (switched off) check would have run
+        path.write_bytes(data[: len(data) // 3])
+    args = ["hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *custom_dataset_args(train, val), *SHORT,
+            "opts=[DATASETS.CHECK_IMAGES,False]"]
+    proc = run_tool("sweep.py", *args, check=False)
+    run_dir = tmp_path / "out" / "frn_ims2_seed0"
+    failed = metrics(run_dir)
+    assert proc.returncode == 1 and failed["status"] == "failed" and failed["AP"] is None
+    assert "Could not read image" in failed["status_detail"] and train[1] in failed["status_detail"]
+    for path, data in originals.items():
+        path.write_bytes(data)
+    run_tool("sweep.py", *args, "rerun_failed=true")
+    assert metrics(run_dir)["status"] == "finished"

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Fault drill: run a small sweep while killing and signalling it at random moments.
 
-Each round starts the same multirun and, after a random delay, sends it SIGKILL,
-SIGTERM or SIGUSR1 (the sweep's whole process group, as a scheduler would). After the
-rounds the sweep is run once more undisturbed. Then every run must have finished
-exactly once (one "end" event in its events.jsonl), its metrics.json must be complete
-and the report must list every run. Prints the counts; exits 1 if any run was lost.
+Each round starts the same multirun twice on the same folder, the second a moment after
+the first (two sweeps racing, as when a job is submitted twice), and after a random delay
+sends both SIGKILL, SIGTERM or SIGUSR1 (each sweep's whole process group, as a scheduler
+would). After the rounds the two sweeps run once more undisturbed, still racing. Then
+every run must have finished exactly once (one "end" event in its events.jsonl: a run
+trained by both sweeps would have two), its metrics.json must be complete and the report
+must list every run. Prints the counts; exits 1 if any run was lost.
 
     python tools/fault_drill.py --rounds 8 --out /tmp/drill
 """
@@ -35,6 +37,14 @@ def sweep_command(out: Path, norms: str, iters: int):
     ]
 
 
+def start_racing_sweeps(cmd, log, rng):
+    """Two sweeps on the same folder, the second started up to 2 s after the first."""
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(rng.uniform(0.0, 2.0))
+    second = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return [first, second]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=6, help="disturbed rounds (default 6)")
@@ -53,25 +63,30 @@ def main(argv=None) -> int:
     counts = {name: 0 for name in SIGNALS}
     log = open(out.parent / f"{out.name}.drill.log", "a") if args.out else open(out / "drill.log", "a")
     for round_no in range(1, args.rounds + 1):
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs = start_racing_sweeps(cmd, log, rng)
         delay = rng.uniform(args.min_delay, args.max_delay)
-        try:
-            proc.wait(timeout=delay)
-            print(f"round {round_no}: sweep ended by itself (exit {proc.returncode}) before {delay:.0f}s", flush=True)
-        except subprocess.TimeoutExpired:
-            name = rng.choice(sorted(SIGNALS))
-            os.killpg(proc.pid, SIGNALS[name])
-            counts[name] += 1
-            code = proc.wait()
-            print(f"round {round_no}: {name} after {delay:.0f}s (exit {code})", flush=True)
-    final = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    print(f"final undisturbed run: exit {final.returncode}", flush=True)
+        deadline = time.time() + delay
+        name = rng.choice(sorted(SIGNALS))
+        signalled = 0
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, SIGNALS[name])
+                signalled += 1
+        codes = [proc.wait() for proc in procs]
+        counts[name] += signalled
+        what = f"{name} to {signalled} sweep(s) after {delay:.0f}s" if signalled else f"both ended by themselves before {delay:.0f}s"
+        print(f"round {round_no}: {what} (exits {codes})", flush=True)
+    codes = [proc.wait() for proc in start_racing_sweeps(cmd, log, rng)]
+    print(f"final undisturbed racing sweeps: exits {codes}", flush=True)
 
     runs = sorted(p.parent for p in out.glob("*/metrics.json"))
     expected = len(args.norms.split(","))
-    finished_once, resumes = 0, 0
+    finished_once, resumes, busy = 0, 0, 0
     for run_dir in runs:
         events = read_events(run_dir)
+        busy += sum(e["event"] == "busy" for e in events)
         ends = [e for e in events if e["event"] == "end"]
         resumes += max(0, sum(e["event"] == "start" for e in events) - 1)  # every start after the first resumed
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -84,8 +99,8 @@ def main(argv=None) -> int:
     report_complete = len(report) == expected and all(r["status"] == "finished" for r in report)
     lost = expected - finished_once
     print(f"rounds {args.rounds}, kills {counts['SIGKILL']}, sigterm {counts['SIGTERM']}, sigusr1 {counts['SIGUSR1']}, "
-          f"resumes {resumes}, runs finished exactly once {finished_once}/{expected}, "
-          f"report complete {report_complete}, runs lost {lost}")
+          f"resumes {resumes}, runs found busy by the other sweep {busy}, "
+          f"runs finished exactly once {finished_once}/{expected}, report complete {report_complete}, runs lost {lost}")
     print(f"sweep folder: {out}")
     return 0 if lost == 0 and report_complete else 1
 

@@ -32,8 +32,10 @@ def find_metrics_files(sweep_dir: Path) -> List[Path]:
     if not sweep_dir.is_dir():
         raise ReportError(
             f"sweep directory {sweep_dir} does not exist or is not a directory "
-            "(expected a directory containing <run_name>/metrics.json)"
+            "(expected a sweep directory containing <run_name>/metrics.json, or a run directory)"
         )
+    if (sweep_dir / "metrics.json").is_file():  # a single run's folder (e.g. Hydra's run dir)
+        return [sweep_dir / "metrics.json"]
     files = sorted(p for p in sweep_dir.glob("*/metrics.json") if p.is_file())
     if not files:
         raise ReportError(

@@ -1,7 +1,7 @@
 """AP vs images per GPU plot, one line per norm."""
 import math
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -11,7 +11,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from .aggregate import distinct, group_runs, ims_in, norms_in  # noqa: E402
+from .aggregate import Stat, distinct, group_runs, ims_in, norms_in  # noqa: E402
+from .intervals import Interval  # noqa: E402
 
 FIXED_COLOURS = {"bn": "tab:blue", "gn": "tab:green", "frn": "tab:red"}
 FAIL_Y = 0.04  # axes fraction where diverged/failed settings are marked
@@ -31,8 +32,28 @@ def norm_colours(norms: Sequence[str]) -> Dict[str, str]:
     return colours
 
 
-def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] = ()) -> None:
-    """Save the plot to ``path`` (format from its suffix, or PNG for temp names)."""
+def _error_bar(ap: Optional[Stat], interval: Optional[Interval]) -> Tuple[float, float]:
+    """(below, above) the point: the interval when known, else +- the std over seeds."""
+    if ap is None:
+        return 0.0, 0.0
+    if interval is not None and math.isfinite(interval.lo) and math.isfinite(interval.hi):
+        return max(0.0, ap.mean - interval.lo), max(0.0, interval.hi - ap.mean)
+    return ap.std, ap.std
+
+
+def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] = (),
+                   intervals: Optional[Dict[Tuple[str, int], Interval]] = None) -> None:
+    """Save the plot to ``path`` (PNG)."""
+    fig = ap_vs_ims_figure(runs, references, intervals)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
+                     intervals: Optional[Dict[Tuple[str, int], Interval]] = None):
+    """AP against images per GPU, one line per norm. Error bars: the 95% intervals where
+    given, else the std over seeds."""
+    intervals = intervals or {}
     groups = group_runs(runs)
     norms, ims = norms_in(runs), ims_in(runs)
     colours = norm_colours(norms)
@@ -40,7 +61,7 @@ def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] 
     at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
     any_fail = False
     for k, norm in enumerate(norms):
-        xs, ys, errs = [], [], []
+        xs, ys, lows, highs = [], [], [], []
         for i in ims:
             g = groups.get((norm, i))
             if g is None:
@@ -49,7 +70,9 @@ def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] 
             # NaN breaks the line, so a failed setting is not bridged by its neighbours.
             xs.append(i)
             ys.append(ap.mean if ap is not None else math.nan)
-            errs.append(ap.std if ap is not None else 0.0)
+            lo, hi = _error_bar(ap, intervals.get((norm, i)))
+            lows.append(lo)
+            highs.append(hi)
             if g.has_failure:
                 # Nudge markers sideways per norm so several failures at one x stay visible.
                 nudge = 2 ** (0.06 * (k - (len(norms) - 1) / 2))
@@ -57,7 +80,7 @@ def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] 
                         markeredgewidth=2, transform=at_bottom, clip_on=False)
                 any_fail = True
         if any(math.isfinite(y) for y in ys):
-            ax.errorbar(xs, ys, yerr=errs if any(errs) else None, color=colours[norm],
+            ax.errorbar(xs, ys, yerr=[lows, highs] if any(lows + highs) else None, color=colours[norm],
                         marker="o", capsize=3, linewidth=1.5, label=norm)
         else:
             ax.plot([], [], "o-", color=colours[norm], label=f"{norm} (no result)")
@@ -82,7 +105,7 @@ def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("images per GPU")
-    ax.set_ylabel("box AP (%)")
+    ax.set_ylabel("box AP (%), 95% interval" if intervals else "box AP (%)")
     model = ", ".join(distinct(runs, "model")) or "model"
     dataset = ", ".join(distinct(runs, "dataset")) or "dataset"
     ax.set_title(f"AP vs images per GPU ({model} on {dataset})")
@@ -95,5 +118,4 @@ def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] 
         labels.append("diverged/failed")
     ax.legend(handles, labels, fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    return fig

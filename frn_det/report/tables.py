@@ -1,6 +1,7 @@
 """Render run records as CSV and as the Markdown report (pure string functions, no I/O)."""
 import csv
 import io
+import math
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -14,14 +15,15 @@ from .aggregate import (
     run_label,
     status_counts,
 )
+from .comparisons import differences, fixed_lr, fixed_lr_runs, lr_choices, setting_intervals
+from .intervals import Interval, RunSamples
 from .load import METRIC_KEYS
 
 CSV_COLUMNS = (
-    "run", "norm", "ims_per_gpu", "total_batch", "seed", "status",
-    *METRIC_KEYS,
+    "run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status",
+    *METRIC_KEYS, "AP_lo", "AP_hi", "tune_AP",
     "iterations", "images_seen", "wall_time_s", "s_per_iter", "peak_memory_mb", "config_hash",
 )
-BASELINE = "bn"
 NOT_RUN = "–"
 STATUS_ORDER = (FINISHED, "diverged", "failed", "running")
 
@@ -31,7 +33,8 @@ def runs_to_csv(runs: Sequence[dict]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for run in runs:
-        writer.writerow(["" if run.get(c) is None else run[c] for c in CSV_COLUMNS])
+        row = {**run, "tune_AP": (run.get("tune") or {}).get("AP")}
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
     return buf.getvalue()
 
 
@@ -55,8 +58,21 @@ def fmt_stat(group: Group, key: str, digits: int = 1) -> str:
     return f"{text} ± {fmt_num(stat.std, digits)}" if stat.n > 1 else text
 
 
-def main_cell(group: Optional[Group], baseline: Optional[Group]) -> str:
-    """AP cell of the main table: value (delta to BN), or why there is no value."""
+def fmt_interval(interval: Interval) -> str:
+    if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return fmt_num(interval.value)
+    return f"{fmt_num(interval.value)} [{fmt_num(interval.lo)}, {fmt_num(interval.hi)}]"
+
+
+def fmt_difference(interval: Interval) -> str:
+    if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return fmt_delta(interval.value)
+    mark = " *" if interval.excludes_zero else ""
+    return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]{mark}"
+
+
+def main_cell(group: Optional[Group], interval: Optional[Interval] = None) -> str:
+    """AP cell of the main table: value [95% interval], or why there is no value."""
     if group is None:
         return NOT_RUN
     labels = [run_label(r) for r in group.unfinished]
@@ -64,10 +80,7 @@ def main_cell(group: Optional[Group], baseline: Optional[Group]) -> str:
     if ap is None:
         # No number to show: say what happened instead of printing a 0 or leaving a blank.
         return ", ".join(labels) if labels else "n/a"
-    text = fmt_stat(group, "AP")
-    base = baseline.stat("AP") if baseline is not None else None
-    if group.norm != BASELINE and base is not None:
-        text += f" ({fmt_delta(ap.mean - base.mean)})"
+    text = fmt_interval(interval) if interval is not None else fmt_stat(group, "AP") + " (no interval)"
     if labels:
         counts: Dict[str, int] = {}
         for r in group.unfinished:
@@ -121,13 +134,12 @@ def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
     return lines
 
 
-def main_table_section(runs, groups: Dict[Tuple[str, int], Group]) -> List[str]:
+def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
+                       lr_scale: float) -> List[str]:
     ims = ims_in(runs)
-    rows = []
-    for norm in norms_in(runs):
-        cells = [main_cell(groups.get((norm, i)), groups.get((BASELINE, i))) for i in ims]
-        rows.append([norm] + cells)
-    lines = ["", "## Box AP by norm and images per GPU", ""]
+    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i))) for i in ims]
+            for norm in norms_in(runs)]
+    lines = ["", "## Box AP by norm and images per GPU (95% confidence intervals)", ""]
     lines += _table(["norm / images per GPU"] + [str(i) for i in ims], rows,
                     [":---"] + ["---:"] * len(ims))
     # Say how many seeds are behind each number: the common n, plus the exceptions.
@@ -137,14 +149,58 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group]) -> List[str]:
     seeds = f"n={common} finished seed(s) per setting"
     if exceptions:
         seeds = "; ".join(exceptions) + f"; n={common} elsewhere"
+    lr_note = f" All at lr_scale {lr_scale:g} (see the best-lr table for the others)." if len({
+        r.get("lr_scale") for r in runs}) > 1 or lr_scale != 1 else ""
     lines += [
         "",
-        "AP in %, COCO style. In parentheses: difference to BN at the same images per GPU "
-        "(computed from means). `mean ± std` is over finished seeds (sample std, ddof=1); "
+        "AP in %, COCO style, on the test split. `AP [lo, hi]`: the value and its 95% interval: with one "
+        "seed a bootstrap over the test images (1,000 resamples), with several the seed mean with a t "
+        "interval that adds the seed and image variances (README, 'Intervals'). "
         f"{seeds}. `diverged@N`: the loss became non-finite at iteration N; "
         "`(k diverged)` / `(k failed)`: k seeds of that setting ended without a result; "
-        f"`{NOT_RUN}`: not run.",
+        f"`{NOT_RUN}`: not run; `(no interval)`: the run's detections were not found.{lr_note}",
     ]
+    return lines
+
+
+def differences_section(runs, diffs: Sequence[dict]) -> List[str]:
+    if not diffs:
+        return []
+    ims = ims_in(runs)
+    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): fmt_difference(d["interval"]) for d in diffs}
+    rows = []
+    for norm in norms_in(runs):
+        for base in ("bn", "gn"):
+            if any((norm, base, i) in cells for i in ims):
+                rows.append([f"{norm} − {base}"] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
+    lines = ["", "## AP difference to BN and GN (paired, 95% intervals)", ""]
+    lines += _table(["comparison / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+    lines += ["", "Difference in AP points at the same images per GPU, both runs scored on the same bootstrap "
+                  "resamples of the test images. `*`: the interval excludes 0 (the difference is unlikely to be "
+                  "image-sampling noise alone)."]
+    return lines
+
+
+def best_lr_section(choices: Sequence[dict]) -> List[str]:
+    if not choices or all(len(c["lr_scales"]) < 2 for c in choices):
+        return []
+    rows = []
+    for c in choices:
+        scores = ", ".join(f"{lr:g}: {NOT_RUN if v is None else fmt_num(v)}" for lr, v in c["scores"].items())
+        if c["lr_scale"] is None:
+            rows.append([c["norm"], str(c["ims_per_gpu"]), NOT_RUN, NOT_RUN, scores])
+            continue
+        ap = fmt_interval(c["interval"]) if c["interval"] is not None else fmt_num(c["AP"])
+        chosen = f"{c['lr_scale']:g}" + (" (chosen on test)" if c["chosen_on"] == "test" else "")
+        rows.append([c["norm"], str(c["ims_per_gpu"]), chosen, ap, scores])
+    on_test = any(c["chosen_on"] == "test" for c in choices)
+    lines = ["", "## Best learning rate per norm", ""]
+    lines += _table(["norm", "ims/GPU", "best lr_scale", "test AP at that lr", "AP per lr_scale (where chosen)"],
+                    rows, [":---", "---:", "---:", "---:", ":---"])
+    lines += ["", "Each norm gets its own learning rate: the lr_scale (times the linearly scaled lr) with the "
+                  "best mean AP on the tuning split, reported with its AP on the test split."
+              + (" Where marked *chosen on test*, no tuning split was given and the value is optimistic."
+                 if on_test else "")]
     return lines
 
 
@@ -200,14 +256,21 @@ def references_section(references: Sequence[dict]) -> List[str]:
 
 
 def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 0,
-                     references: Sequence[dict] = (), plot_name: Optional[str] = None) -> str:
-    groups = group_runs(runs)
+                     references: Sequence[dict] = (), plot_name: Optional[str] = None,
+                     samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None) -> str:
+    samples = samples or {}
+    fixed = fixed_lr_runs(runs)
+    groups = group_runs(fixed)
     lines = header_section(runs, skipped, sweep_dirs)
-    lines += main_table_section(runs, groups)
+    lines += main_table_section(fixed, groups, setting_intervals(fixed, samples), fixed_lr(runs))
     if plot_name:
         lines += ["", f"![AP vs images per GPU]({plot_name})"]
+    lines += differences_section(fixed, differences(fixed, samples))
+    lines += best_lr_section(lr_choices(runs, samples))
+    if curves_name:
+        lines += ["", "## Training curves", "", f"![training curves]({curves_name})"]
     lines += detail_table_section(groups)
-    lines += cost_table_section(groups)
+    lines += cost_table_section(group_runs(runs))
     lines += unfinished_section(runs)
     lines += references_section(references)
     return "\n".join(lines) + "\n"

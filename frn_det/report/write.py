@@ -4,17 +4,29 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from ..utils.atomic import write_atomic, write_text_atomic
+from .comparisons import comparisons_json, fixed_lr_runs, setting_intervals
+from .curves import has_training_logs, plot_training_curves
+from .intervals import attach_samples, setting_interval
 from .load import ReportError, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references
 from .tables import runs_to_csv, runs_to_markdown
 
 PLOT_NAME = "ap_vs_ims_per_gpu.png"
+CURVES_NAME = "training_curves.png"
+
+
+def _with_interval(run: dict, samples) -> dict:
+    """The run record plus its own AP interval (one run, bootstrap over test images)."""
+    s = samples.get(run["source"])
+    interval = setting_interval([s]) if s is not None else None
+    return {**run, "AP_lo": interval.lo if interval else None, "AP_hi": interval.hi if interval else None}
 
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
                  references: Optional[Path] = None) -> Dict[str, Path]:
-    """Write results.json/.csv/.md and the AP plot; return {"json"|"csv"|"md"|"png": path}.
+    """Write results.json/.csv/.md, comparisons.json and the plots; return {"json"|"csv"|"md"|"png"|
+    "comparisons"|"curves": path} ("curves" only when some run has a training log).
 
     ``out_dir`` defaults to the first sweep dir, so the report sits next to its runs.
     """
@@ -29,12 +41,21 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
     except OSError as e:
         raise ReportError(f"cannot create output directory {out_dir}: {e}") from e
 
+    samples = attach_samples(runs)
+    runs = [_with_interval(r, samples) for r in runs]
+    fixed = fixed_lr_runs(runs)
     paths = {
         "json": write_text_atomic(out_dir / "results.json", json.dumps(runs, indent=2) + "\n"),
         "csv": write_text_atomic(out_dir / "results.csv", runs_to_csv(runs)),
-        "png": write_atomic(out_dir / PLOT_NAME, lambda tmp: plot_ap_vs_ims(runs, tmp, refs)),
+        "comparisons": write_text_atomic(out_dir / "comparisons.json",
+                                         json.dumps(comparisons_json(runs, samples), indent=2) + "\n"),
+        "png": write_atomic(out_dir / PLOT_NAME,
+                            lambda tmp: plot_ap_vs_ims(fixed, tmp, refs, setting_intervals(fixed, samples))),
     }
-    md = runs_to_markdown(runs, sweep_dirs, skipped=len(skipped), references=refs,
-                          plot_name=PLOT_NAME)
+    has_curves = has_training_logs(runs)
+    if has_curves:
+        paths["curves"] = write_atomic(out_dir / CURVES_NAME, lambda tmp: plot_training_curves(runs, tmp))
+    md = runs_to_markdown(runs, sweep_dirs, skipped=len(skipped), references=refs, plot_name=PLOT_NAME,
+                          samples=samples, curves_name=CURVES_NAME if has_curves else None)
     paths["md"] = write_text_atomic(out_dir / "results.md", md)
     return paths

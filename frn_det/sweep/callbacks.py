@@ -1,43 +1,82 @@
-"""Hydra callback: a progress bar over the sweep's jobs and the report at the end."""
+"""Hydra callback: a progress bar over the sweep's jobs, the report at the end, and the
+list of failed runs that decides the exit status (see app.main)."""
 import logging
 import math
+import time
 from pathlib import Path
+from typing import List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+
+from .events import read_events
 
 logger = logging.getLogger("frn_det")
 
-
-def count_sweep_jobs(task_overrides) -> int:
-    """Number of jobs the basic sweeper makes from command-line overrides (product of choices)."""
-    overrides = OverridesParser.create().parse_overrides(list(task_overrides))
-    return math.prod(len(list(o.sweep_string_iterator())) for o in overrides if o.is_sweep_override())
+# Runs of this process's sweep that failed (not diverged: a diverged run is a result).
+FAILED_RUNS: List[str] = []
 
 
-def write_sweep_report(config: DictConfig) -> None:
+def sweep_overrides(config: DictConfig) -> List[str]:
+    """The sweep's overrides as the basic sweeper sees them: hydra.sweeper.params from the
+    config, with the command line winning for a key given in both."""
+    task = list(config.hydra.overrides.task)
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(task)}
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return [f"{k}={v}" for k, v in params.items() if k not in given] + task
+
+
+def count_sweep_jobs(overrides) -> int:
+    """Number of jobs the basic sweeper makes from overrides (product of choices)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
+
+
+def report_dir_of_run(config: DictConfig) -> Path:
+    """A single run reports with its siblings when it sits in output_dir (the default
+    layout), and alone when hydra.run.dir put it elsewhere."""
+    run_dir = Path(config.hydra.runtime.output_dir)
+    return run_dir.parent if run_dir.parent.resolve() == Path(config.output_dir).resolve() else run_dir
+
+
+def write_sweep_report(report_dir: Path, references) -> None:
     from ..report import ReportError, write_report
 
     try:
-        paths = write_report([Path(config.output_dir)], references=config.references)
+        paths = write_report([report_dir], references=references)
         logger.info("report: %s (plot: %s)", paths["md"], paths["png"])
     except ReportError as e:
         logger.warning("no report written: %s", e)
 
 
+def failed_runs(run_dirs, since: float) -> List[str]:
+    """Runs among run_dirs that this sweep (events at or after `since`) left failed."""
+    from .runner import read_metrics
+
+    failed = []
+    for run_dir in run_dirs:
+        touched = any(e.get("time", 0) >= since for e in read_events(run_dir))
+        metrics = read_metrics(run_dir) or {}
+        if touched and metrics.get("status") == "failed":
+            failed.append(f"{run_dir.name}: {metrics.get('status_detail') or 'failed'}")
+    return failed
+
+
 class SweepCallback(Callback):
     def __init__(self):
         self.bar = None
+        self.started = time.time()
 
     def __getstate__(self):
         # Launchers such as submitit pickle the callbacks into each job; a bar does not travel.
         return {**self.__dict__, "bar": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
         try:
-            total = count_sweep_jobs(config.hydra.overrides.task)
+            total = count_sweep_jobs(sweep_overrides(config))
         except Exception:  # noqa: BLE001  sweeps defined in other ways: a bar without total
             total = None
         self.bar = tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
@@ -45,14 +84,26 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.write(f"[sweep] finished job {self.bar.n}/{self.bar.total or '?'}: {Path(config.hydra.runtime.output_dir).name}")
+            record = job_return.return_value if job_return.status.name == "COMPLETED" else None
+            result = ""
+            if isinstance(record, dict):
+                ap = record.get("AP")
+                result = f": {record.get('status')}" + (f", AP {ap:.1f}" if isinstance(ap, float) else "")
+            self.bar.write(f"[sweep] job {self.bar.n}/{self.bar.total or '?'} "
+                           f"{Path(config.hydra.runtime.output_dir).name}{result}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.bar is not None:
             self.bar.close()
+        sweep_dir = Path(config.hydra.sweep.dir)
         if config.report:
-            write_sweep_report(config)
+            write_sweep_report(sweep_dir, config.references)
+        FAILED_RUNS.extend(failed_runs(sorted(p.parent for p in sweep_dir.glob("*/metrics.json")), self.started))
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
         if config.report:
-            write_sweep_report(config)
+            write_sweep_report(report_dir_of_run(config), config.references)
+        FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))

@@ -8,6 +8,7 @@ from ..engine.train_net import build_config
 from .scaling import ScaledSchedule, scale_schedule
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
 
 
 def schedule_from(job: DictConfig) -> ScaledSchedule:
@@ -23,6 +24,7 @@ def schedule_from(job: DictConfig) -> ScaledSchedule:
         warmup_iters=s.warmup_iters,
         eval_period=s.eval_period,
         checkpoint_period=s.checkpoint_period,
+        lr_scale=job.lr_scale,
     )
 
 
@@ -31,17 +33,43 @@ def model_config_file(job: DictConfig) -> str:
     return str(path if path.is_absolute() else CONFIGS_DIR / path)
 
 
+def with_activation(norm: str, act) -> str:
+    """The sweep's activation axis: "GN" with act "tlu" -> "GN+TLU"; no norm stays no norm."""
+    if not act or not norm:
+        return norm
+    return f"{norm}+{ACTIVATION_NAMES.get(str(act).lower(), act)}"
+
+
+def norm_label(job: DictConfig) -> str:
+    """The norm as reports name it: the group entry's name, plus "+act" on the activation axis."""
+    return job.norm.name + (f"+{str(job.act).lower()}" if job.get("act") else "")
+
+
+def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
+    """A run's folder name: <norm>[+<act>]_ims<N>[_lr<scale>]_seed<S> (lr only when not 1)."""
+    name = norm + (f"+{str(act).lower()}" if act else "") + f"_ims{ims_per_gpu}"
+    if float(lr_scale) != 1.0:
+        name += f"_lr{float(lr_scale):g}"
+    return f"{name}_seed{seed}"
+
+
+def tune_datasets(job: DictConfig) -> tuple:
+    return tuple(job.dataset.get("tune") or ())
+
+
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
     sched = schedule_from(job)
+    act = job.get("act")
     opts = [
         "MODEL.DEVICE", job.model.device,
-        "MODEL.RESNETS.NORM", job.norm.backbone,
-        "MODEL.FPN.NORM", job.norm.fpn,
-        "MODEL.RETINANET.NORM", job.norm.head,
+        "MODEL.RESNETS.NORM", with_activation(job.norm.backbone, act),
+        "MODEL.FPN.NORM", with_activation(job.norm.fpn, act),
+        "MODEL.RETINANET.NORM", with_activation(job.norm.head, act),
         "MODEL.RETINANET.NUM_CLASSES", job.dataset.num_classes,
         "DATASETS.TRAIN", tuple(job.dataset.train),
-        "DATASETS.TEST", tuple(job.dataset.test),
+        # The test split first (its AP is the result), then the tuning split the lr is chosen on.
+        "DATASETS.TEST", tuple(job.dataset.test) + tune_datasets(job),
         "DATASETS.REGISTER_COCO", [tuple(t) for t in job.dataset.register],
         "SOLVER.IMS_PER_BATCH", sched.total_batch,
         "SOLVER.REFERENCE_WORLD_SIZE", 0,  # we scale ourselves; keep Detectron2 from rescaling

@@ -20,13 +20,14 @@ from omegaconf import DictConfig
 from ..engine.preemption import Preempted
 from ..engine.train_net import check_config
 from ..utils.atomic import write_json_atomic, write_text_atomic
-from .d2config import build_detectron2_config, config_hash
+from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
 from .lock import RunLock
 from .worker import OUTCOME_FILE, train_worker
 
 logger = logging.getLogger("frn_det")
 METRICS_FILE = "metrics.json"
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KEEP_ON_ARCHIVE = {".hydra", ".lock", "events.jsonl"}
 
 
@@ -81,8 +82,10 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     digest = config_hash(cfg)
     record = {
         "run": name,
-        "norm": job.norm.name,
+        "norm": norm_label(job),
+        "act": job.get("act"),
         "ims_per_gpu": sched.ims_per_gpu,
+        "lr_scale": sched.lr_scale,
         "num_gpus": job.num_gpus,
         "num_machines": job.num_machines,
         "total_batch": sched.total_batch,
@@ -126,14 +129,15 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dic
             num_machines=job.num_machines,
             machine_rank=job.machine_rank,
             dist_url=job.dist_url,
-            args=(cfg, str(run_dir), name),
+            args=(cfg, str(run_dir), name, bool(job.get("verbose", False))),
         )
     except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
         error = e
         logger.exception("%s: training raised", name)
     if job.machine_rank != 0:
         return record
-    fields = _result_fields(run_dir, error, sched)
+    tune = tune_datasets(job)
+    fields = _result_fields(run_dir, error, sched, test=job.dataset.test[0], tune=tune[0] if tune else None)
     if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
         log_event(run_dir, "preempted", iteration=fields["iterations"])
         raise Preempted(fields["status_detail"])
@@ -144,16 +148,42 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dic
     return record
 
 
-def _result_fields(run_dir: Path, error: Optional[BaseException], sched) -> dict:
+def _coco_metrics(evaluation: dict, dataset: str) -> Optional[dict]:
+    """The six COCO box metrics of one evaluated dataset; None when it was not evaluated.
+
+    COCOEvaluator reports NaN when the model made no detection at all: that is AP 0.
+    """
+    metrics = (evaluation.get(dataset) or {}).get("metrics")
+    if not metrics:
+        return None
+    values = {k: metrics.get(k) for k in METRIC_KEYS}
+    if all(v is None for v in values.values()):
+        return {k: 0.0 for k in METRIC_KEYS}
+    return values
+
+
+def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: str, tune: Optional[str]) -> dict:
     try:
         outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
     except (OSError, ValueError):
         outcome = {"status": "failed", "status_detail": f"{type(error).__name__}: {error}" if error else "no outcome written"}
-    metrics = outcome.pop("metrics", {}) or {}
-    fields = {k: metrics.get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    evaluation = outcome.pop("evaluation", None) or {}
+    status, detail = outcome.get("status", "failed"), outcome.get("status_detail", "")
+    metrics = _coco_metrics(evaluation, test)
+    if status == "finished" and metrics is None:
+        # Never a number for a model that was not evaluated: a finished run without
+        # COCO results on its test set is a failure, not AP 0.
+        status, detail = "failed", f"training finished but no COCO evaluation results for {test!r}"
+    elif status == "finished" and all(v == 0.0 for v in metrics.values()):
+        detail = "the model made no detections"
+    fields = dict(metrics or {k: None for k in METRIC_KEYS})
     fields.update(
-        status=outcome.get("status", "failed"),
-        status_detail=outcome.get("status_detail", ""),
+        status=status,
+        status_detail=detail,
+        test_dataset=test,
+        tune_dataset=tune,
+        tune=_coco_metrics(evaluation, tune) if tune and status == "finished" else None,
+        evaluation=evaluation if status == "finished" else {},
         diverged_at_iter=outcome.get("diverged_at_iter"),
         iterations=outcome.get("iterations"),
         images_seen=(outcome.get("iterations") or 0) * sched.total_batch,
@@ -163,7 +193,4 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched) -> dict
         final_losses=outcome.get("final_losses", {}),
         resumed_from_iter=outcome.get("resumed_from_iter", 0),
     )
-    if fields["status"] == "finished" and fields["AP"] is None:
-        # COCOEvaluator reports NaN when the model made no detection at all: that is AP 0.
-        fields.update(AP=0.0, AP50=0.0, AP75=0.0, status_detail="the model made no detections")
     return fields

@@ -1,8 +1,10 @@
 """Linear scaling rule: a run at any total batch sees the same number of images.
 
-lr = base_lr x total_batch / reference_batch (Goyal et al. 2017); every iteration count
-(max_iter, LR steps, warm-up, eval and checkpoint periods) scales by the inverse.
+lr = lr_scale x base_lr x total_batch / reference_batch (Goyal et al. 2017; lr_scale is
+the sweep's learning-rate axis, 1 by default); every iteration count (max_iter, LR steps,
+warm-up, eval and checkpoint periods) scales by the inverse of the batch factor.
 """
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence, Tuple
 
@@ -14,6 +16,7 @@ class ScaledSchedule:
     total_batch: int
     reference_batch: int
     base_lr: float
+    lr_scale: float
     lr: float
     max_iter: int
     steps: Tuple[int, ...]
@@ -28,7 +31,9 @@ class ScaledSchedule:
     def describe(self) -> str:
         return (
             f"total batch {self.total_batch} = {self.ims_per_gpu} images x {self.num_workers} workers; "
-            f"lr {self.base_lr:g} x {self.total_batch}/{self.reference_batch} = {self.lr:g}; "
+            f"lr {self.base_lr:g} x {self.total_batch}/{self.reference_batch}"
+            + (f" x lr_scale {self.lr_scale:g}" if self.lr_scale != 1 else "")
+            + f" = {self.lr:g}; "
             f"{self.max_iter} iterations (steps {list(self.steps)}, warm-up {self.warmup_iters}) "
             f"= {self.images_seen} images"
         )
@@ -50,10 +55,13 @@ def scale_schedule(
     warmup_iters: int,
     eval_period: int = 0,
     checkpoint_period: int = 0,
+    lr_scale: float = 1.0,
 ) -> ScaledSchedule:
     for name, value in (("ims_per_gpu", ims_per_gpu), ("num_gpus", num_gpus), ("num_machines", num_machines)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not math.isfinite(lr_scale) or lr_scale <= 0:
+        raise ValueError(f"lr_scale must be a finite number > 0 (it multiplies the scaled lr), got {lr_scale!r}")
     if reference_batch < 1 or max_iter < 1:
         raise ValueError(f"schedule needs reference_batch >= 1 and max_iter >= 1, got {reference_batch}, {max_iter}")
     workers = num_gpus * num_machines
@@ -66,7 +74,8 @@ def scale_schedule(
         total_batch=total,
         reference_batch=reference_batch,
         base_lr=base_lr,
-        lr=base_lr * factor,
+        lr_scale=float(lr_scale),
+        lr=base_lr * factor * lr_scale,
         max_iter=new_max,
         # LR steps at or past the end never happen (and Detectron2's scheduler rejects them).
         steps=tuple(n for n in (_scaled_iters(s, factor, 1) for s in steps) if n < new_max),

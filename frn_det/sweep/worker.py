@@ -8,20 +8,23 @@ import time
 from pathlib import Path
 
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-from ..data import prepare_datasets
+from ..data import prepare_datasets_distributed
 from ..engine import Trainer
 from ..engine.preemption import Preempted
 from ..utils.atomic import write_json_atomic
+from .console import configure_worker_logging
 
 OUTCOME_FILE = "outcome.json"  # written by rank 0, turned into metrics.json by the runner
 TRAINING_LOG = "training_metrics.json"
+RUN_LOG = "sweep.log"  # Hydra's job log file (hydra.job_logging in sweep.yaml)
+DETECTIONS_FILE = "coco_instances_results.json"  # written by Detectron2's COCOEvaluator
 logger = logging.getLogger("frn_det")
 
 
@@ -51,6 +54,8 @@ class ProgressBar(HookBase):
             desc=self.desc,
             unit="it",
             dynamic_ncols=True,
+            position=1,  # under the sweep's bar
+            leave=False,
             mininterval=1.0 if sys.stderr.isatty() else 15.0,
         )
 
@@ -74,22 +79,40 @@ def _scalar_summary(storage):
     return {k: float(v) for k, v in losses.items()}, s_per_iter
 
 
-def _bbox_metrics(results):
-    """COCO bbox metrics from DefaultTrainer's results (one dataset, or the first of several)."""
+def _finite_or_none(value):
+    return None if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+def evaluation_records(cfg, results) -> dict:
+    """Per test dataset: COCO bbox metrics plus the files they came from.
+
+    The ground-truth json and the detections file let the report bootstrap AP over
+    images later without re-running inference. {} when nothing was evaluated.
+    """
     if not results:
         return {}
-    if "bbox" not in results:
-        results = next(iter(results.values()))
-    return {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in results.get("bbox", {}).items() if "-" not in k}
+    if "bbox" in results:  # DefaultTrainer unwraps the dict when there is one dataset
+        results = {cfg.DATASETS.TEST[0]: results}
+    records = {}
+    for name, res in results.items():
+        if "bbox" not in res:
+            continue
+        metadata = MetadataCatalog.get(name)
+        detections = Path(cfg.OUTPUT_DIR) / "inference" / name / DETECTIONS_FILE
+        records[name] = {
+            "metrics": {k: _finite_or_none(v) for k, v in res["bbox"].items() if "-" not in k},
+            "gt_json": str(Path(metadata.json_file).resolve()) if getattr(metadata, "json_file", None) else None,
+            "detections": str(detections) if detections.is_file() else None,
+        }
+    return records
 
 
-def train_worker(cfg, run_dir: str, run_name: str) -> None:
+def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False) -> None:
     rank = comm.get_rank()
     if comm.get_world_size() > 1:  # spawned processes have no logging set up
-        for name in ("detectron2", "fvcore", "frn_det"):
-            setup_logger(str(Path(run_dir) / "log.txt"), distributed_rank=rank, name=name)
+        configure_worker_logging(str(Path(run_dir) / RUN_LOG), rank, verbose)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    prepare_datasets(cfg)
+    prepare_datasets_distributed(cfg)
     start = time.perf_counter()
     trainer = SweepTrainer(cfg)
     trainer.resume_or_load(resume=True)
@@ -102,7 +125,7 @@ def train_worker(cfg, run_dir: str, run_name: str) -> None:
     try:
         trainer.train()
         # EvalHook keeps the results of the evaluation it runs after the last iteration.
-        outcome.update(status="finished", metrics=_bbox_metrics(getattr(trainer, "_last_eval_results", None)))
+        outcome.update(status="finished", evaluation=evaluation_records(cfg, getattr(trainer, "_last_eval_results", None)))
     except FloatingPointError as e:  # Detectron2 raises it when the loss is not finite
         outcome.update(status="diverged", diverged_at_iter=int(trainer.iter), status_detail=str(e))
         error = e

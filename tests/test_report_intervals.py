@@ -1,0 +1,173 @@
+"""The report's intervals, paired differences, best-lr view and curves, on real COCO-format
+ground truth and detection files (no training)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frn_det.report import write_report
+from frn_det.report.comparisons import lr_choices
+from frn_det.report.intervals import run_samples
+from frn_det.report.plots import ap_vs_ims_figure
+
+N_IMAGES = 60
+
+
+def write_gt(path: Path, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(1, N_IMAGES + 1):
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 200})
+        for _ in range(int(rng.integers(1, 4))):
+            x, y, w, h = (float(v) for v in (*rng.uniform(0, 120, 2), *rng.uniform(15, 70, 2)))
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 3)),
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    return anns
+
+
+def write_dets(path: Path, anns: list, jitter: float, seed: int) -> None:
+    """Detections: each ground truth box moved by up to `jitter` px, plus a false positive per image."""
+    rng = np.random.default_rng(seed)
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1)),
+             "bbox": [v + float(rng.uniform(-jitter, jitter)) for v in a["bbox"][:2]] + a["bbox"][2:]} for a in anns]
+    dets += [{"image_id": i, "category_id": 1, "score": float(rng.uniform(0, 0.5)), "bbox": [150.0, 150.0, 20.0, 20.0]}
+             for i in range(1, N_IMAGES + 1)]
+    path.write_text(json.dumps(dets))
+
+
+def make_run(sweep: Path, gt: Path, anns: list, norm: str, ims: int, jitter: float, seed: int = 0,
+             lr_scale: float = 1.0, tune_ap=None) -> Path:
+    from frn_det.evaluation import PerImageEval
+
+    name = f"{norm}_ims{ims}" + (f"_lr{lr_scale:g}" if lr_scale != 1 else "") + f"_seed{seed}"
+    run_dir = sweep / name
+    run_dir.mkdir(parents=True)
+    dets = run_dir / "dets.json"
+    write_dets(dets, anns, jitter, seed=hash((norm, ims, seed, lr_scale)) % 1000)
+    ap = PerImageEval.from_coco(str(gt), str(dets)).metrics()["AP"]
+    record = {"run": name, "norm": norm, "ims_per_gpu": ims, "total_batch": ims, "seed": seed, "lr_scale": lr_scale,
+              "status": "finished", "AP": ap, "test_dataset": "val",
+              "tune": {"AP": tune_ap} if tune_ap is not None else None,
+              "evaluation": {"val": {"gt_json": str(gt), "detections": str(dets)}}}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    # Detectron2's JSON log: a falling loss every 20 iterations.
+    log = [{"iteration": it, "total_loss": 2.0 / (1 + it / 20)} for it in range(19, 200, 20)]
+    (run_dir / "training_metrics.json").write_text("\n".join(json.dumps(e) for e in log) + "\n")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_intervals")
+    gt = root / "gt.json"
+    anns = write_gt(gt)
+    d = root / "sweep"
+    make_run(d, gt, anns, "bn", 2, jitter=12.0)   # sloppy boxes
+    make_run(d, gt, anns, "gn", 2, jitter=12.0, seed=0)
+    make_run(d, gt, anns, "frn", 2, jitter=0.5)   # near-perfect boxes: clearly better
+    return d
+
+
+def test_every_ap_has_an_interval_around_it(sweep):
+    paths = write_report([sweep])
+    runs = json.loads(paths["json"].read_text())
+    for run in runs:
+        assert run["AP_lo"] < run["AP"] < run["AP_hi"], run
+    md = paths["md"].read_text()
+    frn_row = next(line for line in md.splitlines() if line.startswith("| frn |"))
+    frn = next(r for r in runs if r["norm"] == "frn")
+    assert f"{frn['AP']:.1f} [{frn['AP_lo']:.1f}, {frn['AP_hi']:.1f}]" in frn_row
+
+
+def test_a_clearly_better_norm_is_marked_significant(sweep):
+    paths = write_report([sweep])
+    md = paths["md"].read_text()
+    diffs = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
+    frn_bn = next(line for line in diffs.splitlines() if line.startswith("| frn − bn |"))
+    assert frn_bn.rstrip(" |").endswith("*")
+    comparisons = json.loads(paths["comparisons"].read_text())
+    d = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
+    assert d["excludes_zero"] and d["lo"] > 0 and d["value"] > 5
+
+
+def test_identical_detections_give_an_interval_that_covers_zero(tmp_path):
+    gt = tmp_path / "gt.json"
+    anns = write_gt(gt, seed=1)
+    d = tmp_path / "sweep"
+    bn = make_run(d, gt, anns, "bn", 4, jitter=6.0)
+    gn = make_run(d, gt, anns, "gn", 4, jitter=6.0)
+    (gn / "dets.json").write_text((bn / "dets.json").read_text())
+    record = json.loads((gn / "metrics.json").read_text())
+    record["AP"] = json.loads((bn / "metrics.json").read_text())["AP"]
+    (gn / "metrics.json").write_text(json.dumps(record))
+    comparisons = json.loads(write_report([d])["comparisons"].read_text())
+    d = next(x for x in comparisons["differences"] if x["norm"] == "gn" and x["baseline"] == "bn")
+    assert d["value"] == 0 and d["lo"] <= 0 <= d["hi"] and not d["excludes_zero"]
+
+
+def test_samples_are_cached_and_files_changed_after_the_run_are_refused(sweep, tmp_path):
+    run = json.loads((sweep / "bn_ims2_seed0" / "metrics.json").read_text())
+    run["source"] = str(sweep / "bn_ims2_seed0" / "metrics.json")
+    first = run_samples(run)
+    assert (sweep / "bn_ims2_seed0" / "bootstrap_val.npz").is_file()
+    again = run_samples(run)
+    assert np.array_equal(first.samples["AP"], again.samples["AP"]) and first.point == again.point
+    run["AP"] += 3.0  # the record no longer matches its detections file
+    (sweep / "bn_ims2_seed0" / "bootstrap_val.npz").unlink()
+    with pytest.raises(ValueError, match="re-evaluating its detections gives AP"):
+        run_samples(run)
+
+
+def test_plot_draws_the_intervals_as_error_bars(sweep):
+    from frn_det.report.comparisons import setting_intervals
+    from frn_det.report.intervals import attach_samples
+    from frn_det.report.load import load_runs
+
+    runs = load_runs([sweep])
+    intervals = setting_intervals(runs, attach_samples(runs))
+    fig = ap_vs_ims_figure(runs, intervals=intervals)
+    ax = fig.axes[0]
+    bars = {c.get_label(): c for c in ax.containers}
+    segments = bars["frn"].lines[2][0].get_segments()
+    (x0, lo), (x1, hi) = segments[0]
+    assert x0 == x1 == 2
+    assert (lo, hi) == pytest.approx((intervals[("frn", 2)].lo, intervals[("frn", 2)].hi))
+
+
+def test_lr_is_chosen_on_the_tuning_split_not_on_test(tmp_path):
+    gt = tmp_path / "gt.json"
+    anns = write_gt(gt, seed=2)
+    d = tmp_path / "sweep"
+    # lr 0.5 has the better tuning AP; lr 2 has the better test AP (sharper boxes).
+    make_run(d, gt, anns, "frn", 1, jitter=8.0, lr_scale=0.5, tune_ap=40.0)
+    make_run(d, gt, anns, "frn", 1, jitter=1.0, lr_scale=2.0, tune_ap=30.0)
+    make_run(d, gt, anns, "frn", 1, jitter=4.0, lr_scale=1.0, tune_ap=35.0)
+    from frn_det.report.load import load_runs
+
+    (choice,) = lr_choices(load_runs([d]), {})
+    assert choice["chosen_on"] == "tune" and choice["lr_scale"] == 0.5
+    md = write_report([d])["md"].read_text()
+    row = next(line for line in md.split("## Best learning rate per norm")[1].splitlines() if line.startswith("| frn |"))
+    assert "| 0.5 |" in row and "chosen on test" not in row
+    # Without tuning APs the choice falls back to test, and the report says so.
+    for run_dir in (p.parent for p in d.glob("*/metrics.json")):
+        record = json.loads((run_dir / "metrics.json").read_text())
+        record["tune"] = None
+        (run_dir / "metrics.json").write_text(json.dumps(record))
+    (choice,) = lr_choices(load_runs([d]), {})
+    assert choice["chosen_on"] == "test" and choice["lr_scale"] == 2.0
+    assert "chosen on test" in write_report([d])["md"].read_text()
+
+
+def test_training_curves_plot_is_written_from_the_logs(sweep):
+    import matplotlib.image
+
+    paths = write_report([sweep])
+    image = matplotlib.image.imread(paths["curves"])
+    assert image.shape[0] > 200 and image.shape[1] > 300
+    assert "![training curves](training_curves.png)" in paths["md"].read_text()
+    assert not math.isnan(float(image.mean()))
