@@ -118,3 +118,29 @@ def test_sweep_job_count_is_the_product_of_choices():
     assert count_sweep_jobs(["norm=bn,gn,frn", "ims_per_gpu=1,2,4", "seed=0"]) == 9
     assert count_sweep_jobs(["norm=frn"]) == 1
     assert count_sweep_jobs(["ims_per_gpu=range(1,5)", "norm=bn,gn"]) == 8
+
+
+@pytest.mark.parametrize("override,suggestion", [
+    ("ims_per_gpus=2", "ims_per_gpu"), ("schedule.max_iters=5", "schedule.max_iter"), ("lr_scal=0.5,1", "lr_scale"),
+])
+def test_unknown_sweep_keys_suggest_the_nearest(override, suggestion):
+    from frn_det.sweep.override_check import unknown_override_error
+
+    message = unknown_override_error([override], CONFIGS_DIR / "sweep")
+    assert message and f"unknown sweep key {override.split('=')[0]!r}" in message and suggestion in message
+
+
+def test_known_sweep_overrides_pass_the_key_check():
+    from frn_det.sweep.override_check import unknown_override_error
+
+    ok = ["norm=bn,gn", "ims_per_gpu=1,4", "schedule.max_iter=5", "dataset.tune=[]", "model=retinanet_r50_fpn",
+          "hydra.mode=RUN", "+extra=1", "opts=[SOLVER.AMP.ENABLED,True]", "dataset.register=[[a,b,c]]", "act=tlu"]
+    assert unknown_override_error(ok, CONFIGS_DIR / "sweep") is None
+
+
+def test_sweep_cli_stops_on_an_unknown_key_before_hydra(tmp_path):
+    from conftest import run_tool
+
+    proc = run_tool("sweep.py", "ims_per_gpus=2", f"output_dir={tmp_path}", check=False, timeout=120)
+    assert proc.returncode == 2 and "did you mean ims_per_gpu" in proc.stderr
+    assert not any(tmp_path.iterdir())

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import callbacks
 from .d2config import CONFIGS_DIR, run_name
+from .override_check import unknown_override_error
 from .runner import run_job
 
 # Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml).
@@ -25,6 +26,13 @@ def run(job: DictConfig) -> dict:
 
 
 def main() -> None:
+    from hydra._internal.utils import get_args_parser
+
+    overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     run()
     if callbacks.FAILED_RUNS:
         log = logging.getLogger("frn_det")
