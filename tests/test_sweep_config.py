@@ -144,3 +144,39 @@ def test_sweep_cli_stops_on_an_unknown_key_before_hydra(tmp_path):
     proc = run_tool("sweep.py", "ims_per_gpus=2", f"output_dir={tmp_path}", check=False, timeout=120)
     assert proc.returncode == 2 and "did you mean ims_per_gpu" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def write_coco(path, num_categories):
+    import json
+
+    path.write_text(json.dumps({"images": [], "annotations": [],
+                                "categories": [{"id": i + 1, "name": f"c{i}"} for i in range(num_categories)]}))
+    return path
+
+
+def test_dataset_by_path_reads_the_class_count_and_registers_the_splits(tmp_path):
+    train, val = write_coco(tmp_path / "train.json", 3), write_coco(tmp_path / "val.json", 3)
+    job = compose_job("dataset=coco_json", f"dataset.train_json={train}", f"dataset.train_images={tmp_path}",
+                      f"dataset.test_json={val}", f"dataset.test_images={tmp_path}")
+    cfg, _ = build_detectron2_config(job, "/tmp/x")
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 3
+    assert cfg.DATASETS.TRAIN == ("coco_json_train",) and cfg.DATASETS.TEST == ("coco_json_test",)
+    assert [tuple(t) for t in cfg.DATASETS.REGISTER_COCO] == [
+        ("coco_json_train", str(train), str(tmp_path)), ("coco_json_test", str(val), str(tmp_path))]
+
+
+def test_dataset_by_path_with_a_disagreeing_class_count_is_an_error(tmp_path):
+    train = write_coco(tmp_path / "train.json", 3)
+    job = compose_job("dataset=coco_json", f"dataset.train_json={train}", f"dataset.train_images={tmp_path}",
+                      f"dataset.test_json={train}", f"dataset.test_images={tmp_path}", "dataset.num_classes=5")
+    with pytest.raises(ValueError, match=r"dataset.num_classes=5 disagrees with the 3 categories in .*train.json"):
+        build_detectron2_config(job, "/tmp/x")
+
+
+def test_dataset_by_path_with_a_tuning_split(tmp_path):
+    train = write_coco(tmp_path / "train.json", 2)
+    job = compose_job("dataset=coco_json", f"dataset.train_json={train}", f"dataset.train_images={tmp_path}",
+                      f"dataset.test_json={train}", f"dataset.test_images={tmp_path}",
+                      f"dataset.tune_json={train}", f"dataset.tune_images={tmp_path}")
+    cfg, _ = build_detectron2_config(job, "/tmp/x")
+    assert cfg.DATASETS.TEST == ("coco_json_test", "coco_json_tune")

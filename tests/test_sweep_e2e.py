@@ -166,8 +166,12 @@ def custom_dataset_args(train, val):
 
 def test_dataset_without_optional_fields_trains_and_evaluates(tmp_path):
     """No iscrowd, area, segmentation, info, licenses or supercategory: filled where COCO needs them."""
-    args = custom_dataset_args(stripped_copy(tmp_path, "train", 40), stripped_copy(tmp_path, "val", 20))
+    (train_json, train_images), (val_json, val_images) = stripped_copy(tmp_path, "train", 40), stripped_copy(tmp_path, "val", 20)
+    # Given by path: the class count (4) comes from the json.
+    args = ["dataset=coco_json", f"dataset.train_json={train_json}", f"dataset.train_images={train_images}",
+            f"dataset.test_json={val_json}", f"dataset.test_images={val_images}"]
     proc = run_tool("sweep.py", "hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *args, *SHORT)
+    assert "NUM_CLASSES: 4" in (tmp_path / "out" / "frn_ims2_seed0" / "config.yaml").read_text()
     m = metrics(tmp_path / "out" / "frn_ims2_seed0")
     assert m["status"] == "finished" and isinstance(m["AP"], float)
     assert "filled iscrowd on" in proc.stdout + proc.stderr
@@ -189,3 +193,12 @@ def test_unreadable_image_mid_run_names_the_file_and_the_run_reruns(tmp_path):
         path.write_bytes(data)
     run_tool("sweep.py", *args, "rerun_failed=true")
     assert metrics(run_dir)["status"] == "finished"
+
+
+def test_model_zoo_config_with_frn_trains_through_the_sweep(tmp_path):
+    run_tool("sweep.py", "hydra.mode=RUN", "norm=frn", f"output_dir={tmp_path}", "model.config_file=COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+             "schedule.reference_batch=2", "schedule.max_iter=3", "schedule.steps=[2]", "schedule.warmup_iters=1",
+             "opts=[MODEL.WEIGHTS,'',INPUT.MIN_SIZE_TRAIN,[160],INPUT.MAX_SIZE_TRAIN,160,INPUT.MIN_SIZE_TEST,160,INPUT.MAX_SIZE_TEST,160]")
+    m = metrics(tmp_path / "frn_ims2_seed0")
+    assert m["status"] == "finished" and m["iterations"] == 3
+    assert "META_ARCHITECTURE: FRNRetinaNet" in (tmp_path / "frn_ims2_seed0" / "config.yaml").read_text()

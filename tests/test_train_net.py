@@ -86,3 +86,21 @@ def test_detectron2_model_zoo_config_runs_unchanged(tmp_path):
     assert "running on CPU" in log  # the zoo config asks for CUDA
     assert "META_ARCHITECTURE: RetinaNet" in (tmp_path / "config.yaml").read_text()
     assert set(copypaste_ap(log)) == set(AP_KEYS)
+
+
+ZOO_SMALL = ["MODEL.WEIGHTS", "", "MODEL.RETINANET.NUM_CLASSES", 4, "DATASETS.TRAIN", "('frn_shapes_train',)",
+             "DATASETS.TEST", "('frn_shapes_val',)", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
+             "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", 160, "INPUT.MIN_SIZE_TEST", 160, "INPUT.MAX_SIZE_TEST", 160]
+
+
+def test_model_zoo_config_with_frn_norms_trains(tmp_path):
+    proc = run_tool(
+        "train_net.py", "--config-file", "COCO-Detection/retinanet_R_50_FPN_1x.yaml", *ZOO_SMALL,
+        "MODEL.RESNETS.NORM", "FRN", "MODEL.FPN.NORM", "FRN", "MODEL.RETINANET.NORM", "FRN",
+        "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    assert "using frn-det's builders" in log and "RetinaNet -> FRNRetinaNet" in log
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "META_ARCHITECTURE: FRNRetinaNet" in saved and "NAME: build_frn_retinanet_resnet_fpn_backbone" in saved
+    assert set(copypaste_ap(log)) == set(AP_KEYS)

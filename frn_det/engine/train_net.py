@@ -18,6 +18,7 @@ from ..config import add_frn_config
 from ..data import prepare_datasets_distributed
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
+from .stock_switch import use_frn_builders
 from .trainer import Trainer
 
 logger = logging.getLogger("frn_det")
@@ -42,6 +43,7 @@ def build_config(config_file: str, opts=()):
         path = resolve_config_file(config_file)
         _merge(cfg, lambda: cfg.merge_from_file(path), path)
     _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
+    use_frn_builders(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"

@@ -1,5 +1,6 @@
 """Hydra job config -> Detectron2 config (and its hash, which identifies a run)."""
 import hashlib
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,8 +30,12 @@ def schedule_from(job: DictConfig) -> ScaledSchedule:
 
 
 def model_config_file(job: DictConfig) -> str:
+    """An absolute path, a path relative to configs/, or one of Detectron2's model zoo
+    (e.g. COCO-Detection/retinanet_R_50_FPN_1x.yaml)."""
     path = Path(job.model.config_file)
-    return str(path if path.is_absolute() else CONFIGS_DIR / path)
+    if path.is_absolute() or not (CONFIGS_DIR / path).is_file():
+        return str(path)
+    return str(CONFIGS_DIR / path)
 
 
 def with_activation(norm: str, act) -> str:
@@ -54,23 +59,62 @@ def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
 
 
 def tune_datasets(job: DictConfig) -> tuple:
-    return tuple(job.dataset.get("tune") or ())
+    return tuple(dataset_spec(job)["tune"])
+
+
+def _category_count(json_file: str, key: str) -> int:
+    try:
+        with open(json_file) as f:
+            categories = json.load(f).get("categories")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{key}={json_file}: cannot read it as a COCO json ({e})") from None
+    if not isinstance(categories, list) or not categories:
+        raise ValueError(f"{key}={json_file} has no 'categories' list to read the classes from")
+    return len(categories)
+
+
+def dataset_spec(job: DictConfig) -> dict:
+    """train/test/tune dataset names, the (name, json, images) triples to register and the
+    class count; for a dataset given by paths (dataset=coco_json) all are derived from them."""
+    d = job.dataset
+    if "train_json" not in d:
+        return {"train": list(d.train), "test": list(d.test), "tune": list(d.get("tune") or ()),
+                "register": [tuple(t) for t in d.register], "num_classes": d.num_classes}
+    splits = {"train": (d.train_json, d.train_images), "test": (d.test_json, d.test_images),
+              "tune": (d.get("tune_json"), d.get("tune_images"))}
+    if bool(splits["tune"][0]) != bool(splits["tune"][1]):
+        raise ValueError("dataset.tune_json and dataset.tune_images go together: give both or neither")
+    spec = {"register": [], "train": [], "test": [], "tune": []}
+    for split, (json_file, images) in splits.items():
+        if json_file:
+            name = f"{d.name}_{split}"
+            spec["register"].append((name, str(json_file), str(images)))
+            spec[split].append(name)
+    found = _category_count(str(d.train_json), "dataset.train_json")
+    if d.get("num_classes") is not None and d.num_classes != found:
+        raise ValueError(
+            f"dataset.num_classes={d.num_classes} disagrees with the {found} categories in {d.train_json}; "
+            "leave dataset.num_classes out to read it from the json"
+        )
+    spec["num_classes"] = found
+    return spec
 
 
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
     sched = schedule_from(job)
+    data = dataset_spec(job)
     act = job.get("act")
     opts = [
         "MODEL.DEVICE", job.model.device,
         "MODEL.RESNETS.NORM", with_activation(job.norm.backbone, act),
         "MODEL.FPN.NORM", with_activation(job.norm.fpn, act),
         "MODEL.RETINANET.NORM", with_activation(job.norm.head, act),
-        "MODEL.RETINANET.NUM_CLASSES", job.dataset.num_classes,
-        "DATASETS.TRAIN", tuple(job.dataset.train),
+        "MODEL.RETINANET.NUM_CLASSES", data["num_classes"],
+        "DATASETS.TRAIN", tuple(data["train"]),
         # The test split first (its AP is the result), then the tuning split the lr is chosen on.
-        "DATASETS.TEST", tuple(job.dataset.test) + tune_datasets(job),
-        "DATASETS.REGISTER_COCO", [tuple(t) for t in job.dataset.register],
+        "DATASETS.TEST", tuple(data["test"]) + tuple(data["tune"]),
+        "DATASETS.REGISTER_COCO", data["register"],
         "SOLVER.IMS_PER_BATCH", sched.total_batch,
         "SOLVER.REFERENCE_WORLD_SIZE", 0,  # we scale ourselves; keep Detectron2 from rescaling
         "SOLVER.BASE_LR", sched.lr,

@@ -137,7 +137,7 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dic
     if job.machine_rank != 0:
         return record
     tune = tune_datasets(job)
-    fields = _result_fields(run_dir, error, sched, test=job.dataset.test[0], tune=tune[0] if tune else None)
+    fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
     if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
         log_event(run_dir, "preempted", iteration=fields["iterations"])
         raise Preempted(fields["status_detail"])
