@@ -64,6 +64,15 @@ def failed_runs(run_dirs, since: float) -> List[str]:
     return failed
 
 
+def _is_machine_zero(config: DictConfig) -> bool:
+    from .cluster import resolve_distributed
+
+    try:
+        return resolve_distributed(config.num_machines, config.get("machine_rank"), config.dist_url)[0] == 0
+    except ValueError:
+        return True  # the job itself reported the problem
+
+
 class SweepCallback(Callback):
     def __init__(self):
         self.bar = None
@@ -104,6 +113,8 @@ class SweepCallback(Callback):
         self.started = time.time()
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        if not _is_machine_zero(config):  # machine 0 alone writes the report
+            return
         if config.report:
             write_sweep_report(report_dir_of_run(config), config.references)
         FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))

@@ -10,6 +10,8 @@ import json
 import logging
 import platform
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,9 +19,10 @@ from typing import Optional
 from detectron2.engine import launch
 from omegaconf import DictConfig
 
-from ..engine.preemption import Preempted
+from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
 from ..engine.train_net import check_config
 from ..utils.atomic import write_json_atomic, write_text_atomic
+from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
 from .lock import RunLock
@@ -97,17 +100,53 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
         "config_hash": digest,
         "versions": library_versions(),
     }
+    machine_rank, dist_url = resolve_distributed(job.num_machines, job.get("machine_rank"), job.dist_url)
     logger.info("%s: %s", name, sched.describe())
+    if machine_rank != 0:
+        # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
+        # it does from the same metrics.json, then train with it.
+        existing = read_metrics(run_dir)
+        if _should_skip(existing, digest, job.rerun_failed):
+            return existing
+        _launch(job, cfg, run_dir, name, machine_rank, dist_url)
+        return record
 
     with RunLock(run_dir) as lock:
         if not lock.acquire():
             logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
             log_event(run_dir, "busy", holder=lock.holder())
             return read_metrics(run_dir) or {**record, "status": "running"}
-        return _run_locked(job, run_dir, cfg, sched, record)
+        return _run_locked(job, run_dir, cfg, sched, record, dist_url)
 
 
-def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dict:
+def _launch(job: DictConfig, cfg, run_dir: Path, name: str, machine_rank: int, dist_url: str) -> None:
+    """Detectron2's launch. With worker processes, this process leaves SIGTERM/SIGUSR1 to
+    them (they checkpoint and stop together) instead of dying at once."""
+    spawns = job.num_gpus * job.num_machines > 1
+    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS} if spawns and _main_thread() else {}
+    try:
+        launch(
+            train_worker,
+            job.num_gpus,
+            num_machines=job.num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=(cfg, str(run_dir), name, bool(job.get("verbose", False))),
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _note_signal(signum, frame) -> None:
+    logger.warning("received %s: the workers checkpoint and stop", signal.Signals(signum).name)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str) -> dict:
     name, digest = record["run"], record["config_hash"]
     existing = read_metrics(run_dir)
     if _should_skip(existing, digest, job.rerun_failed):
@@ -123,19 +162,10 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict) -> dic
     log_event(run_dir, "start", config_hash=digest)
     error = None
     try:
-        launch(
-            train_worker,
-            job.num_gpus,
-            num_machines=job.num_machines,
-            machine_rank=job.machine_rank,
-            dist_url=job.dist_url,
-            args=(cfg, str(run_dir), name, bool(job.get("verbose", False))),
-        )
+        _launch(job, cfg, run_dir, name, 0, dist_url)
     except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
         error = e
         logger.exception("%s: training raised", name)
-    if job.machine_rank != 0:
-        return record
     tune = tune_datasets(job)
     fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
     if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
