@@ -18,6 +18,32 @@ def add_frn_config(cfg):
     # backend: "torch", "cpp" or "triton".
     cfg.MODEL.FRN.IMPL = "auto"
 
+    # Batch Renormalization ("BRN", "naiveSyncBRN"/"SyncBRN"; Ioffe 2017). r_max and d_max
+    # stay 1 and 0 (BRN = BN) up to WARMUP_START_ITER, then grow linearly to R_MAX (reached
+    # at R_MAX_END_ITER) and D_MAX (at D_MAX_END_ITER): the paper's 5k / 40k / 25k steps,
+    # which suit the 125k-step protocol of configs/Base-RetinaNet-FRN.yaml; scale them with
+    # SOLVER.MAX_ITER for other schedules. The iteration is each layer's own
+    # num_batches_tracked (saved in checkpoints).
+    cfg.MODEL.BRN = CN()
+    cfg.MODEL.BRN.R_MAX = 3.0
+    cfg.MODEL.BRN.D_MAX = 5.0
+    cfg.MODEL.BRN.WARMUP_START_ITER = 5000
+    cfg.MODEL.BRN.R_MAX_END_ITER = 40000
+    cfg.MODEL.BRN.D_MAX_END_ITER = 25000
+    # Moving-average momentum and eps, as BatchNorm2d's defaults.
+    cfg.MODEL.BRN.MOMENTUM = 0.1
+    cfg.MODEL.BRN.EPS = 1e-5
+    # EvoNorm-B0 / -S0 ("EvoNormB0", "EvoNormS0"; Liu et al. 2020): S0's group count, eps,
+    # B0's running-variance momentum, and "auto" (C++ kernels on CPU) or "reference".
+    cfg.MODEL.EVONORM = CN()
+    cfg.MODEL.EVONORM.GROUPS = 32
+    cfg.MODEL.EVONORM.EPS = 1e-5
+    cfg.MODEL.EVONORM.MOMENTUM = 0.1
+    cfg.MODEL.EVONORM.IMPL = "auto"
+    # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
+    cfg.MODEL.WS = CN()
+    cfg.MODEL.WS.EPS = 1e-5
+
     # Extra COCO-format datasets to register by name: a list of
     # (name, json_file, image_root) triples, e.g. from the command line:
     #   DATASETS.REGISTER_COCO "[('mine_train','a.json','imgs/')]"

@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
-from frn_det.layers import frn_cpp
-from frn_det.layers import frn_fused as fused_mod
+from frn_det.layers import cpu_ops as frn_cpp  # the C++ library loader (was layers/frn_cpp.py)
+from frn_det.layers.frn import fused as fused_mod
 from frn_det.layers.frn import FilterResponseNorm2d
-from frn_det.layers.frn_fused import frn_fused
+from frn_det.layers.frn.fused import frn_fused
 
 from frn_testing import EPS, make_params, ref_forward, rel_err, run, saved_storages
 

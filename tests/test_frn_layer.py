@@ -148,7 +148,7 @@ CPP_TLU_GRAD_FN = "torch::autograd::CppNode<frn_det::TLUAutograd>"
 
 
 def require_cpp_tlu():
-    from frn_det.layers import frn_cpp
+    from frn_det.layers import cpu_ops as frn_cpp
 
     if frn_cpp.ops() is None:
         pytest.skip(f"FRN C++ extension unavailable: {frn_cpp.unavailable_reason()}")

@@ -14,10 +14,10 @@ tensors are kept tiny."""
 import pytest
 import torch
 
-from frn_det.layers import frn_fused as fused_mod
-from frn_det.layers import frn_triton
+from frn_det.layers.frn import fused as fused_mod
+from frn_det.layers.frn import triton_backend as frn_triton
 from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
-from frn_det.layers.frn_fused import frn_fused
+from frn_det.layers.frn.fused import frn_fused
 
 import frn_testing
 from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
@@ -238,7 +238,7 @@ def test_kernels_are_wrapped_once_per_interpreter_mode(monkeypatch):
     is not read at launch): one pair per mode, so the mode can change within a process."""
     if not frn_triton.available():
         pytest.skip(f"Triton kernels unavailable: {frn_triton.unavailable_reason()}")
-    from frn_det.layers.frn_triton_kernels import kernels
+    from frn_det.layers.frn.triton_kernels import kernels
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     compiled = kernels()  # wrapped, not compiled: that happens at the first launch

@@ -161,8 +161,8 @@ def test_sync_bn_with_one_worker_warns(caplog):
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN"), 1)
-    assert "MODEL.RESNETS.NORM=SyncBN" in caplog.text and "computes exactly what BN computes" in caplog.text
+    assert "MODEL.RESNETS.NORM=SyncBN" in caplog.text and "computes exactly what its unsynced norm computes" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN", "SOLVER.IMS_PER_BATCH", "4"), 2)
-    assert "BN computes" not in caplog.text
+    assert "unsynced norm computes" not in caplog.text

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Forward+backward time and saved-for-backward memory of FRN+TLU against BN/GN + ReLU.
+"""Forward+backward time and saved-for-backward memory of FRN+TLU and the comparator norms
+against BN/GN + ReLU.
 
 Shapes come from RetinaNet R50-FPN:
   head:     P3-P7, 256 channels, strides 8..128 of an --image-size square image (CPU default
@@ -26,6 +27,14 @@ FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU input
 torch function otherwise (channels_last inputs, no compiler, no triton). (Triton compiles at the first call per dtype and plane-size
 specialization: the warm-up calls absorb it.)
 
+Comparator rows (--norms, default all; --norms frn keeps the FRN rows only), each in
+training mode with the activation that follows it in the model: "BN+TLU", "GN+TLU",
+"FRN+ReLU" (FRN without TLU, then ReLU), "BRN+ReLU" (Batch Renormalization, its r_max /
+d_max ramp finished so that r and d are computed and clipped), "GNWS+ReLU" (GN+ReLU plus
+the Weight Standardization of one 3x3 conv weight of the layer's width: what GNWS adds per
+layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU)
+and their "reference" (op by op) and "timm" implementations.
+
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
 dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run.
@@ -49,9 +58,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from frn_det.layers import frn_cpp, frn_triton  # noqa: E402
-from frn_det.layers.frn import FilterResponseNorm2d  # noqa: E402
-from frn_det.layers.frn_fused import frn_fused  # noqa: E402
+from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0, EvoNorm2dS0, standardize_weight  # noqa: E402
+from frn_det.layers import cpu_ops as frn_cpp  # noqa: E402
+from frn_det.layers.frn import FilterResponseNorm2d, frn_fused  # noqa: E402
+from frn_det.layers.frn import triton_backend as frn_triton  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
@@ -80,7 +90,64 @@ class FRNBackend(FilterResponseNorm2d):
         return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=self.backend)
 
 
-def build_impls(channels: int, device: torch.device) -> Dict[str, Union[nn.Module, str]]:
+class _PassGrad(torch.autograd.Function):
+    """Returns y; its backward also runs a zero gradient into `w` (so that the weight
+    standardization's backward is timed without touching the output)."""
+
+    @staticmethod
+    def forward(ctx, y, w):
+        ctx.shape = w.shape
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy, dy.new_zeros(ctx.shape)
+
+
+class GNWSRow(nn.Module):
+    """GN + ReLU, plus standardizing (forward and backward) one 3x3 conv weight C x C."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(32, channels)
+        self.conv_weight = nn.Parameter(torch.randn(channels, channels, 3, 3) * 0.01)
+
+    def forward(self, x):
+        return _PassGrad.apply(torch.relu(self.norm(x)), standardize_weight(self.conv_weight))
+
+
+def _brn_after_ramp(channels: int) -> BatchRenorm2d:
+    brn = BatchRenorm2d(channels)
+    brn.num_batches_tracked.fill_(10**6)  # the ramp is over: r_max 3, d_max 5
+    return brn
+
+
+def comparator_impls(channels: int) -> Dict[str, Union[nn.Module, str]]:
+    """The comparator norms, each with the activation that follows it in the model."""
+    impls: Dict[str, Union[nn.Module, str]] = {
+        "BN+TLU": nn.Sequential(nn.BatchNorm2d(channels), TLU(channels)),
+        "GN+TLU": nn.Sequential(nn.GroupNorm(32, channels), TLU(channels)),
+        "FRN+ReLU": nn.Sequential(FilterResponseNorm2d(channels, tlu=False), nn.ReLU()),
+        # ramp finished at iteration 0: r and d computed and clipped at 3 / 5
+        "BRN+ReLU": nn.Sequential(_brn_after_ramp(channels), nn.ReLU()),
+        "GNWS+ReLU": GNWSRow(channels),
+        "EvoNorm-B0": EvoNorm2dB0(channels),
+        "EvoNorm-B0 reference": EvoNorm2dB0(channels, impl="reference"),
+        "EvoNorm-S0": EvoNorm2dS0(channels),
+        "EvoNorm-S0 reference": EvoNorm2dS0(channels, impl="reference"),
+    }
+    try:
+        from timm.layers import EvoNorm2dB0 as TimmB0
+        from timm.layers import EvoNorm2dS0 as TimmS0
+
+        impls["EvoNorm-B0 timm"] = TimmB0(channels, eps=1e-5)
+        impls["EvoNorm-S0 timm"] = TimmS0(channels, eps=1e-5)
+    except ImportError:
+        impls["EvoNorm-B0 timm"] = impls["EvoNorm-S0 timm"] = "skipped: timm not importable"
+    return impls
+
+
+def build_impls(channels: int, device: torch.device, comparators: bool = True) -> Dict[str, Union[nn.Module, str]]:
     """name -> module, or a string: why the implementation is skipped."""
     impls: Dict[str, Union[nn.Module, str]] = {
         "FRN+TLU reference": FilterResponseNorm2d(channels, impl="reference"),
@@ -106,6 +173,8 @@ def build_impls(channels: int, device: torch.device) -> Dict[str, Union[nn.Modul
         impls["FRN+TLU timm"] = "skipped: timm not importable"
     impls["BN+ReLU"] = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
     impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
+    if comparators:
+        impls.update(comparator_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
 
 
@@ -146,11 +215,11 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds) -> List[dict]:
+def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
-    impls = build_impls(c, device)
+    impls = build_impls(c, device, comparators)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     fns, rows, notes = {}, {}, {}
@@ -221,6 +290,22 @@ def print_table(rows: List[dict], dtype: str, device: str) -> None:
         line += f" {r.get('cuda_peak_mb', float('nan')):>8.1f}" if cuda else ""
         line += f" {r['eff_gbs']:>8.1f} {r['copy_gbs']:>9.1f}"
         print(line)
+    print_summary(rows)
+
+
+def print_summary(rows: List[dict]) -> None:
+    """Per implementation: the geometric mean, min and max over the shapes of x BN+ReLU."""
+    by_impl: Dict[str, List[float]] = {}
+    for r in rows:
+        if "ms" in r and math.isfinite(r["x_bn_relu"]):
+            by_impl.setdefault(r["impl"], []).append(r["x_bn_relu"])
+    if not by_impl:
+        return
+    shapes = len(set(r["shape"] for r in rows))
+    print(f"\n{'impl':<22} {'x BN+ReLU geomean':>17} {'min':>6} {'max':>6}   (over {shapes} shapes)")
+    for name, ratios in by_impl.items():
+        gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+        print(f"{name:<22} {gm:>17.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
 
 
 def main(argv=None) -> None:
@@ -238,6 +323,8 @@ def main(argv=None) -> None:
     p.add_argument("--backbone-scale", type=float, default=None, help="of 800x1333 (default 0.25 CPU, 1.0 CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--quick", action="store_true", help="head shapes only, batch 1 and 2 unless --batch, fewer rounds")
+    p.add_argument("--norms", choices=["all", "frn"], default="all",
+                   help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only")
     p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
     args = p.parse_args(argv)
 
@@ -282,7 +369,8 @@ def main(argv=None) -> None:
         rows = []
         for label, c, h, w in shapes:
             for n in batches:
-                rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds)
+                rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
+                                    comparators=args.norms == "all")
         print_table(rows, dtype_name, args.device)
         all_rows += rows
     print(

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Model-level cost of each norm: RetinaNet training-iteration time, inference time per
-image and memory, as ratios to BN measured in the same run (norms interleaved per round,
-so a noisy shared machine affects them alike).
+image and memory, as ratios to BN (= BN+ReLU) measured in the same run (norms interleaved
+per round, so a noisy shared machine affects them alike). --norms takes any config norm
+string (NORM or NORM+ACT, see frn_det/layers/factory.py); the default is the stock norms,
+FRN and the comparators.
 
     python tools/benchmark_model.py --model tiny                 # configs/tiny_retinanet_cpu.yaml, 160 px
+    python tools/benchmark_model.py --norms BN GN FRN GN+TLU --rounds 3
     python tools/benchmark_model.py --model r50 --size 512 --batch 2
     python tools/benchmark_model.py --model r50 --device cuda --size 800 --batch 8
 """
@@ -57,7 +60,8 @@ def sync(device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(CONFIGS), default="tiny")
-    p.add_argument("--norms", nargs="+", default=["BN", "GN", "FRN"])
+    p.add_argument("--norms", nargs="+",
+                   default=["BN", "GN", "FRN", "BRN", "GNWS", "EvoNormB0", "EvoNormS0", "GN+TLU", "FRN+ReLU"])
     p.add_argument("--impl", default="auto", help="MODEL.FRN.IMPL for the FRN model")
     p.add_argument("--size", type=int, default=160, help="square image side in pixels")
     p.add_argument("--batch", type=int, default=4, help="images per training iteration")
@@ -124,11 +128,13 @@ def run(args):
     bn_mem = memory["BN"] if not isinstance(memory["BN"], tuple) else memory["BN"][0]
     print(f"RetinaNet {args.model}, {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
           f"threads {torch.get_num_threads()}, FRN impl {args.impl}, median of {args.rounds} rounds, torch {torch.__version__}")
-    print(f"{'norm':6} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}")
+    w = max(6, max(len(n) for n in args.norms))
+    print(f"{'norm':{w}} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}")
     for norm in args.norms:
         tr, inf = statistics.median(train_t[norm]), statistics.median(infer_t[norm])
         mem = memory[norm] if not isinstance(memory[norm], tuple) else memory[norm][0]
-        print(f"{norm:6} {tr:12.3f} {tr / bn_train:6.2f} {inf:12.3f} {inf / bn_infer:6.2f} {mem:9.1f} {mem / bn_mem:6.2f}")
+        print(f"{norm:{w}} {tr:12.3f} {tr / bn_train:6.2f} {inf:12.3f} {inf / bn_infer:6.2f} {mem:9.1f}"
+              f" {mem / bn_mem:6.2f}")
 
 
 if __name__ == "__main__":

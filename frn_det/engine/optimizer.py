@@ -1,7 +1,10 @@
-"""SGD like Detectron2's build_optimizer, with FRN/TLU parameters treated as norm parameters.
+"""SGD like Detectron2's build_optimizer, with frn-det's norm parameters treated as such.
 
 Detectron2's get_default_optimizer_params recognises norms by a fixed tuple of module
-types; FRN's weight/bias/tau/eps_l need SOLVER.WEIGHT_DECAY_NORM just like BN's.
+types; FRN's weight/bias/tau/eps_l, TLU's tau, EvoNorm's weight/bias/v and the shared
+affine of BRN's per-level head norms need SOLVER.WEIGHT_DECAY_NORM just like BN's (BRN
+itself is a BatchNorm2d subclass). Weight-standardized conv weights ("GNWS") are conv
+weights: SOLVER.WEIGHT_DECAY.
 """
 import copy
 from typing import Any, Dict, List
@@ -9,7 +12,7 @@ from typing import Any, Dict, List
 import torch
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
-from ..layers import TLU, FilterResponseNorm2d
+from ..layers import TLU, CycleBatchRenormList, EvoNorm2dB0, EvoNorm2dS0, FilterResponseNorm2d
 
 NORM_MODULE_TYPES = (
     torch.nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, NaiveSyncBatchNorm, InstanceNorm*
@@ -18,6 +21,9 @@ NORM_MODULE_TYPES = (
     torch.nn.LocalResponseNorm,
     FilterResponseNorm2d,
     TLU,
+    EvoNorm2dB0,
+    EvoNorm2dS0,
+    CycleBatchRenormList,  # (Detectron2's CycleBatchNormList, used for "BN", is not: parity)
 )
 
 

@@ -1,20 +1,24 @@
 """FPN backbones on the norm-aware ResNet.
 
-FPN's lateral and output convs have no activation, so FRN there is normalization only
-(no TLU). P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
+FPN's lateral and output convs have no activation, so the FPN takes its norm without one
+(`resolve_norm(..., activation=False)`): FRN there is normalization only (no TLU), "X+TLU"
+is X, EvoNorm is its linear (affine) variant. With "GNWS" the lateral and output convs are
+weight-standardized. P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
 """
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
-from ..layers.norm import FRNOptions, resolve_norm
+from ..layers.factory import NormFactory, NormOptions, resolve_norm
+from ..layers.norms import standardize_convs
 from .resnet import build_frn_resnet_backbone
 
 __all__ = ["build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
 
 
 def _fpn(cfg, bottom_up, top_block):
-    norm = resolve_norm(cfg.MODEL.FPN.NORM, key="MODEL.FPN.NORM", options=FRNOptions.from_config(cfg), tlu=False)
-    return FPN(
+    norm = resolve_norm(cfg.MODEL.FPN.NORM, key="MODEL.FPN.NORM", options=NormOptions.from_config(cfg),
+                        activation=False)
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
@@ -22,6 +26,9 @@ def _fpn(cfg, bottom_up, top_block):
         top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    if isinstance(norm, NormFactory) and norm.weight_standardization is not None:
+        standardize_convs(list(fpn.lateral_convs) + list(fpn.output_convs), eps=norm.weight_standardization)
+    return fpn
 
 
 @BACKBONE_REGISTRY.register()

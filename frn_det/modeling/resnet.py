@@ -2,15 +2,19 @@
 
 Detectron2 hard-codes `F.relu_` in BasicStem, BasicBlock and BottleneckBlock. These
 subclasses keep the parent's layers (same state_dict keys, same init) and only choose
-the activation: none after FRN+TLU (the TLU is the activation), ReLU otherwise. Norms
-whose output goes into the residual add (last conv, shortcut) carry no TLU. After the
-add, FRN models use a TLU (or ReLU, configurable), other norms a ReLU.
+the activation (`NormFactory.activation`): none after a norm+activation layer (FRN+TLU,
+EvoNorm: the layer is the activation), a TLU for "X+TLU", ReLU otherwise. Norms whose
+output goes into the residual add (last conv, shortcut) have no activation after them:
+FRN there has no TLU, EvoNorm is its linear (affine) variant. After the add, "X+TLU"
+models (FRN included) use a TLU (MODEL.FRN.RESIDUAL_ACTIVATION="ReLU" makes it a ReLU),
+the others a ReLU. With "GNWS" every conv of the ResNet is weight-standardized.
 """
 import torch.nn.functional as F
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
-from ..layers.norm import FRNOptions, activation_after, residual_activation, resolve_norm
+from ..layers.factory import NormFactory, NormOptions, activation_after, check_norm_config, resolve_norm
+from ..layers.norms import standardize_convs
 
 __all__ = ["NormActStem", "NormActBasicBlock", "NormActBottleneckBlock", "build_frn_resnet_backbone"]
 
@@ -18,7 +22,7 @@ __all__ = ["NormActStem", "NormActBasicBlock", "NormActBottleneckBlock", "build_
 class NormActStem(BasicStem):
     def __init__(self, in_channels=3, out_channels=64, norm="BN"):
         super().__init__(in_channels, out_channels, norm)
-        self.act = activation_after(norm)
+        self.act = activation_after(norm, out_channels)
 
     def forward(self, x):
         x = self.act(self.conv1(x))
@@ -26,20 +30,27 @@ class NormActStem(BasicStem):
 
 
 def _drop_activation_before_add(block, norm, last_conv):
-    """Re-create the norms that feed the residual add without their TLU (FRN only)."""
-    if getattr(norm, "includes_activation", False):
+    """Re-create the norms that feed the residual add without their activation (FRN's TLU,
+    EvoNorm's nonlinearity)."""
+    if isinstance(norm, NormFactory) and norm.without_activation() is not norm:
         plain = norm.without_activation()
         for conv in (last_conv, block.shortcut):
             if conv is not None:
                 conv.norm = plain(conv.out_channels)
 
 
+def _residual_activation(norm, channels):
+    if isinstance(norm, NormFactory):
+        return norm.residual_activation(channels)
+    return activation_after("", channels)  # ReLU
+
+
 class NormActBasicBlock(BasicBlock):
-    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", frn_options=FRNOptions()):
+    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN"):
         super().__init__(in_channels, out_channels, stride=stride, norm=norm)
         _drop_activation_before_add(self, norm, self.conv2)
-        self.act1 = activation_after(norm)
-        self.out_act = residual_activation(norm, out_channels, frn_options)
+        self.act1 = activation_after(norm, out_channels)
+        self.out_act = _residual_activation(norm, out_channels)
 
     def forward(self, x):
         out = self.act1(self.conv1(x))
@@ -49,12 +60,12 @@ class NormActBasicBlock(BasicBlock):
 
 
 class NormActBottleneckBlock(BottleneckBlock):
-    def __init__(self, in_channels, out_channels, *, norm="BN", frn_options=FRNOptions(), **kwargs):
-        super().__init__(in_channels, out_channels, norm=norm, **kwargs)
+    def __init__(self, in_channels, out_channels, *, bottleneck_channels, norm="BN", **kwargs):
+        super().__init__(in_channels, out_channels, bottleneck_channels=bottleneck_channels, norm=norm, **kwargs)
         _drop_activation_before_add(self, norm, self.conv3)
-        self.act1 = activation_after(norm)
-        self.act2 = activation_after(norm)
-        self.out_act = residual_activation(norm, out_channels, frn_options)
+        self.act1 = activation_after(norm, bottleneck_channels)
+        self.act2 = activation_after(norm, bottleneck_channels)
+        self.out_act = _residual_activation(norm, out_channels)
 
     def forward(self, x):
         out = self.act1(self.conv1(x))
@@ -68,13 +79,14 @@ class NormActBottleneckBlock(BottleneckBlock):
 def build_frn_resnet_backbone(cfg, input_shape):
     """Detectron2's build_resnet_backbone with norm-aware stem and blocks.
 
-    With a non-FRN norm the result has exactly the stock ResNet's parameters and
+    With a stock Detectron2 norm the result has exactly the stock ResNet's parameters and
     buffers. Unlike the stock builder it allows narrow R18/R34 (RES2_OUT_CHANNELS != 64)
     for CPU-sized models. Deformable convs need Detectron2's compiled ops: not supported.
     """
+    check_norm_config(cfg)  # all three norm keys, before anything is built
     r = cfg.MODEL.RESNETS
-    options = FRNOptions.from_config(cfg)
-    norm = resolve_norm(r.NORM, key="MODEL.RESNETS.NORM", options=options, tlu=True)
+    options = NormOptions.from_config(cfg)
+    norm = resolve_norm(r.NORM, key="MODEL.RESNETS.NORM", options=options)
     if any(r.DEFORM_ON_PER_STAGE):
         raise ValueError(
             "MODEL.RESNETS.DEFORM_ON_PER_STAGE is not supported by build_frn_resnet_backbone "
@@ -102,7 +114,6 @@ def build_frn_resnet_backbone(cfg, input_shape):
             in_channels=in_channels,
             out_channels=out_channels,
             norm=norm,
-            frn_options=options,
         )
         if basic:
             kwargs["block_class"] = NormActBasicBlock
@@ -116,4 +127,7 @@ def build_frn_resnet_backbone(cfg, input_shape):
             )
         stages.append(ResNet.make_stage(**kwargs))
         in_channels, out_channels, bottleneck_channels = out_channels, out_channels * 2, bottleneck_channels * 2
+    if isinstance(norm, NormFactory) and norm.weight_standardization is not None:
+        # before ResNet() freezes anything: FrozenBN conversion keeps the conv modules
+        standardize_convs([stem] + [block for stage in stages for block in stage], eps=norm.weight_standardization)
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -1,4 +1,11 @@
-"""RetinaNet whose head subnets use FRN's TLU in place of the ReLU.
+"""RetinaNet whose head subnets take the activation that goes with the norm.
+
+Detectron2's RetinaNetHead puts nn.ReLU() after each conv+norm of its subnets. Here that
+slot holds the norm's activation (`NormFactory.activation`): nothing after norm+activation
+layers (FRN+TLU, EvoNorm), a TLU for "X+TLU", the ReLU otherwise. BN-like norms keep
+per-level statistics (Detectron2 does so for BN and SyncBN; frn-det also for BRN). With
+"GNWS" the subnets' convs are weight-standardized (each W_hat computed once per forward and
+shared by the levels).
 
 RetinaNet.from_config hard-codes RetinaNetHead, so the head swap needs its own meta
 architecture: MODEL.META_ARCHITECTURE = "FRNRetinaNet".
@@ -14,37 +21,49 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from torch import nn
 
-from ..layers.norm import FRNOptions, NormFactory, resolve_norm
+from ..layers.factory import PER_LEVEL_NORMS, NormFactory, NormOptions, check_norm_config, resolve_norm
+from ..layers.norms import CycleBatchRenormList, WSConv2d, standardize_convs, standardized_once
 
 __all__ = ["FRNRetinaNetHead", "FRNRetinaNet"]
 
 
 class FRNRetinaNetHead(RetinaNetHead):
-    """RetinaNetHead with the norm resolved by frn-det and no ReLU after FRN+TLU.
+    """RetinaNetHead with the norm resolved by frn-det and the norm's activation after it.
 
-    BN/SyncBN keep Detectron2's per-level statistics (CycleBatchNormList); the layer
-    indices inside cls_subnet/bbox_subnet are unchanged, so checkpoints stay compatible.
+    BN-like norms (PER_LEVEL_NORMS) keep per-level statistics (CycleBatchNormList, or
+    CycleBatchRenormList for BRN); the layer indices inside cls_subnet/bbox_subnet are
+    unchanged, so checkpoints stay compatible.
     """
 
     @configurable
     def __init__(self, *, norm="", **kwargs):
         super().__init__(norm=norm, **kwargs)
-        if isinstance(norm, NormFactory) and norm.includes_activation:
+        if isinstance(norm, NormFactory):
             for subnet in (self.cls_subnet, self.bbox_subnet):
                 for i, layer in enumerate(subnet):
-                    if isinstance(layer, nn.ReLU):
-                        subnet[i] = nn.Identity()
+                    if isinstance(layer, nn.ReLU):  # after [conv, norm]
+                        subnet[i] = norm.activation(subnet[i - 2].out_channels)
+            if norm.weight_standardization is not None:
+                standardize_convs([self.cls_subnet, self.bbox_subnet], eps=norm.weight_standardization)
+
+    def forward(self, features):
+        ws_convs = [m for m in self.modules() if isinstance(m, WSConv2d)]
+        if not ws_convs:
+            return super().forward(features)
+        with standardized_once(ws_convs):  # one W_hat per conv for all levels
+            return super().forward(features)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
-        norm = cfg.MODEL.RETINANET.NORM
-        factory = resolve_norm(norm, key="MODEL.RETINANET.NORM", options=FRNOptions.from_config(cfg), tlu=True)
-        if norm in ("BN", "SyncBN"):
-            # Per-level BN statistics as in Detectron2, with a SyncBN that also runs on CPU.
+        factory = resolve_norm(cfg.MODEL.RETINANET.NORM, key="MODEL.RETINANET.NORM",
+                               options=NormOptions.from_config(cfg))
+        if isinstance(factory, NormFactory) and factory.name in PER_LEVEL_NORMS:
+            # Per-level statistics as in Detectron2 (a SyncBN that also runs on CPU), for BRN too.
             bn_class = factory.build
-            factory = NormFactory(
-                norm, lambda c: CycleBatchNormList(length=len(input_shape), bn_class=bn_class, num_features=c)
+            cycle = CycleBatchRenormList if "BRN" in factory.name else CycleBatchNormList
+            factory = factory.with_build(
+                lambda c: cycle(length=len(input_shape), bn_class=bn_class, num_features=c)
             )
         ret["norm"] = factory
         return ret
@@ -56,6 +75,7 @@ class FRNRetinaNet(RetinaNet):
 
     @classmethod
     def from_config(cls, cfg):
+        check_norm_config(cfg)  # all three norm keys, before anything is built
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
         feature_shapes = [backbone_shape[f] for f in cfg.MODEL.RETINANET.IN_FEATURES]

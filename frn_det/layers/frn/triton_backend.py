@@ -1,4 +1,4 @@
-"""Triton kernels for FRN(+TLU) on CUDA (frn_triton_kernels.py), with their autograd function.
+"""Triton kernels for FRN(+TLU) on CUDA (triton_kernels.py), with their autograd function.
 
 Inputs: 4-d float32/bfloat16/float16 CUDA tensors (float64 is not supported: frn_fused
 keeps it on the PyTorch path). The kernels work on NCHW-contiguous tensors; other layouts
@@ -7,7 +7,7 @@ NCHW-contiguous. Statistics and sums are float32; z and dx are rounded to x's dt
 The parameters may have any float dtype (they are read and converted in the kernels).
 
 Each direction is one kernel launch that reads each (n, c) plane twice (see
-frn_triton_kernels.py); the per-channel sums over n of the backward's (N, C) partials are
+triton_kernels.py); the per-channel sums over n of the backward's (N, C) partials are
 taken in PyTorch. Saved for the backward: x (the contiguous copy, if one was made), r per
 (n, c) in float32 and the parameter tensors themselves. Double backward is not supported
 (once_differentiable), as with the other fused backends.
@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from .autograd_utils import needs_graph, once_differentiable_backward
+from ..autograd_utils import needs_graph, once_differentiable_backward
 
 __all__ = ["available", "unavailable_reason", "interpreting", "check_input", "FRNTritonFunction", "frn_triton",
            "DTYPES"]
@@ -70,7 +70,7 @@ def interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter now (TRITON_INTERPRET=1)."""
     if _import_triton() is None:
         return False
-    from .frn_triton_kernels import interpreting as triton_interpreting
+    from .triton_kernels import interpreting as triton_interpreting
 
     return triton_interpreting()
 
@@ -98,7 +98,7 @@ def _launch_config(m: int):
 
 
 def _kernels():
-    from .frn_triton_kernels import kernels
+    from .triton_kernels import kernels
 
     return kernels()
 

@@ -8,43 +8,21 @@
 Parameter names follow PyTorch norm conventions (weight, bias) so optimizers and
 checkpoint tools treat them as norm parameters.
 """
-from typing import Optional
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import frn_cpp
-from .frn_fused import frn_fused
+from .fused import frn_fused
+from .reference import frn_reference
 
-__all__ = ["FilterResponseNorm2d", "TLU", "frn_reference", "FRN_IMPLS"]
+__all__ = ["FilterResponseNorm2d", "frn_reference", "FRN_IMPLS"]
 
 # "reference": plain PyTorch ops, autograd keeps intermediates.
-# "fused": one autograd function with a hand-derived backward (frn_fused.py), using the
-#   C++ CPU kernels where they build and apply, else fused PyTorch ops.
-#   On CUDA, "fused" takes the Triton kernels (frn_triton.py) where Triton is installed.
+# "fused": one autograd function with a hand-derived backward (fused.py), using the
+#   C++ CPU kernels (cpp.py) where they build and apply, else fused PyTorch ops.
+#   On CUDA, "fused" takes the Triton kernels (triton_backend.py) where Triton is installed.
 # "torch" / "cpp" / "triton": force one backend of the fused function (tests, benchmarks).
 # "auto": "fused", except under TorchScript, which runs the reference.
 FRN_IMPLS = ("auto", "reference", "fused", "torch", "cpp", "triton")
-
-
-def frn_reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    tau: Optional[torch.Tensor],
-    eps: torch.Tensor,
-) -> torch.Tensor:
-    """The paper's formula, op by op. The reduction runs in float32 for low-precision inputs."""
-    shape = (1, -1, 1, 1)
-    acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 input
-    xf = x.to(acc)
-    nu2 = xf.pow(2).mean(dim=(2, 3), keepdim=True)
-    x_hat = xf * torch.rsqrt(nu2 + eps.to(acc))
-    y = weight.to(acc).view(shape) * x_hat + bias.to(acc).view(shape)
-    if tau is not None:
-        y = torch.maximum(y, tau.to(acc).view(shape))
-    return y.to(x.dtype)
 
 
 def _check_eps(eps: float) -> float:
@@ -109,29 +87,3 @@ class FilterResponseNorm2d(nn.Module):
             f"{self.num_features}, eps={self.eps}, learnable_eps={self.learnable_eps}, "
             f"tlu={self.tlu}, impl={self.impl}"
         )
-
-
-class TLU(nn.Module):
-    """Thresholded Linear Unit max(x, tau) for activations that have no FRN in front
-    (after a residual add). On CPU it runs the C++ op frn_det::tlu (one pass per
-    direction, saves only its output), elsewhere torch.maximum. At a tie x == tau the C++
-    op gives the gradient to tau; torch.maximum splits it."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-        self.tau = nn.Parameter(torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
-        return self._forward_eager(x)
-
-    @torch.jit.unused
-    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        if frn_cpp.takes(x):
-            return frn_cpp.tlu_cpp(x, self.tau)
-        return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}"

@@ -1,4 +1,4 @@
-"""C++ CPU kernels for FRN(+TLU) (csrc/frn_cpu.cpp), compiled on first use.
+"""frn-det's C++ CPU library (csrc/: FRN(+TLU), TLU, EvoNorm-B0/S0), compiled on first use.
 
 The extension is built with `torch.utils.cpp_extension.load` into
 `$FRN_DET_CACHE/torch_extensions/` (default `~/.cache/frn_det/torch_extensions/`), in a
@@ -7,9 +7,13 @@ CPU, so that one cache can serve several environments and machines. Later proces
 load the built library (ninja finds nothing to do). Processes that start at the same
 time (DDP workers) wait for each other on torch's file lock in that folder.
 
-The library defines `torch.ops.frn_det.frn` (differentiable, its autograd in C++) and the
-two kernels it runs, `frn_forward` and `frn_backward`; and `tlu` (TLU on its own,
-differentiable) with `tlu_backward`.
+The library defines, in `torch.ops.frn_det`:
+  - csrc/frn_cpu.cpp: `frn` (differentiable, its autograd in C++) and the two kernels it
+    runs, `frn_forward` and `frn_backward`; `tlu` (TLU on its own, differentiable) with
+    `tlu_backward` (used by frn/cpp.py and activations/tlu.py);
+  - csrc/evonorm_cpu.cpp: `evonorm_s0_forward/backward` and `evonorm_b0_forward/backward`
+    (used by norms/evonorm.py).
+csrc/common.h holds the helpers the sources share.
 
 `ops()` returns `torch.ops.frn_det`, or None when the kernels are disabled
 (`FRN_DET_NO_CPP=1`) or cannot be built (no C++ compiler, no ninja, ...): one warning
@@ -30,13 +34,18 @@ from typing import Optional
 import torch
 from ..utils.paths import cache_dir
 
-__all__ = ["ops", "unavailable_reason", "takes", "DTYPES", "frn_cpp", "tlu_cpp", "build_directory"]
+__all__ = ["ops", "op", "unavailable_reason", "takes", "DTYPES", "build_directory", "SOURCES"]
 
 logger = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "frn_cpu.cpp"
-# -ffp-contract=off: the forward and the backward round y = a x + b alike (same TLU mask)
-_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+_CSRC = Path(__file__).resolve().parent / "csrc"
+# compiled into one library; the header is hashed too (it is part of the build)
+SOURCES = (_CSRC / "frn_cpu.cpp", _CSRC / "evonorm_cpu.cpp")
+_HEADERS = (_CSRC / "common.h",)
+# -ffp-contract=off: the forward and the backward round y = a x + b alike (same TLU mask).
+# -fno-trapping-math: lets GCC vectorise floor/min/max (EvoNorm's sigmoid); it changes no
+# result (the kernels never test floating-point exception flags).
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
 _NAME = "frn_det_cpu"
 
 _lock = threading.Lock()
@@ -44,8 +53,8 @@ _NOT_YET = object()
 _ops = _NOT_YET  # torch.ops.frn_det or None once decided
 _reason: Optional[str] = None
 _fakes_registered = False
-# the ops' default overloads, set when the library is loaded (a little faster to call)
-_frn_op = _tlu_op = None
+# the ops' default overloads by name, looked up once (a little faster to call)
+_op_cache = {}
 
 
 def _cpu_id() -> str:
@@ -61,8 +70,9 @@ def _cpu_id() -> str:
 def build_directory() -> Path:
     cache = cache_dir()
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), torch.__version__.encode(),
-                 sys.version.encode(), _cpu_id().encode()):
+    parts = [p.read_bytes() for p in SOURCES + _HEADERS]
+    for part in parts + [" ".join(_CFLAGS).encode(), torch.__version__.encode(), sys.version.encode(),
+                         _cpu_id().encode()]:
         key.update(part)
     return Path(cache) / "torch_extensions" / f"{_NAME}-{key.hexdigest()[:16]}"
 
@@ -104,7 +114,8 @@ def _build():
     # is_python_module=False: the library registers torch.ops.frn_det (TORCH_LIBRARY)
     cpp_extension.load(
         name=_NAME,
-        sources=[str(_SOURCE)],
+        sources=[str(p) for p in SOURCES],
+        extra_include_paths=[str(_CSRC)],
         extra_cflags=_CFLAGS,
         build_directory=str(build_dir),
         is_python_module=False,
@@ -146,6 +157,31 @@ def _register_fake_kernels() -> None:
         acc = torch.promote_types(x.dtype, torch.float32)
         return (dx,) + tuple(x.new_empty(x.shape[1], dtype=acc) for _ in range(4))
 
+    def _acc(x):
+        return torch.promote_types(x.dtype, torch.float32)
+
+    @register_fake("frn_det::evonorm_s0_forward")
+    def _s0_forward(x, weight, bias, v, groups, eps):
+        stat = x.new_empty((x.shape[0], groups), dtype=_acc(x))
+        return torch.empty_like(x), stat, torch.empty_like(stat)
+
+    @register_fake("frn_det::evonorm_s0_backward")
+    def _s0_backward(dz, x, mean, rstd, weight, v, groups, need_dx):
+        dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+        return (dx,) + tuple(x.new_empty(x.shape[1], dtype=_acc(x)) for _ in range(3))
+
+    @register_fake("frn_det::evonorm_b0_forward")
+    def _b0_forward(x, weight, bias, v, running_var, eps):
+        n, c = x.shape[:2]
+        per_c = tuple(x.new_empty(c, dtype=_acc(x)) for _ in range(3))
+        per_nc = tuple(x.new_empty((n, c), dtype=_acc(x)) for _ in range(2))
+        return (torch.empty_like(x),) + per_c + per_nc
+
+    @register_fake("frn_det::evonorm_b0_backward")
+    def _b0_backward(dz, x, weight, v, left, bmean, imean, istd, batch_stats, need_dx):
+        dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+        return (dx,) + tuple(x.new_empty(x.shape[1], dtype=_acc(x)) for _ in range(3))
+
     _fakes_registered = True
 
 
@@ -162,7 +198,7 @@ def _disabled() -> bool:
 
 
 def _load():
-    global _reason, _frn_op, _tlu_op
+    global _reason
     if _disabled():
         _reason = "disabled by FRN_DET_NO_CPP"
         return None
@@ -172,7 +208,7 @@ def _load():
         _reason = _describe(e)
         logger.warning("FRN C++ CPU kernels unavailable, using the PyTorch implementation (%s)", _reason)
         return None
-    _frn_op, _tlu_op = lib.frn.default, lib.tlu.default
+    _op_cache.clear()
     _reason = None
     return lib
 
@@ -188,26 +224,25 @@ def ops():
     return _ops
 
 
+def op(name: str):
+    """The default overload of torch.ops.frn_det.<name> (ops() must not be None)."""
+    f = _op_cache.get(name)
+    if f is None:
+        f = _op_cache[name] = getattr(ops(), name).default
+    return f
+
+
 def unavailable_reason() -> Optional[str]:
     """Why ops() returns None; None if it does not."""
     ops()
     return _reason
 
 
-def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:
-    """FRN(+TLU) with the C++ kernels (ops() must not be None); float32/float64/bf16/fp16
-    CPU input of any layout, output NCHW-contiguous; parameters of any float dtype.
-    Differentiable: the op's autograd lives in C++ (grad_fn
-    "torch::autograd::CppNode<frn_det::FRNAutograd>"), which saves the contiguous input and
-    r per (n, c)."""
-    return _frn_op(x, weight, bias, tau, float(eps), eps_l)
-
-
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def takes(x: torch.Tensor) -> bool:
-    """Whether "auto" sends x to the C++ ops (FRN and TLU): 4-d CPU tensors of DTYPES that
+    """Whether "auto" sends x to the C++ ops (FRN, TLU, EvoNorm): 4-d CPU tensors of DTYPES that
     are not channels_last (those keep the PyTorch paths, which keep their layout; the
     kernels would need NCHW copies of x and dz), when the kernels are available."""
     return (
@@ -218,8 +253,3 @@ def takes(x: torch.Tensor) -> bool:
         and ops() is not None
     )
 
-
-def tlu_cpp(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """max(x, tau[c]) with the C++ op (ops() must not be None); tau is rounded to x's
-    dtype first. Differentiable; saves only the output."""
-    return _tlu_op(x, tau)

@@ -1,7 +1,7 @@
-"""Triton kernels of FRN(+TLU), used through frn_triton.py. This module imports triton at
-the top: frn_triton.py imports it only when the Triton path runs.
+"""Triton kernels of FRN(+TLU), used through triton_backend.py. This module imports triton at
+the top: triton_backend.py imports it only when the Triton path runs.
 
-The math is derived in frn_fused.py; the structure follows csrc/frn_cpu.cpp. One program
+The math is derived in fused.py; the structure follows layers/csrc/frn_cpu.cpp. One program
 per (n, c) plane of an NCHW-contiguous tensor, M = H*W elements, read in BLOCK-sized
 chunks (the last one masked); each kernel reads the plane twice:
 
@@ -14,11 +14,11 @@ All arithmetic is in float32 whatever the input dtype (x, dz loaded and converte
 dx rounded once when stored). Sums are accumulated per lane in a BLOCK-wide float32
 vector and reduced across lanes once, after the loop (no cross-lane reduction per chunk).
 The backward writes four float32 partials per (n, c), (r Sgx, Sg, Sdz - Sg,
--w r^3 Sgx / 2), whose sums over n frn_triton.py takes for the parameter gradients.
+-w r^3 Sgx / 2), whose sums over n triton_backend.py takes for the parameter gradients.
 
 y = a x + b is computed with an explicit fma in both kernels, from the same a (the saved
 r times w): the backward's TLU mask is exactly the forward's, whatever the compiler's
-fp-contraction choices. At a tie y == tau the gradient goes to tau, as in frn_fused.py.
+fp-contraction choices. At a tie y == tau the gradient goes to tau, as in fused.py.
 
 The kernels are plain functions here: `kernels()` wraps them with `triton.jit` at the
 first use, once per interpreter mode, because `triton.jit` decides at decoration time

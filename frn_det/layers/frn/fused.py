@@ -2,11 +2,11 @@
 
 Three implementations of the same math, chosen by `frn_fused(..., backend=)`:
 
-* "cpp": C++ CPU kernels (csrc/frn_cpu.cpp via frn_cpp.py, two passes over the tensor per
+* "cpp": C++ CPU kernels (layers/csrc/frn_cpu.cpp via cpp.py, two passes over the tensor per
   direction, bf16/fp16 computed in float32; the op's autograd is C++ too), taken
   automatically ("auto") for CPU inputs that are not channels_last when the extension
   builds;
-* "triton": Triton kernels (frn_triton_kernels.py via frn_triton.py), taken by "auto" for
+* "triton": Triton kernels (triton_kernels.py via triton_backend.py), taken by "auto" for
   CUDA float32/bf16/fp16 inputs that are not channels_last when triton is importable;
 * "torch": `FRNFunction` below, built from native PyTorch ops, for every other case
   (channels_last, CUDA float64, no compiler, no triton).
@@ -59,13 +59,14 @@ from typing import Optional
 
 import torch
 
-from .autograd_utils import needs_graph, once_differentiable_backward
-from .frn_cpp import DTYPES as _CPP_DTYPES
-from .frn_cpp import frn_cpp
-from .frn_cpp import ops as _cpp_ops
-from .frn_cpp import takes as _cpp_takes
-from .frn_cpp import unavailable_reason
-from . import frn_triton as _frn_triton
+from ..autograd_utils import needs_graph, once_differentiable_backward
+from . import triton_backend as _frn_triton
+from .cpp import DTYPES as _CPP_DTYPES
+from .cpp import frn_cpp
+from .cpp import ops as _cpp_ops
+from .cpp import takes as _cpp_takes
+from .cpp import unavailable_reason
+from .reference import frn_reference
 
 __all__ = ["frn_fused", "FRNFunction", "BACKENDS"]
 
@@ -228,7 +229,7 @@ BACKENDS = ("auto", "torch", "cpp", "triton")
 
 
 def _use_triton(x: torch.Tensor, backend: str) -> bool:
-    """Whether frn_fused takes the Triton kernels (frn_triton.py) for x."""
+    """Whether frn_fused takes the Triton kernels (triton_backend.py) for x."""
     if backend == "triton":
         try:
             _frn_triton.check_input(x)
@@ -248,7 +249,7 @@ def _use_triton(x: torch.Tensor, backend: str) -> bool:
 
 
 def _use_cpp(x: torch.Tensor, backend: str) -> bool:
-    """Whether frn_fused takes the C++ kernels (frn_cpp.py) for x."""
+    """Whether frn_fused takes the C++ kernels (cpp.py) for x."""
     if backend == "torch":
         return False
     if backend == "cpp":
@@ -274,8 +275,8 @@ def frn_fused(
     """FRN(+TLU) of an NCHW tensor of any memory layout; see the module docstring.
 
     backend: "torch" (FRNFunction, any device and dtype), "cpp" (the C++ CPU kernels of
-    frn_cpp.py; float32/float64/bf16/fp16, the output is NCHW-contiguous), "triton" (the
-    Triton kernels of frn_triton.py; CUDA float32/bf16/fp16, output NCHW-contiguous) or
+    cpp.py; float32/float64/bf16/fp16, the output is NCHW-contiguous), "triton" (the
+    Triton kernels of triton_backend.py; CUDA float32/bf16/fp16, output NCHW-contiguous) or
     "auto": "cpp" for CPU inputs that are not channels_last when the kernels are available (built on first use; FRN_DET_NO_CPP=1
     disables them), "triton" for CUDA float32/bf16/fp16 inputs that are not channels_last
     when triton is importable (FRN_DET_NO_TRITON=1 disables it), "torch" otherwise."""
@@ -284,8 +285,6 @@ def frn_fused(
     if x.dim() != 4:
         raise ValueError(f"frn_fused expects NCHW input, got shape {list(x.shape)}")
     if x.numel() == 0:
-        from .frn import frn_reference
-
         e = torch.full_like(weight, eps) if eps_l is None else eps + eps_l.abs()
         return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
     if _use_triton(x, backend):
