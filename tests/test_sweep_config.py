@@ -180,3 +180,33 @@ def test_dataset_by_path_with_a_tuning_split(tmp_path):
                       f"dataset.tune_json={train}", f"dataset.tune_images={tmp_path}")
     cfg, _ = build_detectron2_config(job, "/tmp/x")
     assert cfg.DATASETS.TEST == ("coco_json_test", "coco_json_tune")
+
+
+def test_activation_axis_leaves_norm_activation_layers_alone():
+    cfg, _ = build_detectron2_config(compose_job("norm=evonorm_s0", "act=tlu"), "/tmp/x")
+    assert "+" not in cfg.MODEL.RESNETS.NORM and cfg.MODEL.RESNETS.NORM.startswith("EvoNorm")
+
+
+def test_batch_renorm_ramp_follows_the_run_schedule():
+    cfg, sched = build_detectron2_config(compose_job("norm=brn", "ims_per_gpu=4"), "/tmp/x")
+    assert sched.max_iter == 300
+    assert (cfg.MODEL.BRN.WARMUP_START_ITER, cfg.MODEL.BRN.D_MAX_END_ITER, cfg.MODEL.BRN.R_MAX_END_ITER) == (12, 60, 96)
+    cfg, _ = build_detectron2_config(compose_job("norm=brn", "opts=[MODEL.BRN.R_MAX_END_ITER,7]"), "/tmp/x")
+    assert cfg.MODEL.BRN.R_MAX_END_ITER == 7  # opts still win
+
+
+def test_sync_brn_with_one_worker_warns(caplog):
+    from conftest import tiny_cfg
+    from frn_det.engine.config_checks import check_config
+
+    with caplog.at_level("WARNING", logger="frn_det"):
+        check_config(tiny_cfg("SyncBRN+TLU"), 1)
+    assert "MODEL.RESNETS.NORM=SyncBRN+TLU" in caplog.text
+
+
+def test_bad_norm_string_fails_in_the_config_check_with_the_choices():
+    from conftest import tiny_cfg
+    from frn_det.engine.config_checks import check_config
+
+    with pytest.raises(ValueError, match=r"MODEL.RESNETS.NORM='FRNN' is not a known norm. Accepted: .*'GNWS'"):
+        check_config(tiny_cfg("FRNN"), 1)

@@ -10,9 +10,11 @@ import math
 import re
 from typing import Iterable, List
 
+from ..layers import check_norm_config, parse_norm
+
 logger = logging.getLogger("frn_det")
 
-SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN")
+SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN", "SyncBRN", "naiveSyncBRN")
 NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM")
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
 
@@ -119,6 +121,7 @@ def check_values(cfg) -> None:
 def check_config(cfg, world_size: int) -> None:
     """All checks, including those that need the number of workers, before anything is built."""
     check_values(cfg)
+    check_norm_config(cfg)  # the norm strings and their option keys, with the choices
     if not _is_int(world_size) or world_size < 1:
         raise ConfigError(f"the number of workers must be an integer >= 1, got {world_size!r}")
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
@@ -126,9 +129,9 @@ def check_config(cfg, world_size: int) -> None:
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} (the total batch) must be a positive "
             f"multiple of the number of workers ({world_size})"
         )
-    synced = [f"{k}={v}" for k, v in zip(NORM_KEYS, _norms(cfg)) if v in SYNC_NORMS]
+    synced = [f"{k}={v}" for k, v in zip(NORM_KEYS, _norms(cfg)) if parse_norm(v, k)[0] in SYNC_NORMS]
     if synced and world_size == 1:
-        logger.warning("%s with a single worker computes exactly what BN computes", ", ".join(synced))
+        logger.warning("%s with a single worker computes exactly what its unsynced norm computes", ", ".join(synced))
 
 
 def _norms(cfg) -> Iterable[str]:

@@ -10,10 +10,9 @@ any model is built, naming the keys to set.
 import logging
 from typing import List
 
-logger = logging.getLogger("frn_det")
+from ..layers.factory import DETECTRON2_NORMS  # Detectron2's get_norm strings: others need frn-det's builders
 
-# Detectron2's get_norm strings: anything else needs frn-det's builders.
-DETECTRON2_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
+logger = logging.getLogger("frn_det")
 BACKBONE_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM")
 HEAD_NORM_KEYS = {"MODEL.RETINANET.NORM": "RetinaNet"}
 STOCK_TO_FRN_BACKBONES = {

@@ -5,11 +5,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..layers import NORM_ACT_LAYERS
+
 from ..engine.train_net import build_config
 from .scaling import ScaledSchedule, scale_schedule
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
+BRN_RAMP_FRACTIONS = {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, "MODEL.BRN.R_MAX_END_ITER": 40000 / 125000,
+                      "MODEL.BRN.D_MAX_END_ITER": 25000 / 125000}
 
 
 def schedule_from(job: DictConfig) -> ScaledSchedule:
@@ -39,8 +43,9 @@ def model_config_file(job: DictConfig) -> str:
 
 
 def with_activation(norm: str, act) -> str:
-    """The sweep's activation axis: "GN" with act "tlu" -> "GN+TLU"; no norm stays no norm."""
-    if not act or not norm:
+    """The sweep's activation axis: "GN" with act "tlu" -> "GN+TLU"; no norm, and the
+    norm+activation layers (EvoNorm), stay as they are."""
+    if not act or not norm or norm in NORM_ACT_LAYERS:
         return norm
     return f"{norm}+{ACTIVATION_NAMES.get(str(act).lower(), act)}"
 
@@ -126,6 +131,9 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "SOLVER.MOMENTUM", job.schedule.momentum,
         "TEST.EVAL_PERIOD", sched.eval_period if job.schedule.eval_period else 0,
         "SEED", job.seed,
+        # Batch Renorm's r_max/d_max ramp: the paper's 5k/40k/25k of 125k steps, as fractions
+        # of this run's schedule (opts still override them).
+        *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],
     ]
     # merge_from_list literal_evals strings and takes other values as they are.
     opts += list(OmegaConf.to_container(job.opts))
