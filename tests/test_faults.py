@@ -13,7 +13,9 @@ from conftest import REPO, TINY_CONFIG, run_tool
 from frn_det.sweep.events import read_events
 
 pytestmark = pytest.mark.slow
-SHORT = ["schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5"]
+# No tuning split (one evaluation per run instead of two) except where a test needs it.
+SHORT = ["schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
+         "dataset.tune=[]"]
 
 
 def start(script, *args):

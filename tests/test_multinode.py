@@ -14,7 +14,8 @@ from conftest import REPO
 from frn_det.sweep.cluster import resolve_distributed
 from frn_det.sweep.events import read_events
 
-SHORT = ["schedule.reference_batch=2", "schedule.steps=[30]", "schedule.warmup_iters=5", "schedule.checkpoint_period=10"]
+SHORT = ["schedule.reference_batch=2", "schedule.steps=[30]", "schedule.warmup_iters=5", "schedule.checkpoint_period=10",
+         "dataset.tune=[]"]
 
 
 def test_machine_rank_and_address_come_from_slurm_and_explicit_values_win(monkeypatch):
@@ -60,7 +61,7 @@ def start_nodes(out, port, *extra):
 @pytest.mark.slow
 def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path):
     run_dir = tmp_path / "gn_ims2_seed0"
-    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=60")
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=40")
     log = run_dir / "training_metrics.json"
     deadline = time.time() + 600
     while not (log.exists() and any(json.loads(l).get("iteration", 0) >= 19 for l in log.read_text().splitlines() if l.strip().endswith("}"))):
@@ -74,7 +75,7 @@ def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path)
     stopped = read_events(run_dir)[-1]
     assert stopped["event"] == "preempted"
 
-    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=60")
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=40")
     logs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -40,10 +40,10 @@ def frn_only(value) -> bool:
     return isinstance(value, str) and value not in DETECTRON2_NORMS
 
 
-def use_frn_builders(cfg) -> List[str]:
+def use_frn_builders(cfg, announce: bool = True) -> List[str]:
     """Switch a (defrosted) config's stock builders to frn-det's where its norms need them.
 
-    Returns the "KEY: old -> new" changes (also logged once). Raises ValueError naming the
+    Returns the "KEY: old -> new" changes (logged in one line when `announce`). Raises ValueError naming the
     keys to set when a norm only frn-det knows meets a builder that cannot take it.
     """
     changes, problems = [], []
@@ -76,7 +76,7 @@ def use_frn_builders(cfg) -> List[str]:
                             f"{[n for n in DETECTRON2_NORMS if n]}: set {key} to one of those")
     if problems:
         raise ValueError("this config cannot use frn-det's norms as it is: " + "; ".join(problems))
-    if changes:
+    if changes and announce:
         logger.info("frn-det norms with Detectron2's stock builders: using frn-det's builders, which equal "
                     "stock for stock norms (%s)", "; ".join(changes))
     return changes

@@ -13,6 +13,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_frn_config
 from ..data import prepare_datasets_distributed
@@ -36,14 +37,16 @@ def resolve_config_file(path: str) -> str:
         ) from None
 
 
-def build_config(config_file: str, opts=()):
+def build_config(config_file: str, opts=(), announce: bool = True):
+    """Detectron2's config with frn-det's keys, the file and the overrides merged; stock
+    builders switched to frn-det's where its norms need them (logged when `announce`)."""
     cfg = get_cfg()
     add_frn_config(cfg)
     if config_file:
         path = resolve_config_file(config_file)
         _merge(cfg, lambda: cfg.merge_from_file(path), path)
     _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
-    use_frn_builders(cfg)
+    use_frn_builders(cfg, announce)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
@@ -64,7 +67,7 @@ def _merge(cfg, merge, source: str) -> None:
 def setup(args):
     if args.config_file:
         args.config_file = resolve_config_file(args.config_file)  # default_setup re-reads it
-    cfg = build_config(args.config_file, args.opts)
+    cfg = build_config(args.config_file, args.opts, announce=False)  # run() announced it
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -89,6 +92,7 @@ def main(args):
 def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
     # Bad configs fail here, once, before any worker process starts.
     check_config(build_config(args.config_file, args.opts), args.num_gpus * args.num_machines)
     return launch(
