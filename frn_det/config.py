@@ -43,6 +43,11 @@ def add_frn_config(cfg):
     # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
     cfg.MODEL.WS = CN()
     cfg.MODEL.WS.EPS = 1e-5
+    # A Python LazyConfig (configs/lazy/*.py) whose `model` Trainer.build_model builds
+    # instead of MODEL.META_ARCHITECTURE, with this config's norm keys, MODEL.FRN/BRN/
+    # EVONORM/WS, class count, pixel mean/std and device applied: an absolute path, a path
+    # relative to configs/ (e.g. "lazy/tiny_retinanet_cpu.py") or to the current folder.
+    cfg.MODEL.LAZY_CONFIG = ""
 
     # Extra COCO-format datasets to register by name: a list of
     # (name, json_file, image_root) triples, e.g. from the command line:

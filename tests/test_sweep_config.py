@@ -210,3 +210,14 @@ def test_bad_norm_string_fails_in_the_config_check_with_the_choices():
 
     with pytest.raises(ValueError, match=r"MODEL.RESNETS.NORM='FRNN' is not a known norm. Accepted: .*'GNWS'"):
         check_config(tiny_cfg("FRNN"), 1)
+
+
+def test_model_group_can_name_a_lazyconfig_model():
+    from frn_det.engine import Trainer
+
+    lazy_cfg, _ = build_detectron2_config(compose_job("model=tiny_cpu_lazy", "norm=gn"), "/tmp/x")
+    yaml_cfg, _ = build_detectron2_config(compose_job("model=tiny_cpu", "norm=gn"), "/tmp/x")
+    assert lazy_cfg.MODEL.LAZY_CONFIG == "lazy/tiny_retinanet_cpu.py" and yaml_cfg.MODEL.LAZY_CONFIG == ""
+    lazy, built = Trainer.build_model(lazy_cfg).state_dict(), Trainer.build_model(yaml_cfg).state_dict()
+    assert {k: v.shape for k, v in lazy.items()} == {k: v.shape for k, v in built.items()}
+    assert any(".norm.weight" in k for k in lazy)

@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import CheckedDatasetMapper
 from ..evaluation import install_fast_coco_eval
+from ..modeling.lazy import build_lazy_model
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
 from .preemption import PreemptionHook
@@ -57,6 +58,19 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         return super().build_hooks() + [PreemptionHook()]
+
+    @classmethod
+    def build_model(cls, cfg):
+        """Detectron2's build_model, or with MODEL.LAZY_CONFIG set that LazyConfig's `model`
+        with this config's norms, norm options, classes, pixel mean/std and device."""
+        if not cfg.MODEL.get("LAZY_CONFIG", ""):
+            return super().build_model(cfg)
+        model = build_lazy_model(cfg)
+        # the same logger and line as DefaultTrainer.build_model (the sweep keeps it out of the console)
+        logging.getLogger("detectron2.engine.defaults").info(
+            "Model (MODEL.LAZY_CONFIG=%s):\n%s", cfg.MODEL.LAZY_CONFIG, model
+        )
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):

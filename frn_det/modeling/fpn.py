@@ -12,23 +12,33 @@ from ..layers.factory import NormFactory, NormOptions, resolve_norm
 from ..layers.norms import standardize_convs
 from .resnet import build_frn_resnet_backbone
 
-__all__ = ["build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
+__all__ = ["make_norm_fpn", "build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
 
 
-def _fpn(cfg, bottom_up, top_block):
-    norm = resolve_norm(cfg.MODEL.FPN.NORM, key="MODEL.FPN.NORM", options=NormOptions.from_config(cfg),
-                        activation=False)
+def make_norm_fpn(bottom_up, in_features, out_channels, norm="", top_block=None, fuse_type="sum", *,
+                  key="MODEL.FPN.NORM", options=None, **kwargs):
+    """Detectron2's FPN with the norm resolved by frn-det, without an activation (see the
+    module docstring), and GNWS's weight-standardized convs. `norm`: a norm string, a
+    NormFactory or a callable; `key` names it in errors; `options`: NormOptions."""
+    norm = resolve_norm(norm, key=key, options=options, activation=False) if isinstance(norm, (str, NormFactory)) \
+        else norm
     fpn = FPN(
         bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        in_features=in_features,
+        out_channels=out_channels,
         norm=norm,
         top_block=top_block,
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        fuse_type=fuse_type,
+        **kwargs,
     )
     if isinstance(norm, NormFactory) and norm.weight_standardization is not None:
         standardize_convs(list(fpn.lateral_convs) + list(fpn.output_convs), eps=norm.weight_standardization)
     return fpn
+
+
+def _fpn(cfg, bottom_up, top_block):
+    return make_norm_fpn(bottom_up, cfg.MODEL.FPN.IN_FEATURES, cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.FPN.NORM,
+                         top_block, cfg.MODEL.FPN.FUSE_TYPE, options=NormOptions.from_config(cfg))
 
 
 @BACKBONE_REGISTRY.register()

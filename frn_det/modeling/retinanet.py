@@ -24,7 +24,7 @@ from torch import nn
 from ..layers.factory import PER_LEVEL_NORMS, NormFactory, NormOptions, check_norm_config, resolve_norm
 from ..layers.norms import CycleBatchRenormList, WSConv2d, standardize_convs, standardized_once
 
-__all__ = ["FRNRetinaNetHead", "FRNRetinaNet"]
+__all__ = ["FRNRetinaNetHead", "FRNRetinaNet", "head_norm"]
 
 
 class FRNRetinaNetHead(RetinaNetHead):
@@ -56,17 +56,23 @@ class FRNRetinaNetHead(RetinaNetHead):
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
-        factory = resolve_norm(cfg.MODEL.RETINANET.NORM, key="MODEL.RETINANET.NORM",
-                               options=NormOptions.from_config(cfg))
-        if isinstance(factory, NormFactory) and factory.name in PER_LEVEL_NORMS:
-            # Per-level statistics as in Detectron2 (a SyncBN that also runs on CPU), for BRN too.
-            bn_class = factory.build
-            cycle = CycleBatchRenormList if "BRN" in factory.name else CycleBatchNormList
-            factory = factory.with_build(
-                lambda c: cycle(length=len(input_shape), bn_class=bn_class, num_features=c)
-            )
-        ret["norm"] = factory
+        ret["norm"] = head_norm(cfg.MODEL.RETINANET.NORM, len(input_shape), key="MODEL.RETINANET.NORM",
+                                options=NormOptions.from_config(cfg))
         return ret
+
+
+def head_norm(norm, num_levels: int, *, key: str, options=None):
+    """The head's norm: a norm string (or NormFactory) resolved by frn-det; BN-like norms
+    (PER_LEVEL_NORMS) keep per-level statistics as in Detectron2 (a SyncBN that also runs
+    on CPU), BRN too. Any other callable is returned as is (Detectron2's get_norm calls it)."""
+    if not isinstance(norm, (str, NormFactory)):
+        return norm
+    factory = resolve_norm(norm, key=key, options=options)
+    if isinstance(factory, NormFactory) and factory.name in PER_LEVEL_NORMS:
+        bn_class = factory.build
+        cycle = CycleBatchRenormList if "BRN" in factory.name else CycleBatchNormList
+        factory = factory.with_build(lambda c: cycle(length=num_levels, bn_class=bn_class, num_features=c))
+    return factory
 
 
 @META_ARCH_REGISTRY.register()

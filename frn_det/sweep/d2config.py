@@ -112,6 +112,8 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
     act = job.get("act")
     opts = [
         "MODEL.DEVICE", job.model.device,
+        # A LazyConfig model (configs/lazy/...) built by Trainer.build_model; "" for the YAML's.
+        "MODEL.LAZY_CONFIG", job.model.get("lazy_config") or "",
         "MODEL.RESNETS.NORM", with_activation(job.norm.backbone, act),
         "MODEL.FPN.NORM", with_activation(job.norm.fpn, act),
         "MODEL.RETINANET.NORM", with_activation(job.norm.head, act),

@@ -1,0 +1,409 @@
+"""Python LazyConfigs (configs/lazy/): parity with the YAML models, norm overrides, the
+optimizer and schedule, Trainer.build_model's MODEL.LAZY_CONFIG bridge, and (slow) real
+runs of frn-det's and Detectron2's tools/lazyconfig_train_net.py."""
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.layers import CycleBatchNormList
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler
+from detectron2.solver.lr_scheduler import LRMultiplier
+from omegaconf import OmegaConf
+from torch import nn
+
+from conftest import REPO, run_tool, tiny_cfg
+from frn_det.engine.optimizer import build_optimizer
+from frn_det.engine.train_net import build_config
+from frn_det.engine.trainer import Trainer
+from frn_det.layers import TLU, FilterResponseNorm2d
+
+LAZY = REPO / "configs" / "lazy"
+TINY_LAZY = LAZY / "tiny_retinanet_cpu.py"
+NORM_KEY = "model.backbone.bottom_up.stages.norm"
+
+
+def lazy_cfg(path=TINY_LAZY, *overrides):
+    return LazyConfig.apply_overrides(LazyConfig.load(str(path)), list(overrides))
+
+
+def lazy_model(norm=None, *overrides, path=TINY_LAZY):
+    opts = ([f"{NORM_KEY}={norm}"] if norm is not None else []) + list(overrides)
+    return instantiate(lazy_cfg(path, *opts).model)
+
+
+def shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def outputs(model, image):
+    """Backbone features, head logits and box deltas, and the detections (score threshold 0,
+    so an untrained model has some), for one image."""
+    model.test_score_thresh = 0.0
+    with torch.no_grad():
+        features = model.backbone(model.preprocess_image([{"image": image}]).tensor)
+        logits, deltas = model.head([features[f] for f in model.head_in_features])
+        inst = model([{"image": image}])[0]["instances"]
+    return [features[k] for k in sorted(features)] + logits + deltas + [inst.scores, inst.pred_boxes.tensor,
+                                                                         inst.pred_classes]
+
+
+def assert_same_function(yaml_model, lazy, image):
+    """Same weights -> same outputs (eval mode, a fixed input)."""
+    lazy.load_state_dict(yaml_model.state_dict(), strict=True)
+    yaml_model.eval(), lazy.eval()
+    a, b = outputs(yaml_model, image), outputs(lazy, image)
+    assert len(a) == 5 + 5 + 5 + 3 and a[-3].numel() > 0  # something to compare
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+PARITY_NORMS = ["FRN", "GN", "BN", "GN+TLU"]
+
+
+@pytest.mark.parametrize("norm", PARITY_NORMS)
+def test_tiny_lazy_model_equals_the_yaml_model(norm):
+    torch.manual_seed(0)
+    yaml_model = build_model(tiny_cfg(norm))
+    torch.manual_seed(0)
+    lazy = lazy_model(norm)
+    assert shapes(lazy) == shapes(yaml_model)
+    assert len(shapes(lazy)) > 100
+    assert repr(lazy) == repr(yaml_model)  # module for module, activations included
+    # The builders create modules in the same order: the same seed gives the same weights.
+    ys, ls = yaml_model.state_dict(), lazy.state_dict()
+    assert all(torch.equal(ys[k], ls[k]) for k in ys)
+    torch.manual_seed(1)
+    for p in yaml_model.parameters():  # move every weight off its init, then copy them over
+        p.data.add_(0.05 * torch.randn_like(p))
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 160, 160, generator=generator) * 255
+    with torch.no_grad():  # BN: running statistics of real activations (a no-op for the others)
+        yaml_model.train()
+        for _ in range(3):
+            features = yaml_model.backbone(yaml_model.preprocess_image([{"image": image}]).tensor)
+            yaml_model.head([features[f] for f in yaml_model.head_in_features])
+    assert_same_function(yaml_model, lazy, image)
+
+
+@pytest.mark.parametrize("norm", ["frn", "gn", "bn"])
+def test_r50_lazy_model_has_the_yaml_state_dict(norm):
+    lazy = instantiate(lazy_cfg(LAZY / f"retinanet_R_50_FPN_{norm}.py").model)
+    yaml_cfg = build_config(str(REPO / "configs" / f"retinanet_R_50_FPN_{norm}.yaml"), ["MODEL.DEVICE", "cpu"])
+    yaml_model = build_model(yaml_cfg)
+    assert shapes(lazy) == shapes(yaml_model)
+    assert shapes(lazy)["backbone.bottom_up.res5.2.conv3.weight"] == (2048, 512, 1, 1)
+    assert repr(lazy) == repr(yaml_model)
+
+
+def test_r50_lazy_configs_follow_the_paper_protocol():
+    for norm, expected in (("frn", FilterResponseNorm2d), ("gn", nn.GroupNorm), ("bn", nn.BatchNorm2d)):
+        cfg = lazy_cfg(LAZY / f"retinanet_R_50_FPN_{norm}.py")
+        assert cfg.dataloader.train.total_batch_size == 64 and cfg.train.max_iter == 125000
+        assert cfg.optimizer.lr == 0.04 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 4e-4
+        assert cfg.optimizer.params.weight_decay_norm == 0.0 and cfg.train.init_checkpoint == ""
+        assert cfg.model.backbone.bottom_up.freeze_at == 0
+        sched = instantiate(cfg.lr_multiplier)
+        assert sched(0.0) == pytest.approx(0.001) and sched(1999 / 125000) < 1.0
+        assert sched(2000 / 125000) == pytest.approx(1.0)
+        assert sched(83333 / 125000) == pytest.approx(0.1) and sched(111111 / 125000) == pytest.approx(0.01)
+        assert cfg.model.backbone.bottom_up.stages.norm == norm.upper()
+        assert cfg.model.head.norm == norm.upper()  # the interpolations follow the one place
+
+
+def record_execution(model, inputs):
+    """(type, name) of every leaf module call and ("relu", None) for every relu function
+    call, in execution order."""
+    events = []
+
+    class ReluSpy(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("relu", "relu_"):
+                events.append(("relu", None))
+            return func(*args, **(kwargs or {}))
+
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, name=name: events.append((type(mod).__name__, name)))
+        for name, m in model.named_modules()
+        if not list(m.children()) or isinstance(m, FilterResponseNorm2d)
+    ]
+    try:
+        with ReluSpy(), torch.no_grad():
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return events
+
+
+@pytest.mark.parametrize("norm", ["FRN", "GN+TLU"])
+def test_lazy_model_has_no_relu_after_frn_tlu(norm):
+    lazy, yaml_model = lazy_model(norm).eval(), build_model(tiny_cfg(norm)).eval()
+    inputs = [{"image": torch.rand(3, 64, 64) * 255}]
+    events = record_execution(lazy, inputs)
+    assert events == record_execution(yaml_model, inputs)  # the same modules and relus, in the same order
+    tlu_like = [i for i, (kind, name) in enumerate(events)
+                if kind == "TLU" or (kind == "FilterResponseNorm2d" and lazy.get_submodule(name).tlu)]
+    assert len(tlu_like) > 20
+    assert [events[i] for i in tlu_like if i + 1 < len(events) and events[i + 1][0] in ("relu", "ReLU")] == []
+    assert sum(1 for kind, _ in events if kind == "relu") == 1  # only between P6 and P7, where there is no norm
+    assert not any(isinstance(m, nn.ReLU) for m in lazy.modules())
+
+
+def norm_layers(model):
+    """Every norm of the model: the convs' norms and the head subnets' norm modules."""
+    convs = [m.norm for m in model.modules() if isinstance(m, nn.Conv2d) and getattr(m, "norm", None) is not None]
+    head = [m for s in (model.head.cls_subnet, model.head.bbox_subnet) for m in s
+            if not isinstance(m, (nn.Conv2d, nn.ReLU, nn.Identity, TLU))]
+    return convs + head
+
+
+@pytest.mark.parametrize("norm, expected", [("GN", nn.GroupNorm), ("BN", (nn.BatchNorm2d, CycleBatchNormList))])
+def test_one_command_line_override_changes_every_norm(norm, expected):
+    default = norm_layers(lazy_model())
+    assert len(default) == 1 + 2 * 8 + 3 + 6 + 4 and all(isinstance(n, FilterResponseNorm2d) for n in default)
+    changed = norm_layers(lazy_model(norm))
+    assert len(changed) == len(default)
+    assert all(isinstance(n, expected) for n in changed), [type(n).__name__ for n in changed]
+    if norm == "BN":  # per-level statistics in the head, as Detectron2 keeps them
+        assert all(isinstance(n, CycleBatchNormList) and len(n) == 5 for n in changed[-4:])
+
+
+def test_norm_parts_and_options_override_separately():
+    model = lazy_model("GN", "model.head.norm=GN+TLU", "model.backbone.norm=''",
+                       "model.backbone.bottom_up.stages.norm_options.frn.eps=1e-5")
+    assert all(isinstance(m.norm, nn.GroupNorm) for m in model.backbone.bottom_up.modules()
+               if isinstance(m, nn.Conv2d) and getattr(m, "norm", None) is not None)
+    assert all(m.norm is None for m in list(model.backbone.lateral_convs) + list(model.backbone.output_convs))
+    assert sum(isinstance(m, TLU) for m in model.head.cls_subnet) == 2
+    frn = lazy_model("FRN", "model.backbone.bottom_up.stages.norm_options.frn.eps=1e-5",
+                     "model.backbone.bottom_up.stages.norm_options.frn.learnable_eps=true")
+    frns = [m for m in frn.modules() if isinstance(m, FilterResponseNorm2d)]
+    assert len(frns) == 30 and all(m.eps == 1e-5 and m.eps_l is not None for m in frns)
+
+
+def test_norm_can_be_an_importable_callable(tmp_path):
+    cfg = lazy_cfg(TINY_LAZY)
+    cfg.model.backbone.bottom_up.stages.norm = nn.BatchNorm2d  # Detectron2's convention: a ReLU follows it
+    model = instantiate(cfg.model)
+    norms = norm_layers(model)
+    assert len(norms) == 30 and all(type(n) is nn.BatchNorm2d for n in norms)
+    assert sum(isinstance(m, nn.ReLU) for m in model.head.modules()) == 4
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    assert not (tmp_path / "config.yaml.pkl").exists()
+    assert LazyConfig.load(str(tmp_path / "config.yaml")).model.backbone.bottom_up.stages.norm is nn.BatchNorm2d
+
+
+def test_unknown_norm_names_the_lazy_key():
+    with pytest.raises(ValueError,
+                       match=r"model\.backbone\.bottom_up\.stem\.norm='BatchNorm' is not a known norm.*'FRN'"):
+        lazy_model("BatchNorm")
+    with pytest.raises(ValueError, match=r"model\.head\.norm='GN\+GELU' is not a known norm"):
+        lazy_model("GN", "model.head.norm=GN+GELU")
+
+
+def test_config_saves_to_yaml_and_reloads(tmp_path):
+    cfg = lazy_cfg(TINY_LAZY, f"{NORM_KEY}=GN+TLU")
+    path = tmp_path / "config.yaml"
+    LazyConfig.save(cfg, str(path))
+    assert path.is_file() and not (tmp_path / "config.yaml.pkl").exists()  # nothing unserializable (no lambdas)
+    again = LazyConfig.load(str(path))
+    assert again.model.backbone.bottom_up.stages.norm == "GN+TLU"
+    raw = OmegaConf.to_container(again.model.head, resolve=False)
+    assert raw["norm"] == "${..backbone.bottom_up.stages.norm}"  # the link is kept
+    assert shapes(instantiate(again.model)) == shapes(instantiate(cfg.model))
+
+
+def group_settings(optimizer):
+    return {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("norm", ["FRN", "EvoNormS0", "BN"])
+def test_lazy_optimizer_groups_equal_the_yaml_ones(norm):
+    cfg = lazy_cfg(TINY_LAZY, f"{NORM_KEY}={norm}",
+                   "model.backbone.bottom_up.stages.norm_options.frn.learnable_eps=true")
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    lazy_opt = instantiate(cfg.optimizer)
+    ycfg = tiny_cfg(norm, "MODEL.FRN.LEARNABLE_EPS", "True")
+    yaml_opt = build_optimizer(ycfg, model)
+    assert group_settings(lazy_opt) == group_settings(yaml_opt)
+    decays = group_settings(lazy_opt)
+    norm_params = [p for m in model.modules() if isinstance(m, (FilterResponseNorm2d, TLU, nn.BatchNorm2d)) or
+                   type(m).__name__.startswith("EvoNorm") for p in m.parameters(recurse=False)]
+    assert len(norm_params) > 40 and all(decays[id(p)] == (0.02, 0.0) for p in norm_params)
+    assert all(decays[id(m.weight)] == (0.02, 1e-4) for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_lazy_schedule_equals_the_yaml_one():
+    cfg = lazy_cfg(TINY_LAZY)
+    params = [nn.Parameter(torch.zeros(1))]
+    ycfg = tiny_cfg("FRN")
+    yaml_opt = torch.optim.SGD(params, lr=ycfg.SOLVER.BASE_LR)
+    lazy_opt = torch.optim.SGD(params, lr=cfg.optimizer.lr)
+    yaml_sched = build_lr_scheduler(ycfg, yaml_opt)
+    lazy_sched = LRMultiplier(lazy_opt, multiplier=instantiate(cfg.lr_multiplier), max_iter=cfg.train.max_iter)
+    yaml_lrs, lazy_lrs = [], []
+    for _ in range(ycfg.SOLVER.MAX_ITER):
+        yaml_lrs.append(yaml_opt.param_groups[0]["lr"])
+        lazy_lrs.append(lazy_opt.param_groups[0]["lr"])
+        yaml_opt.step(), lazy_opt.step(), yaml_sched.step(), lazy_sched.step()
+    assert lazy_lrs == pytest.approx(yaml_lrs, rel=1e-12, abs=0)
+    assert cfg.train.max_iter == 300
+    assert lazy_lrs[0] == pytest.approx(0.02 * 0.001) and lazy_lrs[-1] == pytest.approx(2e-4)
+
+
+def test_tiny_lazy_data_and_training_match_the_yaml_config():
+    cfg, ycfg = lazy_cfg(TINY_LAZY), tiny_cfg("FRN")
+    assert cfg.dataloader.train.dataset.names == ycfg.DATASETS.TRAIN[0] == "frn_shapes_train"
+    assert cfg.dataloader.test.dataset.names == ycfg.DATASETS.TEST[0] == "frn_shapes_val"
+    assert cfg.dataloader.train.total_batch_size == ycfg.SOLVER.IMS_PER_BATCH == 8
+    assert cfg.train.checkpointer.period == ycfg.SOLVER.CHECKPOINT_PERIOD and cfg.train.device == "cpu"
+    lazy_augs = assert_same_augmentations(cfg, ycfg)
+    assert tuple(lazy_augs[0].short_edge_length) == (160,) and lazy_augs[0].max_size == 160
+
+
+def assert_same_augmentations(cfg, ycfg):
+    """The LazyConfig's train and test mappers resize and flip as the yacs config's do."""
+    for is_train, loader in ((True, cfg.dataloader.train), (False, cfg.dataloader.test)):
+        lazy_augs = instantiate(loader.mapper).augmentations.augs
+        yaml_augs = DatasetMapper(ycfg, is_train=is_train).augmentations.augs
+        assert [type(a) for a in lazy_augs] == [type(a) for a in yaml_augs]
+        for a, b in zip(lazy_augs, yaml_augs):
+            assert {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in vars(a).items()} == \
+                   {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in vars(b).items()}
+        if is_train:
+            train_augs = lazy_augs
+    return train_augs
+
+
+def test_r50_lazy_data_matches_the_yaml_config():
+    cfg = lazy_cfg(LAZY / "retinanet_R_50_FPN_frn.py")
+    ycfg = build_config(str(REPO / "configs" / "retinanet_R_50_FPN_frn.yaml"), ["MODEL.DEVICE", "cpu"])
+    assert cfg.dataloader.train.dataset.names == ycfg.DATASETS.TRAIN[0] == "coco_2017_train"
+    assert cfg.dataloader.test.dataset.names == ycfg.DATASETS.TEST[0] == "coco_2017_val"
+    assert cfg.dataloader.train.total_batch_size == ycfg.SOLVER.IMS_PER_BATCH
+    train_augs = assert_same_augmentations(cfg, ycfg)
+    assert tuple(train_augs[0].short_edge_length) == (640, 672, 704, 736, 768, 800)
+
+
+@pytest.mark.parametrize("norm", ["GN", "FRN"])
+def test_trainer_build_model_from_lazy_config_equals_yaml(norm):
+    opts = ["MODEL.FRN.EPS", "1e-5"]
+    torch.manual_seed(0)
+    yaml_model = Trainer.build_model(tiny_cfg(norm, *opts))
+    torch.manual_seed(0)
+    # the path relative to configs/, as the sweep's model group gives it
+    lazy = Trainer.build_model(tiny_cfg(norm, *opts, "MODEL.LAZY_CONFIG", "lazy/tiny_retinanet_cpu.py"))
+    assert type(lazy).__name__ == "FRNRetinaNet"
+    assert shapes(lazy) == shapes(yaml_model) and repr(lazy) == repr(yaml_model)
+    ys, ls = yaml_model.state_dict(), lazy.state_dict()
+    assert all(torch.equal(ys[k], ls[k]) for k in ys)
+    if norm == "FRN":  # MODEL.FRN.* reaches the lazy model
+        assert all(m.eps == 1e-5 for m in lazy.modules() if isinstance(m, FilterResponseNorm2d))
+
+
+def test_trainer_build_model_applies_classes_pixels_and_norms_per_key():
+    cfg = tiny_cfg("GN", "MODEL.LAZY_CONFIG", str(TINY_LAZY), "MODEL.RETINANET.NUM_CLASSES", "7",
+                   "MODEL.RETINANET.NORM", "BN", "MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0]")
+    lazy = Trainer.build_model(cfg)
+    assert lazy.num_classes == 7 and lazy.head.cls_score.out_channels == 7 * 9
+    assert lazy.pixel_mean.flatten().tolist() == [1.0, 2.0, 3.0]
+    assert isinstance(lazy.head.cls_subnet[1], CycleBatchNormList)
+    assert isinstance(lazy.backbone.bottom_up.stem.conv1.norm, nn.GroupNorm)
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        Trainer.build_model(tiny_cfg("GN", "MODEL.LAZY_CONFIG", "lazy/nope.py"))
+
+
+def test_sweep_model_entry_names_the_lazy_config():
+    entry = OmegaConf.load(REPO / "configs" / "sweep" / "model" / "tiny_cpu_lazy.yaml")
+    assert entry.name == "tiny_cpu_lazy" and entry.device == "cpu"
+    assert (REPO / "configs" / entry.config_file).is_file() and (REPO / "configs" / entry.lazy_config).is_file()
+
+
+def test_lazy_datasets_are_prepared_and_checked():
+    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+
+    assert prepare_lazy_datasets(lazy_cfg(TINY_LAZY)) == ["frn_shapes_train", "frn_shapes_val"]
+    with pytest.raises(KeyError) as err:
+        prepare_lazy_datasets(lazy_cfg(TINY_LAZY, "dataloader.test.dataset.names=no_such_set"))
+    assert err.value.args[0].startswith("Dataset 'no_such_set' is not registered")
+    with pytest.raises(ValueError, match="has 4 categories, but the model has only 2 classes"):
+        prepare_lazy_datasets(lazy_cfg(TINY_LAZY, "model.num_classes=2"))
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+def small_val_set(tmp_path, n=12):
+    """The first n images of frn_shapes_val as their own COCO json (a quick evaluation)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
+    meta = MetadataCatalog.get("frn_shapes_val")
+    data = json.loads(Path(meta.json_file).read_text())
+    keep = {im["id"] for im in data["images"][:n]}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    path = tmp_path / "small_val.json"
+    path.write_text(json.dumps(data))
+    return f"[[small_val,{path},{meta.image_root}]]"
+
+
+def final_ap(output: str) -> list:
+    lines = re.findall(r"copypaste: ((?:[\d.]+|nan)(?:,(?:[\d.]+|nan)){5})\s*$", output, flags=re.M)
+    assert lines, output[-3000:]
+    return [float(x) for x in lines[-1].split(",")]
+
+
+@pytest.mark.slow
+def test_lazyconfig_train_net_trains_evaluates_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    common = [f"train.output_dir={out}", f"dataloader.prepare.register_coco={small_val_set(tmp_path)}",
+              "dataloader.test.dataset.names=small_val",
+              "model.test_score_thresh=0.0"]  # detections (and a numeric AP) even after 6 iterations
+    proc = run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, *common, "train.max_iter=6",
+                    "dataloader.train.total_batch_size=2", "train.checkpointer.period=3", "train.log_period=1")
+    ap = final_ap(proc.stdout)
+    assert len(ap) == 6 and 0.0 <= ap[0] <= 100.0 and 0.0 <= ap[1] <= 100.0
+    results = json.loads(proc.stdout.split("Evaluation results: ")[-1].splitlines()[0])["bbox"]
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(results)
+    assert (out / "model_final.pth").is_file() and (out / "model_0000002.pth").is_file()
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    assert (out / "config.yaml").is_file() and "stages" in (out / "config.yaml").read_text()
+    assert (out / "inference" / "coco_instances_results.json").is_file()
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert max(m["iteration"] for m in metrics if "total_loss" in m) == 5  # iterations 0..5 trained
+
+    again = run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, "--eval-only", "--resume", *common)
+    assert str(final_ap(again.stdout)) == str(ap)  # the trained weights, evaluated again (NaN-safe)
+    assert "model_final.pth" in again.stdout
+
+    empty = run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, "--eval-only",
+                     f"train.output_dir={tmp_path / 'empty'}", check=False)
+    assert empty.returncode != 0 and "Nothing was evaluated" in empty.stdout + empty.stderr
+
+
+@pytest.mark.slow
+def test_detectron2s_own_lazyconfig_train_net_runs_the_configs(tmp_path):
+    script = Path(sysconfig.get_paths()["purelib"]) / "tools" / "lazyconfig_train_net.py"
+    if not script.is_file():
+        pytest.skip(f"Detectron2's tools/lazyconfig_train_net.py is not installed ({script})")
+    out = tmp_path / "d2"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--config-file", str(TINY_LAZY), f"train.output_dir={out}", "train.max_iter=2",
+         "dataloader.train.total_batch_size=2", f"{NORM_KEY}=GN+TLU"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=dict(os.environ),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert (out / "model_final.pth").is_file()
+    state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    assert "head.cls_subnet.2.tau" in state  # GN+TLU: the head's TLU, from frn-det's builders
+    assert len(final_ap(proc.stdout)) == 6  # its own evaluation ran too (NaN: 2 iterations find nothing)
