@@ -1,5 +1,6 @@
-"""Helpers shared by the tests of the fused FRN backends (test_frn_fused.py,
-test_frn_triton.py): parameters, the op-by-op reference, and what autograd saves."""
+"""Helpers shared by the tests: FRN parameters, the op-by-op reference and what autograd
+saves (test_frn_fused.py, test_frn_triton.py), and the module/relu execution trace
+(test_models.py, test_norms.py, test_lazyconfig.py)."""
 import torch
 
 from frn_det.layers.frn import frn_reference
@@ -34,3 +35,25 @@ def run(fn, x, params, dz):
 
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def record_execution(model, inputs, select):
+    """(name, module) for every call of a module that `select(name, module)` accepts and
+    ("relu", None) for every relu function call, in execution order (under no_grad)."""
+    events = []
+
+    class ReluSpy(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("relu", "relu_"):
+                events.append(("relu", None))
+            return func(*args, **(kwargs or {}))
+
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: events.append((name, mod)))
+             for name, m in model.named_modules() if select(name, m)]
+    try:
+        with ReluSpy(), torch.no_grad():
+            model(inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return events

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import REPO, run_tool, tiny_cfg
+from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.train_net import build_config
 from frn_det.engine.trainer import Trainer
@@ -119,37 +120,18 @@ def test_r50_lazy_configs_follow_the_paper_protocol():
         assert cfg.model.head.norm == norm.upper()  # the interpolations follow the one place
 
 
-def record_execution(model, inputs):
-    """(type, name) of every leaf module call and ("relu", None) for every relu function
-    call, in execution order."""
-    events = []
-
-    class ReluSpy(torch.overrides.TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if getattr(func, "__name__", "") in ("relu", "relu_"):
-                events.append(("relu", None))
-            return func(*args, **(kwargs or {}))
-
-    handles = [
-        m.register_forward_hook(lambda mod, i, o, name=name: events.append((type(mod).__name__, name)))
-        for name, m in model.named_modules()
-        if not list(m.children()) or isinstance(m, FilterResponseNorm2d)
-    ]
-    try:
-        with ReluSpy(), torch.no_grad():
-            model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return events
+def trace(model, inputs):
+    """(module type, name) of every leaf module (and FRN) call, ("relu", None) for relu calls."""
+    select = lambda name, m: not list(m.children()) or isinstance(m, FilterResponseNorm2d)  # noqa: E731
+    return [(name, None) if m is None else (type(m).__name__, name) for name, m in record_execution(model, inputs, select)]
 
 
 @pytest.mark.parametrize("norm", ["FRN", "GN+TLU"])
 def test_lazy_model_has_no_relu_after_frn_tlu(norm):
     lazy, yaml_model = lazy_model(norm).eval(), build_model(tiny_cfg(norm)).eval()
     inputs = [{"image": torch.rand(3, 64, 64) * 255}]
-    events = record_execution(lazy, inputs)
-    assert events == record_execution(yaml_model, inputs)  # the same modules and relus, in the same order
+    events, yaml_events = (trace(model, inputs) for model in (lazy, yaml_model))
+    assert events == yaml_events  # the same modules and relus, in the same order
     tlu_like = [i for i, (kind, name) in enumerate(events)
                 if kind == "TLU" or (kind == "FilterResponseNorm2d" and lazy.get_submodule(name).tlu)]
     assert len(tlu_like) > 20

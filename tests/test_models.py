@@ -7,6 +7,7 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from torch import nn
 
 from conftest import tiny_cfg
+from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.train_net import build_config
 from frn_det.layers import TLU, FilterResponseNorm2d
@@ -44,34 +45,11 @@ def test_bn_head_keeps_per_level_statistics():
     assert len(head.cls_subnet[1]) == 5  # P3-P7
 
 
-def record_execution(model, inputs):
-    """Leaf-module and relu-function events in execution order."""
-    events = []
-
-    class ReluSpy(torch.overrides.TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if getattr(func, "__name__", "") in ("relu", "relu_"):
-                events.append(("relu", None))
-            return func(*args, **(kwargs or {}))
-
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, name=name: events.append((name, mod)))
-        for name, m in model.named_modules()
-        if isinstance(m, (FilterResponseNorm2d, TLU))
-    ]
-    try:
-        with ReluSpy(), torch.no_grad():
-            model(inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return events
-
-
 @pytest.mark.parametrize("residual", ["TLU", "ReLU"])
 def test_frn_model_has_no_relu_after_frn_tlu(residual):
     model = build_model(tiny_cfg("FRN", "MODEL.FRN.RESIDUAL_ACTIVATION", residual)).eval()
-    events = record_execution(model, [{"image": torch.rand(3, 64, 64) * 255}])
+    events = record_execution(model, [{"image": torch.rand(3, 64, 64) * 255}],
+                              lambda name, m: isinstance(m, (FilterResponseNorm2d, TLU)))
     frn_tlu_calls = [i for i, (_, m) in enumerate(events) if isinstance(m, FilterResponseNorm2d) and m.tlu]
     assert len(frn_tlu_calls) > 20
     offenders = [events[i][0] for i in frn_tlu_calls if i + 1 < len(events) and events[i + 1][0] == "relu"]

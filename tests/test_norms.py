@@ -14,6 +14,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from conftest import tiny_cfg
+from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.layers import (
     ACCEPTED_NORMS,
@@ -446,27 +447,6 @@ def test_every_norm_string_builds_and_trains_one_step(spec):
     assert missing == []
 
 
-def record(model, inputs, kinds):
-    """Leaf modules of `kinds` and relu calls, in execution order."""
-    events = []
-
-    class ReluSpy(torch.overrides.TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if getattr(func, "__name__", "") in ("relu", "relu_"):
-                events.append(("relu", None))
-            return func(*args, **(kwargs or {}))
-
-    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: events.append((name, mod)))
-             for name, m in model.named_modules() if isinstance(m, kinds)]
-    try:
-        with ReluSpy(), torch.no_grad():
-            model(inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return events
-
-
 def ends_in_activation(m):
     return (isinstance(m, (EvoNorm2dB0, EvoNorm2dS0)) and m.apply_act) or isinstance(m, TLU) or \
         (isinstance(m, FilterResponseNorm2d) and m.tlu)
@@ -480,7 +460,7 @@ def ends_in_activation(m):
 def test_no_relu_follows_a_norm_activation_layer(spec, relus):
     kinds = (EvoNorm2dB0, EvoNorm2dS0, TLU, FilterResponseNorm2d, nn.GroupNorm, nn.BatchNorm2d)
     model = build_model(tiny_cfg(spec)).eval()
-    events = record(model, [{"image": torch.rand(3, 64, 64) * 255}], kinds)
+    events = record_execution(model, [{"image": torch.rand(3, 64, 64) * 255}], lambda name, m: isinstance(m, kinds))
     acts = [i for i, (_, m) in enumerate(events) if m is not None and ends_in_activation(m)]
     offenders = [events[i][0] for i in acts if i + 1 < len(events) and events[i + 1][0] == "relu"]
     assert offenders == []

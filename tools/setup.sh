@@ -36,6 +36,8 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 echo "[setup] installing torch, torchvision, Detectron2 and frn-det (first run downloads ~3 GB)"
 "${pip[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" install -q -e ".[detectron2,dev]"
+# setuptools' editable backend emits an informational "Editable installation" warning on
+# every editable install; it says nothing about this project.
+PYTHONWARNINGS="ignore:Editable installation" "${pip[@]}" install -q -e ".[detectron2,dev]"
 "$VENV/bin/python" -c "import frn_det, detectron2, torch; print('[setup] ok: torch', torch.__version__, 'detectron2', detectron2.__version__)"
 echo "$want" > "$STAMP"
