@@ -171,3 +171,32 @@ def test_training_curves_plot_is_written_from_the_logs(sweep):
     assert image.shape[0] > 200 and image.shape[1] > 300
     assert "![training curves](training_curves.png)" in paths["md"].read_text()
     assert not math.isnan(float(image.mean()))
+
+
+def test_the_baselines_difference_is_shown_once(sweep):
+    md = write_report([sweep])["md"].read_text()
+    diffs = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
+    rows = [line.split("|")[1].strip() for line in diffs.splitlines()[2:]]
+    assert rows == ["gn − bn", "frn − bn", "frn − gn"]
+
+
+def test_no_ap_panel_without_evaluations_during_training(sweep, tmp_path):
+    """One final evaluation is one point: the curves plot then has only the loss row."""
+    import matplotlib.image
+
+    from frn_det.report.curves import plot_training_curves
+    from frn_det.report.load import load_runs
+
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)  # the fixture is shared: change a copy
+    runs = load_runs([copy])
+    plot_training_curves(runs, tmp_path / "loss_only.png")
+    for run in runs:  # add AP at three iterations to every run's log
+        log = Path(run["source"]).parent / "training_metrics.json"
+        log.write_text(log.read_text() + "".join(json.dumps({"iteration": it, "val/bbox/AP": 5.0 + it / 100}) + "\n"
+                                                 for it in (49, 99, 199)))
+    plot_training_curves(runs, tmp_path / "with_ap.png")
+    loss_only, with_ap = (matplotlib.image.imread(tmp_path / n) for n in ("loss_only.png", "with_ap.png"))
+    assert with_ap.shape[0] > 1.5 * loss_only.shape[0]  # a second row of panels

@@ -61,6 +61,8 @@ def differences(runs: Sequence[dict], samples: Dict[str, RunSamples], metric: st
             base_group = groups.get((base, ims))
             if norm == base or base_group is None:
                 continue
+            if norm in BASELINES and BASELINES.index(norm) < BASELINES.index(base):
+                continue  # bn - gn is gn - bn reversed: show the baselines' difference once
             a, b = _samples_of(base_group.runs, samples), _samples_of(group.runs, samples)
             interval = difference_interval(a, b, metric) if a and b else None
             if interval is not None:

@@ -70,7 +70,9 @@ def plot_training_curves(runs: Sequence[dict], path: Path) -> None:
     """Save the curves to ``path`` (PNG); runs without a log are left out."""
     curves: Dict[str, tuple] = {r["source"]: run_curves(r) for r in runs}
     with_loss = [r for r in runs if curves[r["source"]][0]]
-    any_ap = any(curves[r["source"]][1] for r in with_loss)
+    # AP over training only when runs evaluated during it (eval_period > 0): the final
+    # evaluation alone is one point, already in the main plot.
+    any_ap = any(len(curves[r["source"]][1]) > 1 for r in with_loss)
     ims, colours = ims_in(with_loss), norm_colours(norms_in(with_loss))
     rows = 2 if any_ap else 1
     fig, axes = plt.subplots(rows, max(1, len(ims)), figsize=(4.2 * max(1, len(ims)), 3.4 * rows), dpi=110, squeeze=False)
