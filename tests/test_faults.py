@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_CONFIG, run_tool
+from conftest import ONE_THREAD, REPO, TINY_CONFIG, run_tool
 from frn_det.sweep.events import read_events
 
 pytestmark = pytest.mark.slow
@@ -20,6 +20,7 @@ SHORT = ["schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[
 
 def start(script, *args):
     return subprocess.Popen([sys.executable, str(REPO / "tools" / script), *map(str, args)], cwd=REPO,
+                            env={**os.environ, **ONE_THREAD},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import ONE_THREAD, REPO
 from frn_det.sweep.cluster import resolve_distributed
 from frn_det.sweep.events import read_events
 
@@ -49,7 +49,7 @@ def free_port() -> int:
 def start_nodes(out, port, *extra):
     procs = []
     for node in (0, 1):
-        env = {**os.environ, "SLURM_NODEID": str(node), "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "127.0.0.1",
+        env = {**os.environ, **ONE_THREAD, "SLURM_NODEID": str(node), "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "127.0.0.1",
                "SLURM_JOB_ID": "1", "MASTER_PORT": str(port)}
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "num_machines=2", "norm=gn",

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import TINY_CONFIG, run_tool
+from conftest import ONE_THREAD, TINY_CONFIG, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,7 @@ def test_two_gloo_workers_with_naive_sync_bn(tmp_path):
     proc = run_tool(
         "train_net.py", "--num-gpus", 2, "--dist-url", "auto",
         *tiny_args(tmp_path, "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "MODEL.RETINANET.NORM", norm, iters=6),
+        env=ONE_THREAD,
     )
     log = proc.stdout + proc.stderr
     assert "World size: 2" in log

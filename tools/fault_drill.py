@@ -38,10 +38,12 @@ def sweep_command(out: Path, norms: str, iters: int):
 
 
 def start_racing_sweeps(cmd, log, rng):
-    """Two sweeps on the same folder, the second started up to 2 s after the first."""
-    first = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """Two sweeps on the same folder, the second started up to 2 s after the first. One
+    OpenMP thread each (unless set): two processes with a thread per core spin against each other."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(rng.uniform(0.0, 2.0))
-    second = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    second = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return [first, second]
 
 
