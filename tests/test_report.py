@@ -238,3 +238,11 @@ def test_single_setting_all_diverged_still_reports(tmp_path):
     rows = md_rows(paths["md"].read_text())
     assert rows == {"frn": ["diverged@5, diverged@9"], "ln": ["running"]}
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_norm_variants_follow_their_norm_in_the_report_order():
+    from frn_det.report.aggregate import norm_sort_key
+
+    norms = ["frn_relu", "gn+tlu", "evonorm_s0", "bn_tlu", "frn", "gnws", "gn", "bn", "brn", "syncbn_tlu", "syncbn", "zzz"]
+    assert sorted(norms, key=norm_sort_key) == [
+        "bn", "bn_tlu", "syncbn", "syncbn_tlu", "brn", "gn", "gn+tlu", "gnws", "evonorm_s0", "frn", "frn_relu", "zzz"]

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 # Report order: the BN family first (BN is the baseline), then the batch-independent norms.
-NORM_ORDER = ("bn", "syncbn", "frozenbn", "gn", "frn")
+# A variant of a listed norm ("gn_tlu", "gn+tlu", "frn_relu") follows its norm.
+NORM_ORDER = ("bn", "syncbn", "frozenbn", "brn", "syncbrn", "gn", "gnws", "evonorm_b0", "evonorm_s0", "frn")
 
 FINISHED = "finished"
 
@@ -13,6 +14,10 @@ FINISHED = "finished"
 def norm_sort_key(norm: str) -> Tuple[int, str]:
     if norm in NORM_ORDER:
         return (NORM_ORDER.index(norm), "")
+    bases = [b for b in NORM_ORDER if norm.startswith((b + "_", b + "+"))]
+    if bases:
+        base = max(bases, key=len)  # "syncbn_tlu" belongs to syncbn, not bn
+        return (NORM_ORDER.index(base), norm)
     return (len(NORM_ORDER), norm)
 
 
