@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .aggregate import ims_in, norms_in, run_sort_key  # noqa: E402
-from .plots import norm_colours  # noqa: E402
+from .plots import norm_colours, norm_linestyles  # noqa: E402
 
 log = logging.getLogger(__name__)
 TRAINING_LOG = "training_metrics.json"  # the sweep's name for Detectron2's JSON log
@@ -73,7 +73,7 @@ def plot_training_curves(runs: Sequence[dict], path: Path) -> None:
     # AP over training only when runs evaluated during it (eval_period > 0): the final
     # evaluation alone is one point, already in the main plot.
     any_ap = any(len(curves[r["source"]][1]) > 1 for r in with_loss)
-    ims, colours = ims_in(with_loss), norm_colours(norms_in(with_loss))
+    ims, colours, styles = ims_in(with_loss), norm_colours(norms_in(with_loss)), norm_linestyles(norms_in(with_loss))
     rows = 2 if any_ap else 1
     fig, axes = plt.subplots(rows, max(1, len(ims)), figsize=(4.2 * max(1, len(ims)), 3.4 * rows), dpi=110, squeeze=False)
     for col, i in enumerate(ims):
@@ -84,7 +84,7 @@ def plot_training_curves(runs: Sequence[dict], path: Path) -> None:
             loss, ap = curves[run["source"]]
             label = run["norm"] if run["norm"] not in seen_labels else None  # one legend entry per norm
             seen_labels.add(run["norm"])
-            style = "-" if run["status"] == "finished" else ":"
+            style = styles[run["norm"]] if run["status"] == "finished" else ":"
             x, y = zip(*loss)
             ax_loss.plot(x, smooth(y), style, color=colours[run["norm"]], linewidth=1.3, label=label)
             if ax_ap is not None and ap:

@@ -18,18 +18,38 @@ FIXED_COLOURS = {"bn": "tab:blue", "gn": "tab:green", "frn": "tab:red"}
 FAIL_Y = 0.04  # axes fraction where diverged/failed settings are marked
 
 
+def variant_base(norm: str, norms: Sequence[str]) -> Optional[str]:
+    """The norm that `norm` is a variant of ("gn" for "gn_tlu" or "gn+tlu"), if it is in `norms`."""
+    bases = [b for b in norms if b != norm and norm.startswith((b + "_", b + "+"))]
+    return max(bases, key=len) if bases else None
+
+
 def norm_colours(norms: Sequence[str]) -> Dict[str, str]:
-    """Fixed colours for bn/gn/frn so plots compare across sweeps; others from the default cycle."""
-    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
-             if c not in ("#1f77b4", "#2ca02c", "#d62728")]  # tab:blue/green/red are taken
+    """Fixed colours for bn/gn/frn so plots compare across sweeps; a variant ("gn+tlu")
+    takes its norm's colour (and a dashed line, `norm_linestyles`); others get distinct
+    colours from tab10, then tab20."""
+    taken = set(FIXED_COLOURS.values())
+    palette = [c for c in [f"tab:{n}" for n in ("orange", "purple", "brown", "pink", "gray", "olive", "cyan")]
+               + list(plt.get_cmap("tab20").colors[1::2]) if c not in taken]
     colours, i = {}, 0
     for norm in norms:
         if norm in FIXED_COLOURS:
             colours[norm] = FIXED_COLOURS[norm]
+    for norm in norms:
+        base = variant_base(norm, list(norms) + list(FIXED_COLOURS))
+        if norm in colours:
+            continue
+        if base is not None and (base in colours or base in FIXED_COLOURS):
+            colours[norm] = colours.get(base, FIXED_COLOURS.get(base))
         else:
-            colours[norm] = cycle[i % len(cycle)]
+            colours[norm] = palette[i % len(palette)]
             i += 1
     return colours
+
+
+def norm_linestyles(norms: Sequence[str]) -> Dict[str, str]:
+    """Dashed for a variant of another norm, solid otherwise."""
+    return {n: "--" if variant_base(n, list(norms) + list(FIXED_COLOURS)) else "-" for n in norms}
 
 
 def _error_bar(ap: Optional[Stat], interval: Optional[Interval]) -> Tuple[float, float]:
@@ -56,8 +76,9 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
     intervals = intervals or {}
     groups = group_runs(runs)
     norms, ims = norms_in(runs), ims_in(runs)
-    colours = norm_colours(norms)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colours, styles = norm_colours(norms), norm_linestyles(norms)
+    many = len(norms) > 4
+    fig, ax = plt.subplots(figsize=(9, 4.8) if many else (7, 4.5), dpi=120)
     at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
     any_fail = False
     for k, norm in enumerate(norms):
@@ -68,7 +89,8 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
                 continue
             ap = g.stat("AP")
             # NaN breaks the line, so a failed setting is not bridged by its neighbours.
-            xs.append(i)
+            # With many norms the points are dodged sideways so their error bars stay apart.
+            xs.append(i * (2 ** (0.025 * (k - (len(norms) - 1) / 2)) if many else 1))
             ys.append(ap.mean if ap is not None else math.nan)
             lo, hi = _error_bar(ap, intervals.get((norm, i)))
             lows.append(lo)
@@ -81,7 +103,7 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
                 any_fail = True
         if any(math.isfinite(y) for y in ys):
             ax.errorbar(xs, ys, yerr=[lows, highs] if any(lows + highs) else None, color=colours[norm],
-                        marker="o", capsize=3, linewidth=1.5, label=norm)
+                        linestyle=styles[norm], marker="o", capsize=3, linewidth=1.5, label=norm)
         else:
             ax.plot([], [], "o-", color=colours[norm], label=f"{norm} (no result)")
 
@@ -116,6 +138,9 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
         handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
                               markersize=8, markeredgewidth=2))
         labels.append("diverged/failed")
-    ax.legend(handles, labels, fontsize=8, loc="best")
+    if many:  # outside the axes, where it hides no line
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(handles, labels, fontsize=8, loc="best")
     fig.tight_layout()
     return fig
