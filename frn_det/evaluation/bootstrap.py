@@ -67,7 +67,7 @@ class PerImageEval:
         evaluate on these images only (default: all of coco_gt's). backend: "auto"
         (faster-coco-eval when installed), "faster_coco_eval" or "pycocotools".
         """
-        gt = _load_gt(coco_gt)
+        gt = load_gt(coco_gt)
         dt = _load_dt(gt, coco_dt)
         coco_eval = _make_coco_eval(gt, dt, iou_type, backend)
         p = coco_eval.params
@@ -265,7 +265,8 @@ def _faster_records(eval_imgs_cpp, I, K, A, T, a):
                    np.asarray(dt_ig, dtype=bool).reshape(T, D), len(gt_ig) - sum(gt_ig))
 
 
-def _load_gt(coco_gt):
+def load_gt(coco_gt):
+    """A pycocotools COCO from a COCO object (returned as is), a dict or a json path."""
     from pycocotools.coco import COCO
 
     if hasattr(coco_gt, "loadRes"):

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..evaluation import METRICS, PerImageEval, bootstrap_weights, t_quantile
+from ..evaluation.bootstrap import load_gt
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,13 @@ def run_samples(run: dict, gt_cache: Optional[dict] = None) -> Optional[RunSampl
                                       {m: data[f"samples_{m}"] for m in METRICS}, str(data["images"]))
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable bootstrap cache %s: %s", cache, e)
-    gt = (gt_cache or {}).get(gt_json) or gt_json
+    if gt_cache is not None:  # one ground-truth load per json for all runs of a report
+        if gt_json not in gt_cache:
+            gt_cache[gt_json] = load_gt(gt_json)
+        gt = gt_cache[gt_json]
+    else:
+        gt = gt_json
     evaluation = PerImageEval.from_coco(gt, dets)
-    if gt_cache is not None and gt_json not in gt_cache:
-        from ..evaluation.bootstrap import _load_gt
-
-        gt_cache[gt_json] = _load_gt(gt_json)
     point = evaluation.metrics()
     _check_point_matches_record(run, point)
     samples = evaluation.metrics_for_weights(bootstrap_weights(evaluation.n_images, N_RESAMPLES, BOOTSTRAP_SEED))
