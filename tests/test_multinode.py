@@ -61,7 +61,7 @@ def start_nodes(out, port, *extra):
 @pytest.mark.slow
 def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path):
     run_dir = tmp_path / "gn_ims2_seed0"
-    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=40")
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=80")
     log = run_dir / "training_metrics.json"
     deadline = time.time() + 600
     while not (log.exists() and any(json.loads(l).get("iteration", 0) >= 19 for l in log.read_text().splitlines() if l.strip().endswith("}"))):
@@ -75,7 +75,7 @@ def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path)
     stopped = read_events(run_dir)[-1]
     assert stopped["event"] == "preempted"
 
-    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=40")
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=80")
     logs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
