@@ -14,7 +14,7 @@ from ..layers.factory import DETECTRON2_NORMS  # Detectron2's get_norm strings: 
 
 logger = logging.getLogger("frn_det")
 BACKBONE_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM")
-HEAD_NORM_KEYS = {"MODEL.RETINANET.NORM": "RetinaNet"}
+HEAD_NORM_KEYS = ("MODEL.RETINANET.NORM",)
 STOCK_TO_FRN_BACKBONES = {
     "build_resnet_backbone": "build_frn_resnet_backbone",
     "build_resnet_fpn_backbone": "build_frn_resnet_fpn_backbone",
