@@ -34,29 +34,17 @@ from detectron2.engine import (
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from ..evaluation import install_fast_coco_eval
 from .checkpoint import SafeDetectionCheckpointer
 from .preemption import PreemptionHook
+from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
 logger = logging.getLogger("frn_det")
 
 __all__ = ["coco_evaluator", "load_config", "prepare_lazy_datasets", "do_test", "do_train", "main", "run"]
-
-
-def coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=None, **kwargs):
-    """Detectron2's COCOEvaluator for LazyConfigs (dataloader.evaluator), on a compiled
-    COCOeval (faster-coco-eval where Detectron2's own is missing), its prints in the log."""
-    install_fast_coco_eval()  # before the evaluator is constructed
-    from .trainer import LoggedCOCOEvaluator
-
-    if tasks is not None:
-        tasks = tuple(tasks)
-    return LoggedCOCOEvaluator(dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir, **kwargs)
 
 
 def load_config(config_file: str, opts=()):
@@ -130,9 +118,7 @@ def prepare_lazy_datasets(cfg) -> list:
 
 def _ddp(model, cfg):
     kwargs = dict(OmegaConf.select(cfg, "train.ddp", default=None) or {})
-    if not str(OmegaConf.select(cfg, "train.device", default="cuda")).startswith("cuda"):
-        kwargs["device_ids"] = None  # create_ddp_model's default [local_rank] is only valid on GPUs
-    return create_ddp_model(model, **kwargs)
+    return ddp_model(model, str(OmegaConf.select(cfg, "train.device", default="cuda")).startswith("cuda"), **kwargs)
 
 
 def do_test(cfg, model):

@@ -33,10 +33,26 @@ class LoggedCOCOEvaluator(COCOEvaluator):
         return results
 
 
+def coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=None, **kwargs):
+    """Detectron2's COCOEvaluator on a compiled COCOeval (faster-coco-eval where Detectron2's
+    own is missing), its prints in the log. Used by the YAML trainer and the LazyConfigs."""
+    install_fast_coco_eval()  # before the evaluator is constructed: it picks its COCOeval then
+    if tasks is not None:
+        tasks = tuple(tasks)
+    return LoggedCOCOEvaluator(dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir, **kwargs)
+
+
+def ddp_model(model, on_gpu: bool, **kwargs):
+    """create_ddp_model, with device_ids=None for CPU models: its default [local_rank] is
+    only valid on GPUs."""
+    if not on_gpu:
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, except that DDP gets device_ids=None for CPU models:
-        # create_ddp_model's default device_ids=[local_rank] is only valid on GPUs.
+        # DefaultTrainer.__init__, except that DDP gets device_ids=None for CPU models (ddp_model).
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -44,10 +60,7 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        on_gpu = cfg.MODEL.DEVICE.startswith("cuda")
-        model = create_ddp_model(
-            model, broadcast_buffers=False, device_ids=[comm.get_local_rank()] if on_gpu else None
-        )
+        model = ddp_model(model, cfg.MODEL.DEVICE.startswith("cuda"), broadcast_buffers=False)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
@@ -87,5 +100,4 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        install_fast_coco_eval()  # faster-coco-eval where Detectron2's compiled COCOeval is missing
-        return LoggedCOCOEvaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
+        return coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)

@@ -329,7 +329,9 @@ def bootstrap_weights(n_images, n_resamples=1000, seed=0):
     return counts.reshape(n_resamples, n_images).astype(np.int32)
 
 
-def _percentiles(samples, level):
+def percentiles(samples, level):
+    """(lo, hi, std) of the finite samples: the central `level` percentile range; NaNs
+    when fewer than 2 are finite."""
     samples = np.asarray(samples, dtype=np.float64)
     finite = samples[np.isfinite(samples)]
     if len(finite) < 2:
@@ -349,7 +351,7 @@ def bootstrap_ci(per_image_eval, n_resamples=1000, seed=0, level=0.95):
     boot = per_image_eval.metrics_for_weights(W)
     out = {}
     for m in METRICS:
-        lo, hi, se = _percentiles(boot[m], level)
+        lo, hi, se = percentiles(boot[m], level)
         bias = float(np.nanmean(boot[m]) - point[m]) if np.isfinite(boot[m]).any() else math.nan
         out[m] = {"value": point[m], "lo": lo, "hi": hi, "se": se, "bias": bias}
     return out
@@ -380,7 +382,7 @@ def paired_difference(eval_a, eval_b, n_resamples=1000, seed=0, level=0.95):
     ba, bb = eval_a.metrics_for_weights(W), eval_b.metrics_for_weights(W)
     out = {}
     for m in METRICS:
-        lo, hi, se = _percentiles(bb[m] - ba[m], level)
+        lo, hi, se = percentiles(bb[m] - ba[m], level)
         out[m] = {"diff": pb[m] - pa[m], "lo": lo, "hi": hi, "se": se,
                   "excludes_zero": bool(lo > 0 or hi < 0)}
     return out
@@ -456,7 +458,7 @@ def seed_image_interval(evals, n_resamples=1000, seed=0, level=0.95):
     for m in METRICS:
         values = np.array([p[m] for p in points])
         boot_mean = np.mean([b[m] for b in boots], axis=0)  # seed-mean AP per resample
-        lo, hi, se_img = _percentiles(boot_mean, level)
+        lo, hi, se_img = percentiles(boot_mean, level)
         mean = float(values.mean())
         if n == 1:
             out[m] = {"mean": mean, "lo": lo, "hi": hi, "se": se_img, "se_seed": math.nan,

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..evaluation import METRICS, PerImageEval, bootstrap_weights, t_quantile
-from ..evaluation.bootstrap import load_gt
+from ..evaluation.bootstrap import load_gt, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,8 @@ def _check_point_matches_record(run: dict, point: Dict[str, float]) -> None:
 
 
 def _percentile_interval(value: float, samples: np.ndarray, n: int) -> Interval:
-    finite = samples[np.isfinite(samples)]
-    if len(finite) < 2:
-        return Interval(value, math.nan, math.nan, n)
-    lo, hi = np.percentile(finite, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-    return Interval(value, float(lo), float(hi), n)
+    lo, hi, _ = percentiles(samples, LEVEL)
+    return Interval(value, lo, hi, n)
 
 
 def _z() -> float:
