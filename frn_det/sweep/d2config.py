@@ -1,6 +1,8 @@
 """Hydra job config -> Detectron2 config (and its hash, which identifies a run)."""
+import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -69,13 +71,21 @@ def tune_datasets(job: DictConfig) -> tuple:
 
 def _category_count(json_file: str, key: str) -> int:
     try:
-        with open(json_file) as f:
-            categories = json.load(f).get("categories")
+        st = os.stat(json_file)
+        categories = _read_categories(json_file, st.st_mtime_ns, st.st_size)
     except (OSError, ValueError) as e:
         raise ValueError(f"{key}={json_file}: cannot read it as a COCO json ({e})") from None
     if not isinstance(categories, list) or not categories:
         raise ValueError(f"{key}={json_file} has no 'categories' list to read the classes from")
     return len(categories)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_categories(json_file: str, mtime_ns: int, size: int):
+    """The json's categories; cached by file state: a COCO train json takes seconds to parse
+    and the runner asks for the dataset spec more than once per job."""
+    with open(json_file) as f:
+        return json.load(f).get("categories")
 
 
 def dataset_spec(job: DictConfig) -> dict:
