@@ -178,12 +178,13 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     return record
 
 
-def _coco_metrics(evaluation: dict, dataset: str) -> Optional[dict]:
-    """The six COCO box metrics of one evaluated dataset; None when it was not evaluated.
+def _coco_metrics(evaluation: dict, dataset: str, kind: str = "metrics") -> Optional[dict]:
+    """The six COCO box metrics (kind "segm_metrics": mask metrics) of one evaluated
+    dataset; None when it was not evaluated.
 
     COCOEvaluator reports NaN when the model made no detection at all: that is AP 0.
     """
-    metrics = (evaluation.get(dataset) or {}).get("metrics")
+    metrics = (evaluation.get(dataset) or {}).get(kind)
     if not metrics:
         return None
     values = {k: metrics.get(k) for k in METRIC_KEYS}
@@ -207,6 +208,10 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
     elif status == "finished" and all(v == 0.0 for v in metrics.values()):
         detail = "the model made no detections"
     fields = dict(metrics or {k: None for k in METRIC_KEYS})
+    # Box metrics stay at the top level (old runs, box-only models); a mask model adds "segm".
+    segm = _coco_metrics(evaluation, test, "segm_metrics") if status == "finished" else None
+    if segm is not None:
+        fields["segm"] = segm
     fields.update(
         status=status,
         status_detail=detail,

@@ -83,8 +83,13 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and math.isnan(value) else float(value)
 
 
+def _coco_keys(metrics: dict) -> dict:
+    return {k: _finite_or_none(v) for k, v in metrics.items() if "-" not in k}  # drop per-category "AP-cat"
+
+
 def evaluation_records(cfg, results) -> dict:
-    """Per test dataset: COCO bbox metrics plus the files they came from.
+    """Per test dataset: COCO bbox metrics ("metrics"), mask metrics ("segm_metrics",
+    only for models that predict masks) plus the files they came from.
 
     The ground-truth json and the detections file let the report bootstrap AP over
     images later without re-running inference. {} when nothing was evaluated.
@@ -100,10 +105,12 @@ def evaluation_records(cfg, results) -> dict:
         metadata = MetadataCatalog.get(name)
         detections = Path(cfg.OUTPUT_DIR) / "inference" / name / DETECTIONS_FILE
         records[name] = {
-            "metrics": {k: _finite_or_none(v) for k, v in res["bbox"].items() if "-" not in k},
+            "metrics": _coco_keys(res["bbox"]),
             "gt_json": str(Path(metadata.json_file).resolve()) if getattr(metadata, "json_file", None) else None,
             "detections": str(detections) if detections.is_file() else None,
         }
+        if "segm" in res:  # Mask R-CNN: the same detections file carries the masks
+            records[name]["segm_metrics"] = _coco_keys(res["segm"])
     return records
 
 
