@@ -66,9 +66,11 @@ class PerImageEval:
         from coco_gt.loadRes, a list of result dicts or a results json path. img_ids:
         evaluate on these images only (default: all of coco_gt's). backend: "auto"
         (faster-coco-eval when installed), "faster_coco_eval" or "pycocotools".
+        iou_type "segm" scores the results' masks (their boxes are ignored, as Detectron2
+        does, so the size ranges use the mask area).
         """
         gt = load_gt(coco_gt)
-        dt = _load_dt(gt, coco_dt)
+        dt = _load_dt(gt, coco_dt, drop_bbox=iou_type == "segm")
         coco_eval = _make_coco_eval(gt, dt, iou_type, backend)
         p = coco_eval.params
         if img_ids is not None:
@@ -281,7 +283,9 @@ def load_gt(coco_gt):
     return gt
 
 
-def _load_dt(gt, coco_dt):
+def _load_dt(gt, coco_dt, drop_bbox=False):
+    """drop_bbox: as Detectron2's COCOEvaluator does for mask AP, so that loadRes takes a
+    detection's area from its mask, not its box (APs/APm/APl use that area)."""
     from pycocotools.coco import COCO
 
     if hasattr(coco_dt, "loadRes"):
@@ -298,7 +302,7 @@ def _load_dt(gt, coco_dt):
         return dt
     with contextlib.redirect_stdout(io.StringIO()):
         # loadRes adds area/id fields to the dicts it is given: give it copies
-        return gt.loadRes([dict(d) for d in coco_dt])
+        return gt.loadRes([{k: v for k, v in d.items() if not (drop_bbox and k == "bbox")} for d in coco_dt])
 
 
 def _make_coco_eval(gt, dt, iou_type, backend):
