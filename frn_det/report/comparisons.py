@@ -4,7 +4,11 @@ best learning rate per norm (pure functions of the runs and their bootstrap samp
 Learning-rate protocol: runs that differ only in lr_scale form one (norm, images per
 GPU) setting. The lr with the best mean AP on the tuning split is chosen and its AP on
 the test split is reported. Without a tuning split the choice is made on the test split
-itself, which is optimistic, and the report says so.
+itself, which is optimistic, and the report says so. The choice is on box AP also for
+models that predict masks.
+
+Mask AP has its own samples (bootstrapped from the same detections, iou_type "segm"):
+the same functions given those samples give mask AP intervals and differences.
 """
 import math
 from collections import Counter
@@ -107,17 +111,21 @@ def interval_dict(interval: Optional[Interval]) -> Optional[dict]:
             "excludes_zero": interval.excludes_zero}
 
 
-def comparisons_json(runs: Sequence[dict], samples: Dict[str, RunSamples]) -> dict:
-    """Everything the tables show, as data (comparisons.json)."""
+def comparisons_json(runs: Sequence[dict], samples: Dict[str, RunSamples],
+                     mask_samples: Optional[Dict[str, RunSamples]] = None) -> dict:
+    """Everything the tables show, as data (comparisons.json). Mask AP entries (metric
+    "mask_AP", "mask_AP50", ...) follow the box AP ones when mask samples are given."""
     fixed = fixed_lr_runs(runs)
+    by_prefix = [("", samples)] + ([("mask_", mask_samples)] if mask_samples else [])
     return {
         "level": 0.95,
         "fixed_lr_scale": fixed_lr(runs),
-        "settings": [{"norm": n, "ims_per_gpu": i, "metric": m, **interval_dict(iv)}
-                     for m in ("AP", "AP50", "AP75")
-                     for (n, i), iv in setting_intervals(fixed, samples, m).items()],
+        "settings": [{"norm": n, "ims_per_gpu": i, "metric": prefix + m, **interval_dict(iv)}
+                     for prefix, s in by_prefix for m in ("AP", "AP50", "AP75")
+                     for (n, i), iv in setting_intervals(fixed, s, m).items()],
         "differences": [{"norm": d["norm"], "ims_per_gpu": d["ims_per_gpu"], "baseline": d["baseline"],
-                         "metric": "AP", **interval_dict(d["interval"])} for d in differences(fixed, samples)],
+                         "metric": prefix + "AP", **interval_dict(d["interval"])}
+                        for prefix, s in by_prefix for d in differences(fixed, s)],
         "best_lr": [{**{k: v for k, v in row.items() if k != "interval"},
                      "scores": {str(k): v for k, v in row["scores"].items()},
                      "unfinished": {str(k): v for k, v in row["unfinished"].items()},

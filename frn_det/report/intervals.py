@@ -5,7 +5,9 @@ matching, frn_det.evaluation.PerImageEval) and its AP, AP50 and AP75 re-accumula
 N_RESAMPLES bootstrap resamples of the test images. The resamples depend only on the
 number of images and BOOTSTRAP_SEED, so every run evaluated on the same images sees the
 same resamples: differences between runs are paired. The samples are cached next to the
-run (bootstrap_<dataset>.npz), keyed by the files they came from.
+run (bootstrap_<dataset>.npz), keyed by the files they came from. Mask AP (iou_type
+"segm", models that predict masks) is bootstrapped the same way from the same detections
+file and cached apart (bootstrap_<dataset>_segm.npz).
 
 How an interval is made (quoted in the README):
 - one seed, one setting: AP +- 1.96 x the bootstrap standard error. Not the percentile
@@ -39,6 +41,8 @@ N_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
 CACHE_VERSION = 1
+# The run record's AP that the re-evaluation must reproduce, per COCO iou_type.
+RECORDED_AP = {"bbox": "AP", "segm": "mask_AP"}
 
 
 @dataclass
@@ -77,14 +81,25 @@ def test_files(run: dict):
     return dataset, gt, dets
 
 
-def run_samples(run: dict, gt_cache: Optional[dict] = None) -> Optional[RunSamples]:
-    """Bootstrap samples of a finished run (cached next to it), or None without its files."""
+def cache_path(run: dict, dataset: str, iou_type: str = "bbox") -> Path:
+    """bootstrap_<dataset>.npz for box AP (the name older reports cached under),
+    bootstrap_<dataset>_segm.npz for mask AP."""
+    suffix = "" if iou_type == "bbox" else f"_{iou_type}"
+    return Path(run["source"]).parent / f"bootstrap_{dataset}{suffix}.npz"
+
+
+def run_samples(run: dict, gt_cache: Optional[dict] = None, iou_type: str = "bbox") -> Optional[RunSamples]:
+    """Bootstrap samples of a finished run's box AP (iou_type "segm": mask AP), cached next
+    to it; None without its files, or for "segm" when the run recorded no mask AP."""
     files = test_files(run) if run.get("status") == "finished" else None
     if files is None:
         return None
+    if iou_type != "bbox" and run.get(RECORDED_AP[iou_type]) is None:
+        # A box-only run's detections have no masks: loadRes would make masks of its boxes.
+        return None
     dataset, gt_json, dets = files
     key = f"v{CACHE_VERSION}|{_file_key(gt_json)}|{_file_key(dets)}|{N_RESAMPLES}|{BOOTSTRAP_SEED}"
-    cache = Path(run["source"]).parent / f"bootstrap_{dataset}.npz"
+    cache = cache_path(run, dataset, iou_type)
     if cache.is_file():
         try:
             with np.load(cache) as data:
@@ -99,9 +114,9 @@ def run_samples(run: dict, gt_cache: Optional[dict] = None) -> Optional[RunSampl
         gt = gt_cache[gt_json]
     else:
         gt = gt_json
-    evaluation = PerImageEval.from_coco(gt, dets)
+    evaluation = PerImageEval.from_coco(gt, dets, iou_type)
     point = evaluation.metrics()
-    _check_point_matches_record(run, point)
+    _check_point_matches_record(run, point, RECORDED_AP[iou_type])
     samples = evaluation.metrics_for_weights(bootstrap_weights(evaluation.n_images, N_RESAMPLES, BOOTSTRAP_SEED))
     images = hashlib.sha256(evaluation.img_ids.tobytes()).hexdigest()[:16]
     try:
@@ -112,12 +127,13 @@ def run_samples(run: dict, gt_cache: Optional[dict] = None) -> Optional[RunSampl
     return RunSamples(point, {m: np.asarray(samples[m]) for m in METRICS}, images)
 
 
-def _check_point_matches_record(run: dict, point: Dict[str, float]) -> None:
+def _check_point_matches_record(run: dict, point: Dict[str, float], key: str = "AP") -> None:
     """The re-evaluated AP must be the AP the run recorded: else the files changed since."""
-    recorded = run.get("AP")
+    recorded = run.get(key)
     if recorded is not None and math.isfinite(point["AP"]) and abs(point["AP"] - recorded) > 1e-6:
+        name = key.replace("_", " ")  # "AP", "mask AP"
         raise ValueError(
-            f"{run['source']}: re-evaluating its detections gives AP {point['AP']:.4f}, but the run recorded "
+            f"{run['source']}: re-evaluating its detections gives {name} {point['AP']:.4f}, but the run recorded "
             f"{recorded:.4f}; the detections or ground-truth files changed after the run"
         )
 
@@ -183,18 +199,20 @@ def difference_interval(a: Sequence[RunSamples], b: Sequence[RunSamples], metric
     return _combined_interval(diff, seed_terms, _var(boot), min(len(a), len(b)))
 
 
-def attach_samples(runs: List[dict]) -> Dict[str, RunSamples]:
-    """Samples per run source path for every finished run whose files are there."""
+def attach_samples(runs: List[dict], iou_type: str = "bbox") -> Dict[str, RunSamples]:
+    """Samples per run source path for every finished run whose files are there (box AP;
+    iou_type "segm": mask AP, for the runs that recorded one)."""
     out, gt_cache = {}, {}
     finished = [r for r in runs if r.get("status") == "finished"]
+    what = "" if iou_type == "bbox" else f" ({iou_type})"
     for i, run in enumerate(finished):
         try:
-            samples = run_samples(run, gt_cache)
+            samples = run_samples(run, gt_cache, iou_type)
         except (OSError, ValueError) as e:
-            log.warning("no interval for %s: %s", run.get("run"), e)
+            log.warning("no interval%s for %s: %s", what, run.get("run"), e)
             continue
         if samples is not None:
             out[run["source"]] = samples
         if len(finished) > 3:
-            log.info("bootstrap: %d/%d runs", i + 1, len(finished))
+            log.info("bootstrap%s: %d/%d runs", what, i + 1, len(finished))
     return out

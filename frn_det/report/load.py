@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("norm", "ims_per_gpu", "status")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Mask metrics of a model that predicts masks (metrics.json "segm"), flattened into the record.
+MASK_KEYS = tuple(f"mask_{k}" for k in METRIC_KEYS)
 # Numeric fields other than AP that may be NaN/garbage; normalised the same way.
 NUMBER_KEYS = METRIC_KEYS + ("wall_time_s", "s_per_iter", "peak_memory_mb")
 
@@ -71,6 +73,9 @@ def parse_metrics(path: Path) -> Optional[dict]:
     for key in NUMBER_KEYS:
         if key in record:
             record[key] = _as_number(record[key])
+    segm = record.pop("segm", None)
+    if isinstance(segm, dict):  # one flat record per run: tables, CSV and JSON read mask_AP like AP
+        record.update({f"mask_{k}": _as_number(segm.get(k)) for k in METRIC_KEYS})
     # Keep the path as a string so results.json round-trips to the same records.
     record["source"] = str(path)
     return record
@@ -96,8 +101,18 @@ def load_runs_and_skipped(sweep_dirs: Sequence[Path]) -> Tuple[List[dict], List[
             f"no readable metrics.json in {names} ({len(skipped)} skipped as unreadable; "
             f"each needs valid JSON with keys {', '.join(REQUIRED_KEYS)})"
         )
+    if has_masks(runs):  # every record has the mask keys, as every record has AP (None: no result)
+        for record in runs:
+            for key in MASK_KEYS:
+                record.setdefault(key, None)
     runs.sort(key=run_sort_key)
     return runs, skipped
+
+
+def has_masks(runs: Sequence[dict]) -> bool:
+    """True when some run recorded mask AP (a Mask R-CNN sweep): the report then shows
+    box AP and mask AP; without, it is the box-only report."""
+    return any(r.get("mask_AP") is not None for r in runs)
 
 
 def load_runs(sweep_dirs: Sequence[Path]) -> List[dict]:
