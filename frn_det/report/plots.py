@@ -1,4 +1,5 @@
-"""AP vs images per GPU plot, one line per norm."""
+"""AP vs images per GPU plot, one line per norm; a second panel for mask AP when the
+runs recorded one (Mask R-CNN)."""
 import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -13,6 +14,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .aggregate import Stat, distinct, group_runs, ims_in, norms_in  # noqa: E402
 from .intervals import Interval  # noqa: E402
+from .load import has_masks  # noqa: E402
 
 FIXED_COLOURS = {"bn": "tab:blue", "gn": "tab:green", "frn": "tab:red"}
 FAIL_Y = 0.04  # axes fraction where diverged/failed settings are marked
@@ -62,23 +64,53 @@ def _error_bar(ap: Optional[Stat], interval: Optional[Interval]) -> Tuple[float,
 
 
 def plot_ap_vs_ims(runs: Sequence[dict], path: Path, references: Sequence[dict] = (),
-                   intervals: Optional[Dict[Tuple[str, int], Interval]] = None) -> None:
+                   intervals: Optional[Dict[Tuple[str, int], Interval]] = None,
+                   mask_intervals: Optional[Dict[Tuple[str, int], Interval]] = None) -> None:
     """Save the plot to ``path`` (PNG)."""
-    fig = ap_vs_ims_figure(runs, references, intervals)
+    fig = ap_vs_ims_figure(runs, references, intervals, mask_intervals)
     fig.savefig(path, format="png")
     plt.close(fig)
 
 
 def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
-                     intervals: Optional[Dict[Tuple[str, int], Interval]] = None):
+                     intervals: Optional[Dict[Tuple[str, int], Interval]] = None,
+                     mask_intervals: Optional[Dict[Tuple[str, int], Interval]] = None):
     """AP against images per GPU, one line per norm. Error bars: the 95% intervals where
-    given, else the std over seeds."""
-    intervals = intervals or {}
+    given, else the std over seeds. Runs with mask AP: box AP left, mask AP right."""
+    many = len(norms_in(runs)) > 4
+    if not has_masks(runs):
+        fig, ax = plt.subplots(figsize=(9, 4.8) if many else (7, 4.5), dpi=120)
+        _ap_panel(ax, runs, "AP", intervals or {}, references, legend=True)
+        ax.set_ylabel("box AP (%), 95% interval" if intervals else "box AP (%)")
+        ax.set_title(f"AP vs images per GPU ({_model_on_dataset(runs)})")
+        fig.tight_layout()
+        return fig
+    fig, (box_ax, mask_ax) = plt.subplots(1, 2, figsize=(15, 4.8) if many else (13, 4.5), dpi=120)
+    # The references are published box APs: they belong on the box panel only.
+    _ap_panel(box_ax, runs, "AP", intervals or {}, references, legend=False)
+    _ap_panel(mask_ax, runs, "mask_AP", mask_intervals or {}, (), legend=True)
+    box_ax.set_ylabel("box AP (%), 95% interval" if intervals else "box AP (%)")
+    mask_ax.set_ylabel("mask AP (%), 95% interval" if mask_intervals else "mask AP (%)")
+    box_ax.set_title("Box AP vs images per GPU")
+    mask_ax.set_title("Mask AP vs images per GPU")
+    fig.suptitle(_model_on_dataset(runs), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _model_on_dataset(runs: Sequence[dict]) -> str:
+    model = ", ".join(distinct(runs, "model")) or "model"
+    dataset = ", ".join(distinct(runs, "dataset")) or "dataset"
+    return f"{model} on {dataset}"
+
+
+def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int], Interval],
+              references: Sequence[dict], legend: bool) -> None:
+    """One panel: `key` ("AP" or "mask_AP") against images per GPU, one line per norm."""
     groups = group_runs(runs)
     norms, ims = norms_in(runs), ims_in(runs)
     colours, styles = norm_colours(norms), norm_linestyles(norms)
     many = len(norms) > 4
-    fig, ax = plt.subplots(figsize=(9, 4.8) if many else (7, 4.5), dpi=120)
     at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
     any_fail = False
     for k, norm in enumerate(norms):
@@ -87,7 +119,7 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
             g = groups.get((norm, i))
             if g is None:
                 continue
-            ap = g.stat("AP")
+            ap = g.stat(key)
             # NaN breaks the line, so a failed setting is not bridged by its neighbours.
             # With many norms the points are dodged sideways so their error bars stay apart.
             xs.append(i * (2 ** (0.025 * (k - (len(norms) - 1) / 2)) if many else 1))
@@ -114,7 +146,7 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
                     xytext=(0, 2), textcoords="offset points", fontsize=7, color="dimgrey",
                     va="bottom")
 
-    if references or any(g.stat("AP") for g in groups.values()):
+    if references or any(g.stat(key) for g in groups.values()):
         # Leave room under the lowest point for the diverged/failed markers.
         lo, hi = ax.get_ylim()
         ax.set_ylim(lo - 0.08 * (hi - lo), hi)
@@ -127,12 +159,9 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("images per GPU")
-    ax.set_ylabel("box AP (%), 95% interval" if intervals else "box AP (%)")
-    model = ", ".join(distinct(runs, "model")) or "model"
-    dataset = ", ".join(distinct(runs, "dataset")) or "dataset"
-    ax.set_title(f"AP vs images per GPU ({model} on {dataset})")
     ax.grid(True, alpha=0.3)
-
+    if not legend:
+        return
     handles, labels = ax.get_legend_handles_labels()
     if any_fail:
         handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
@@ -142,5 +171,3 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
         ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(handles, labels, fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig

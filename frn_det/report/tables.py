@@ -17,24 +17,34 @@ from .aggregate import (
 )
 from .comparisons import differences, fixed_lr, fixed_lr_runs, lr_choices, setting_intervals
 from .intervals import Interval, RunSamples
-from .load import METRIC_KEYS
+from .load import MASK_KEYS, METRIC_KEYS, has_masks
 
 CSV_COLUMNS = (
     "run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status",
     *METRIC_KEYS, "AP_lo", "AP_hi", "tune_AP",
     "iterations", "images_seen", "wall_time_s", "s_per_iter", "peak_memory_mb", "config_hash",
 )
+MASK_CSV_COLUMNS = (*MASK_KEYS, "mask_AP_lo", "mask_AP_hi")  # after AP_hi, for runs with masks
 NOT_RUN = "–"
 STATUS_ORDER = (FINISHED, "diverged", "failed", "running")
 
 
+def csv_columns(runs: Sequence[dict]) -> Tuple[str, ...]:
+    """CSV_COLUMNS; with the mask columns after the box AP interval when runs have mask AP."""
+    if not has_masks(runs):
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("AP_hi") + 1
+    return CSV_COLUMNS[:at] + MASK_CSV_COLUMNS + CSV_COLUMNS[at:]
+
+
 def runs_to_csv(runs: Sequence[dict]) -> str:
+    columns = csv_columns(runs)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for run in runs:
         row = {**run, "tune_AP": (run.get("tune") or {}).get("AP")}
-        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
     return buf.getvalue()
 
 
@@ -71,16 +81,17 @@ def fmt_difference(interval: Interval) -> str:
     return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]{mark}"
 
 
-def main_cell(group: Optional[Group], interval: Optional[Interval] = None) -> str:
-    """AP cell of the main table: value [95% interval], or why there is no value."""
+def main_cell(group: Optional[Group], interval: Optional[Interval] = None, key: str = "AP") -> str:
+    """AP cell (key "mask_AP": mask AP) of a main table: value [95% interval], or why
+    there is no value."""
     if group is None:
         return NOT_RUN
     labels = [run_label(r) for r in group.unfinished]
-    ap = group.stat("AP")
+    ap = group.stat(key)
     if ap is None:
         # No number to show: say what happened instead of printing a 0 or leaving a blank.
         return ", ".join(labels) if labels else "n/a"
-    text = fmt_interval(interval) if interval is not None else fmt_stat(group, "AP") + " (no interval)"
+    text = fmt_interval(interval) if interval is not None else fmt_stat(group, key) + " (no interval)"
     if labels:
         counts: Dict[str, int] = {}
         for r in group.unfinished:
@@ -116,8 +127,10 @@ def _md_escape(text: str, limit: int = 160) -> str:
 
 def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
     counts = ", ".join(f"{s} {n}" for s, n in _ordered_counts(runs))
+    title = ("# Normalization sweep: box AP and mask AP vs images per GPU" if has_masks(runs)
+             else "# RetinaNet normalization sweep: box AP vs images per GPU")
     lines = [
-        "# RetinaNet normalization sweep: box AP vs images per GPU",
+        title,
         "",
         "- Sweep dir(s): " + ", ".join(f"`{d}`" for d in sweep_dirs),
         f"- Model: {', '.join(distinct(runs, 'model')) or 'unknown'}; "
@@ -134,14 +147,18 @@ def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
     return lines
 
 
+def _main_table(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
+                key: str, title: str) -> List[str]:
+    ims = ims_in(runs)
+    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i)), key) for i in ims]
+            for norm in norms_in(runs)]
+    lines = ["", f"## {title} by norm and images per GPU (95% confidence intervals)", ""]
+    return lines + _table(["norm / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+
+
 def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
                        lr_scale: float) -> List[str]:
-    ims = ims_in(runs)
-    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i))) for i in ims]
-            for norm in norms_in(runs)]
-    lines = ["", "## Box AP by norm and images per GPU (95% confidence intervals)", ""]
-    lines += _table(["norm / images per GPU"] + [str(i) for i in ims], rows,
-                    [":---"] + ["---:"] * len(ims))
+    lines = _main_table(runs, groups, intervals, "AP", "Box AP")
     # Say how many seeds are behind each number: the common n, plus the exceptions.
     ns = {key: g.stat("AP").n for key, g in groups.items() if g.stat("AP") is not None}
     common = Counter(ns.values()).most_common(1)[0][0] if ns else 0
@@ -163,7 +180,16 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Di
     return lines
 
 
-def differences_section(runs, diffs: Sequence[dict]) -> List[str]:
+def mask_table_section(runs, groups: Dict[Tuple[str, int], Group],
+                       intervals: Dict[Tuple[str, int], Interval]) -> List[str]:
+    """The main table for mask AP (COCO "segm"), read like the box AP table above it."""
+    lines = _main_table(runs, groups, intervals, "mask_AP", "Mask AP")
+    return lines + ["", "Mask AP in %, COCO segm style, on the test split, from the same detections as the box AP; "
+                        "intervals, seeds and labels as in the box AP table."]
+
+
+def differences_section(runs, diffs: Sequence[dict], title: str = "AP") -> List[str]:
+    """Paired differences to BN and GN; title "Box AP" / "Mask AP" in a report with masks."""
     if not diffs:
         return []
     ims = ims_in(runs)
@@ -173,7 +199,7 @@ def differences_section(runs, diffs: Sequence[dict]) -> List[str]:
         for base in ("bn", "gn"):
             if any((norm, base, i) in cells for i in ims):
                 rows.append([f"{norm} − {base}"] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
-    lines = ["", "## AP difference to BN and GN (paired, 95% intervals)", ""]
+    lines = ["", f"## {title} difference to BN and GN (paired, 95% intervals)", ""]
     lines += _table(["comparison / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
     lines += ["", "Difference in AP points at the same images per GPU, both runs scored on the same bootstrap "
                   "resamples of the test images. `*`: the interval excludes 0 (the difference is unlikely to be "
@@ -181,7 +207,7 @@ def differences_section(runs, diffs: Sequence[dict]) -> List[str]:
     return lines
 
 
-def best_lr_section(choices: Sequence[dict]) -> List[str]:
+def best_lr_section(choices: Sequence[dict], masks: bool = False) -> List[str]:
     if not choices or all(len(c["lr_scales"]) < 2 for c in choices):
         return []
     rows = []
@@ -200,19 +226,21 @@ def best_lr_section(choices: Sequence[dict]) -> List[str]:
     lines += ["", "Each norm gets its own learning rate: the lr_scale (times the linearly scaled lr) with the "
                   "best mean AP on the tuning split, reported with its AP on the test split."
               + (" Where marked *chosen on test*, no tuning split was given and the value is optimistic."
-                 if on_test else "")]
+                 if on_test else "")
+              + (" The choice and the AP shown are box AP, also for the runs with masks." if masks else "")]
     return lines
 
 
-def detail_table_section(groups: Dict[Tuple[str, int], Group]) -> List[str]:
+def detail_table_section(groups: Dict[Tuple[str, int], Group], keys: Sequence[str] = METRIC_KEYS,
+                         title: str = "All COCO metrics per setting") -> List[str]:
     rows = []
     for g in groups.values():
         batches = "/".join(str(b) for b in g.total_batches()) or NOT_RUN
         rows.append([g.norm, str(g.ims_per_gpu), batches, f"{len(g.finished)}/{len(g.runs)}"]
-                    + [fmt_stat(g, k) for k in METRIC_KEYS] + [status_summary(g)])
-    lines = ["", "## All COCO metrics per setting", ""]
+                    + [fmt_stat(g, k) for k in keys] + [status_summary(g)])
+    lines = ["", f"## {title}", ""]
     lines += _table(["norm", "ims/GPU", "total batch", "finished/runs", *METRIC_KEYS, "status"],
-                    rows, [":---", "---:", "---:", "---:"] + ["---:"] * len(METRIC_KEYS) + [":---"])
+                    rows, [":---", "---:", "---:", "---:"] + ["---:"] * len(keys) + [":---"])
     return lines
 
 
@@ -257,19 +285,33 @@ def references_section(references: Sequence[dict]) -> List[str]:
 
 def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 0,
                      references: Sequence[dict] = (), plot_name: Optional[str] = None,
-                     samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None) -> str:
-    samples = samples or {}
+                     samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None,
+                     mask_samples: Optional[Dict[str, RunSamples]] = None) -> str:
+    """The Markdown report; with box AP and mask AP tables when runs recorded mask AP
+    (mask_samples: their "segm" bootstrap samples)."""
+    samples, mask_samples = samples or {}, mask_samples or {}
+    masks = has_masks(runs)
     fixed = fixed_lr_runs(runs)
     groups = group_runs(fixed)
     lines = header_section(runs, skipped, sweep_dirs)
     lines += main_table_section(fixed, groups, setting_intervals(fixed, samples), fixed_lr(runs))
+    if masks:
+        lines += mask_table_section(fixed, groups, setting_intervals(fixed, mask_samples))
     if plot_name:
         lines += ["", f"![AP vs images per GPU]({plot_name})"]
-    lines += differences_section(fixed, differences(fixed, samples))
-    lines += best_lr_section(lr_choices(runs, samples))
+    if masks:
+        lines += differences_section(fixed, differences(fixed, samples), "Box AP")
+        lines += differences_section(fixed, differences(fixed, mask_samples), "Mask AP")
+    else:
+        lines += differences_section(fixed, differences(fixed, samples))
+    lines += best_lr_section(lr_choices(runs, samples), masks)
     if curves_name:
         lines += ["", "## Training curves", "", f"![training curves]({curves_name})"]
-    lines += detail_table_section(groups)
+    if masks:
+        lines += detail_table_section(groups, METRIC_KEYS, "All COCO box metrics per setting")
+        lines += detail_table_section(groups, MASK_KEYS, "All COCO mask (segm) metrics per setting")
+    else:
+        lines += detail_table_section(groups)
     lines += cost_table_section(group_runs(runs))
     lines += unfinished_section(runs)
     lines += references_section(references)

@@ -7,7 +7,7 @@ from ..utils.atomic import write_atomic, write_text_atomic
 from .comparisons import comparisons_json, fixed_lr_runs, setting_intervals
 from .curves import has_training_logs, plot_training_curves
 from .intervals import attach_samples, setting_interval
-from .load import ReportError, load_runs_and_skipped
+from .load import ReportError, has_masks, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references
 from .tables import runs_to_csv, runs_to_markdown
@@ -16,11 +16,13 @@ PLOT_NAME = "ap_vs_ims_per_gpu.png"
 CURVES_NAME = "training_curves.png"
 
 
-def _with_interval(run: dict, samples) -> dict:
-    """The run record plus its own AP interval (one run, bootstrap over test images)."""
+def _with_interval(run: dict, samples, prefix: str = "") -> dict:
+    """The run record plus its own AP interval (one run, bootstrap over test images);
+    prefix "mask_": its mask AP interval (mask_AP_lo, mask_AP_hi)."""
     s = samples.get(run["source"])
     interval = setting_interval([s]) if s is not None else None
-    return {**run, "AP_lo": interval.lo if interval else None, "AP_hi": interval.hi if interval else None}
+    return {**run, f"{prefix}AP_lo": interval.lo if interval else None,
+            f"{prefix}AP_hi": interval.hi if interval else None}
 
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
@@ -43,19 +45,25 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
 
     samples = attach_samples(runs)
     runs = [_with_interval(r, samples) for r in runs]
+    # Mask AP (Mask R-CNN): its own bootstrap of the same detections; None keeps the box-only report.
+    mask_samples = attach_samples(runs, "segm") if has_masks(runs) else None
+    if mask_samples is not None:
+        runs = [_with_interval(r, mask_samples, "mask_") for r in runs]
     fixed = fixed_lr_runs(runs)
+    mask_intervals = setting_intervals(fixed, mask_samples) if mask_samples is not None else None
     paths = {
         "json": write_text_atomic(out_dir / "results.json", json.dumps(runs, indent=2) + "\n"),
         "csv": write_text_atomic(out_dir / "results.csv", runs_to_csv(runs)),
         "comparisons": write_text_atomic(out_dir / "comparisons.json",
-                                         json.dumps(comparisons_json(runs, samples), indent=2) + "\n"),
-        "png": write_atomic(out_dir / PLOT_NAME,
-                            lambda tmp: plot_ap_vs_ims(fixed, tmp, refs, setting_intervals(fixed, samples))),
+                                         json.dumps(comparisons_json(runs, samples, mask_samples), indent=2) + "\n"),
+        "png": write_atomic(out_dir / PLOT_NAME, lambda tmp: plot_ap_vs_ims(
+            fixed, tmp, refs, setting_intervals(fixed, samples), mask_intervals)),
     }
     has_curves = has_training_logs(runs)
     if has_curves:
         paths["curves"] = write_atomic(out_dir / CURVES_NAME, lambda tmp: plot_training_curves(runs, tmp))
     md = runs_to_markdown(runs, sweep_dirs, skipped=len(skipped), references=refs, plot_name=PLOT_NAME,
-                          samples=samples, curves_name=CURVES_NAME if has_curves else None)
+                          samples=samples, curves_name=CURVES_NAME if has_curves else None,
+                          mask_samples=mask_samples)
     paths["md"] = write_text_atomic(out_dir / "results.md", md)
     return paths
