@@ -25,7 +25,7 @@ def small_dataset(tmp_path_factory):
 
 
 def test_spec_key():
-    assert ShapesSpec().key() == "shapes_v1_s0_n320-80-80_px160_o5"
+    assert ShapesSpec().key() == "shapes_v2_s0_n320-80-80_px160_o5"
     with pytest.raises(ValueError):
         ShapesSpec(num_train=0)
 

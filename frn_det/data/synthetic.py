@@ -8,7 +8,11 @@ few seconds and to be learned by a tiny RetinaNet in minutes, yet not trivial:
 * object sizes are drawn per COCO area range so that every split has a healthy
   share of small / medium / large objects (COCOeval reports AP_s/AP_m/AP_l);
 * smooth random background, gaussian noise, and un-annotated clutter (thin lines
-  and specks) so that "anything that is not background" is not a valid answer.
+  and specks) so that "anything that is not background" is not a valid answer;
+* instance masks as COCO polygons (``segmentation``) that rasterise exactly to each
+  object's visible pixels (after occlusion by later objects, which can split an
+  object into parts or cut holes into it), so Mask R-CNN trains on it with
+  Detectron2's default INPUT.MASK_FORMAT "polygon" and COCOEvaluator reports segm AP.
 
 Everything derives from ``ShapesSpec``: the same spec yields byte-identical json
 files and identical images.
@@ -68,7 +72,7 @@ class ShapesSpec:
     num_tune: int = 80
     image_size: int = 160
     max_objects: int = 5
-    version: int = 1  # bump when the generator changes, so caches are not reused
+    version: int = 2  # bump when the generator changes, so caches are not reused (2: polygon masks)
 
     def __post_init__(self):
         if self.num_train < 1 or self.num_val < 1 or self.num_tune < 1:
@@ -244,18 +248,133 @@ def _render_image(rng: np.random.Generator, spec: ShapesSpec):
     return img, [(o["cat_id"], o["visible"]) for o in objects]
 
 
+# ----------------------------------------------------------------------------- masks
+
+
+# Walking directions on the pixel-corner grid (x right, y down): east, south, west, north.
+_STEP_X = (1, 0, -1, 0)
+_STEP_Y = (0, 1, 0, -1)
+
+
+def _boundary_rings(mask: np.ndarray) -> List[List[Tuple[int, int]]]:
+    """Every boundary ring of a boolean mask, exact along the pixel edges.
+
+    Vertices are pixel corners (pixel (row r, col c) covers [c, c+1) x [r, r+1)); only
+    corners where the boundary turns are kept, so collinear points are dropped. Rings
+    are walked with the mask on their right: outer boundaries come out with a positive
+    shoelace area (_ring_area), hole boundaries with a negative one. Foreground is
+    4-connected: pixels that touch only at a corner belong to different rings.
+    """
+    h, w = mask.shape
+    padded = np.zeros((h + 2, w + 2), dtype=bool)
+    padded[1:-1, 1:-1] = mask
+    # Plain lists: much faster than numpy scalar indexing. The walk below uses padded
+    # coordinates X = x + 1, Y = y + 1, where the pixel right-below corner (X, Y) is px[Y][X].
+    px = padded.tolist()
+    # Every ring has an eastward edge: the top edge of a pixel with background above.
+    top_edges = padded[1:-1, 1:-1] & ~padded[:-2, 1:-1]
+    visited = np.zeros_like(top_edges)
+    rings = []
+    for y0, x0 in zip(*np.nonzero(top_edges)):  # row-major: (x0, y0) is a corner of its ring
+        if visited[y0, x0]:
+            continue
+        X, Y, d = int(x0) + 1, int(y0) + 1, 0
+        start = (X, Y)
+        ring = [(X - 1, Y - 1)]
+        while True:
+            if d == 0:
+                visited[Y - 1, X - 1] = True
+            X += _STEP_X[d]
+            Y += _STEP_Y[d]
+            # The pixels ahead-left and ahead-right of corner (X, Y), facing d.
+            if d == 0:
+                left, right = px[Y - 1][X], px[Y][X]
+            elif d == 1:
+                left, right = px[Y][X], px[Y][X - 1]
+            elif d == 2:
+                left, right = px[Y][X - 1], px[Y - 1][X - 1]
+            else:
+                left, right = px[Y - 1][X - 1], px[Y - 1][X]
+            # Keep the mask on the right. Where only the two diagonal pixels are set,
+            # turning right keeps them apart (4-connectivity).
+            turn = (d + 1) % 4 if not right else ((d + 3) % 4 if left else d)
+            if turn != d:
+                if turn == 0 and (X, Y) == start:
+                    break  # back on the first edge
+                ring.append((X - 1, Y - 1))
+                d = turn
+        rings.append(ring)
+    return rings
+
+
+def _ring_area(ring: List[Tuple[int, int]]) -> float:
+    """Shoelace area: > 0 for outer boundaries, < 0 for holes (see _boundary_rings)."""
+    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:] + ring[:1]))
+
+
+def _inside(ring: List[Tuple[int, int]], px: float, py: float) -> bool:
+    """Whether (px, py), not on a grid line, lies inside the ring (ray cast to -x)."""
+    xy = np.asarray(ring, dtype=np.float64)
+    x0, y0 = xy[:, 0], xy[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    vertical = x0 == x1  # rectilinear ring: the other edges are horizontal and never cross y = py
+    crosses = vertical & (x0 < px) & (np.minimum(y0, y1) < py) & (py < np.maximum(y0, y1))
+    return bool(crosses.sum() % 2)
+
+
+def _mask_polygons(mask: np.ndarray) -> List[List[float]]:
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] that rasterise exactly to `mask`.
+
+    One polygon per 4-connected part. A part with holes (a smaller object drawn inside
+    it) keeps them: each hole ring is appended to its part's ring through a zero-width
+    cut, walked there and back. pycocotools, which rasterises polygons for COCO
+    evaluation and for Detectron2's mask targets, fills each polygon by the even-odd
+    rule, so the cut cancels out and the hole stays empty (a polygon with only the outer
+    boundary would fill it, up to 30% of the object with _MIN_VISIBLE 0.7).
+    """
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    x_off, y_off = int(cols[0]), int(rows[0])
+    crop = mask[y_off:int(rows[-1]) + 1, x_off:int(cols[-1]) + 1]  # faster to trace
+    outer, holes, areas = [], [], []
+    for ring in _boundary_rings(crop):
+        area = _ring_area(ring)
+        if area > 0:
+            outer.append(ring)
+            areas.append(area)
+        else:
+            holes.append(ring)
+    parts = [list(ring) for ring in outer]
+    for hole in holes:
+        # The pixel above the hole's first corner lies in the hole (background above a top
+        # edge); the hole belongs to the smallest outer ring around that pixel.
+        px, py = hole[0][0] + 0.5, hole[0][1] - 0.5
+        owner = min((i for i, ring in enumerate(outer) if _inside(ring, px, py)), key=areas.__getitem__)
+        # Close the part's ring at its first corner, cut to the hole, walk the hole, and
+        # (implicitly, when the polygon closes, or before the next hole) cut back.
+        parts[owner] += [parts[owner][0]] + list(hole) + [hole[0]]
+    return [[float(v) for x, y in part for v in (x + x_off, y + y_off)] for part in parts]
+
+
 # ----------------------------------------------------------------------------- COCO
 
 
-def _write_split(root: Path, spec: ShapesSpec, split: str, split_id: int, num: int) -> None:
+_SPLIT_IDS = {"train": 0, "val": 1, "tune": 2}  # part of each image's random seed
+
+
+def _render_split_image(spec: ShapesSpec, split: str, idx: int):
+    """_render_image's (image, [(category_id, visible mask), ...]) for image `idx`
+    (counted from 0; its COCO id is idx + 1) of a split."""
+    # One independent stream per image: adding images never changes others,
+    # and val does not depend on num_train.
+    return _render_image(np.random.default_rng([spec.seed, _SPLIT_IDS[split], idx]), spec)
+
+
+def _write_split(root: Path, spec: ShapesSpec, split: str, num: int) -> None:
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for idx in range(num):
-        # One independent stream per image: adding images never changes others,
-        # and val does not depend on num_train.
-        rng = np.random.default_rng([spec.seed, split_id, idx])
-        img, objects = _render_image(rng, spec)
+        img, objects = _render_split_image(spec, split, idx)
         image_id = idx + 1
         file_name = f"{image_id:06d}.jpg"
         # 4:4:4 chroma so that the colours of small objects are not smeared.
@@ -273,7 +392,10 @@ def _write_split(root: Path, spec: ShapesSpec, split: str, split_id: int, num: i
                 "category_id": cat_id,
                 "bbox": [float(x), float(y), float(w), float(h)],
                 # Visible pixel count: COCOeval uses it for the small/medium/large ranges.
+                # It equals the pixel count of the segmentation, rasterised.
                 "area": float(visible.sum()),
+                # The visible mask (after occlusion by later objects), exactly.
+                "segmentation": _mask_polygons(visible),
                 "iscrowd": 0,
             })
     coco = {
@@ -293,9 +415,9 @@ def _write_split(root: Path, spec: ShapesSpec, split: str, split_id: int, num: i
 def generate_shapes_dataset(root: Path, spec: ShapesSpec) -> None:
     """Writes root/{train,val,tune}/*.jpg and root/annotations/instances_{train,val,tune}.json."""
     root = Path(root)
-    _write_split(root, spec, "train", 0, spec.num_train)
-    _write_split(root, spec, "val", 1, spec.num_val)
-    _write_split(root, spec, "tune", 2, spec.num_tune)
+    _write_split(root, spec, "train", spec.num_train)
+    _write_split(root, spec, "val", spec.num_val)
+    _write_split(root, spec, "tune", spec.num_tune)
 
 
 def dataset_paths(root: Path) -> Dict[str, object]:
