@@ -4,8 +4,10 @@
   - backbones build_frn_resnet_backbone, build_frn_resnet_fpn_backbone and
     build_frn_retinanet_resnet_fpn_backbone (MODEL.BACKBONE.NAME),
   - the meta architecture FRNRetinaNet (MODEL.META_ARCHITECTURE),
+  - the R-CNN heads FRNFastRCNNConvFCHead (MODEL.ROI_BOX_HEAD.NAME) and
+    FRNMaskRCNNConvUpsampleHead (MODEL.ROI_MASK_HEAD.NAME), for GeneralizedRCNN,
   - the built-in synthetic COCO-format dataset (frn_shapes_train / frn_shapes_val / frn_shapes_tune).
-Norm strings ("FRN" and all of Detectron2's) are resolved by frn_det.layers.resolve_norm.
+Norm strings ("FRN", the comparators and all of Detectron2's) are resolved by frn_det.layers.resolve_norm.
 """
 from .utils.quiet import silence_third_party_warnings
 

@@ -48,6 +48,11 @@ def add_frn_config(cfg):
     # EVONORM/WS, class count, pixel mean/std and device applied: an absolute path, a path
     # relative to configs/ (e.g. "lazy/tiny_retinanet_cpu.py") or to the current folder.
     cfg.MODEL.LAZY_CONFIG = ""
+    # The R-CNN box head (FRNFastRCNNConvFCHead): True puts MODEL.ROI_BOX_HEAD.NORM after its
+    # FC layers too (norm, then the norm's activation in place of the ReLU). FRN there acts
+    # on 1x1 maps and always uses the learned eps (MODEL.FRN.LEARNABLE_EPS is for the convs).
+    # False is Detectron2's head: norms after the convs only.
+    cfg.MODEL.ROI_BOX_HEAD.NORM_FCS = False
 
     # Extra COCO-format datasets to register by name: a list of
     # (name, json_file, image_root) triples, e.g. from the command line:

@@ -10,12 +10,11 @@ import math
 import re
 from typing import Iterable, List
 
-from ..layers import check_norm_config, parse_norm
+from ..layers import NORM_KEYS, check_norm_config, parse_norm
 
 logger = logging.getLogger("frn_det")
 
 SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN", "SyncBRN", "naiveSyncBRN")
-NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM")
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
 
 

@@ -1,6 +1,7 @@
 """Turn the norm strings of a Detectron2 config into norm factories.
 
-Grammar of MODEL.RESNETS.NORM, MODEL.FPN.NORM and MODEL.RETINANET.NORM:
+Grammar of every norm key (NORM_KEYS: MODEL.RESNETS.NORM, MODEL.FPN.NORM,
+MODEL.RETINANET.NORM, MODEL.ROI_BOX_HEAD.NORM, MODEL.ROI_MASK_HEAD.NORM):
 
     NORM            NORM with its default activation: TLU for "FRN", ReLU for the others
     NORM+ACT        ACT in ACTIVATIONS ("ReLU", "TLU"): e.g. "GN+TLU", "FRN+ReLU", "BN+ReLU" (= "BN")
@@ -67,7 +68,11 @@ ACCEPTED_NORMS = DETECTRON2_NORMS + FRN_NORMS + COMPARATOR_NORMS + NORM_ACT_LAYE
 ACTIVATIONS = ("ReLU", "TLU")
 # RetinaNet's head keeps per-level statistics for these (Detectron2 does for BN and SyncBN)
 PER_LEVEL_NORMS = ("BN", "SyncBN", "BRN", "naiveSyncBRN", "SyncBRN")
-NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM")
+# Every config key that takes a norm string: the backbone, the FPN and the heads of
+# RetinaNet and the R-CNNs (the box head's FCs take MODEL.ROI_BOX_HEAD.NORM when
+# MODEL.ROI_BOX_HEAD.NORM_FCS is True).
+NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM", "MODEL.ROI_BOX_HEAD.NORM",
+             "MODEL.ROI_MASK_HEAD.NORM")
 GN_GROUPS = 32  # Detectron2's "GN" is GroupNorm(32, C)
 RESIDUAL_ACTIVATIONS = ("TLU", "ReLU")
 
@@ -108,8 +113,8 @@ def _cfg_get(cfg, dotted: str):
 
 
 def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
-    """Validate the three norm keys (and the norm option keys) of a config before anything
-    is built; returns {key: (norm, activation)}."""
+    """Validate the norm keys (NORM_KEYS) and the norm option keys of a config before
+    anything is built; returns {key: (norm, activation)}."""
     parsed = {key: parse_norm(_cfg_get(cfg, key), key) for key in NORM_KEYS}
     NormOptions.from_config(cfg)  # raises on bad MODEL.FRN / BRN / EVONORM / WS values
     return parsed

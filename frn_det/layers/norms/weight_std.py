@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d
 from torch import nn
 
-__all__ = ["standardize_weight", "WSConv2d", "to_ws_conv", "standardize_convs", "standardized_once"]
+__all__ = ["standardize_weight", "WSConv2d", "to_ws_conv", "standardize_convs", "standardized_once", "WSLinear",
+           "to_ws_linear"]
 
 
 def standardize_weight(weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -96,6 +97,28 @@ def to_ws_conv(conv: nn.Conv2d, eps: float = 1e-5) -> WSConv2d:
     conv.__class__ = WSConv2d
     conv.ws_eps = float(eps)
     return conv
+
+
+class WSLinear(nn.Linear):
+    """nn.Linear with Weight Standardization (per output feature), for a GNWS norm after an
+    FC layer (the R-CNN box head with MODEL.ROI_BOX_HEAD.NORM_FCS)."""
+
+    ws_eps: float = 1e-5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, standardize_weight(self.weight, self.ws_eps), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", ws_eps={self.ws_eps}"
+
+
+def to_ws_linear(fc: nn.Linear, eps: float = 1e-5) -> WSLinear:
+    """Make `fc` a WSLinear in place (same object and parameters, state_dict unchanged)."""
+    if type(fc) not in (nn.Linear, WSLinear):
+        raise TypeError(f"Weight Standardization converts nn.Linear, got {type(fc).__name__}")
+    fc.__class__ = WSLinear
+    fc.ws_eps = float(eps)
+    return fc
 
 
 def standardize_convs(modules: Iterable[nn.Module], eps: float = 1e-5) -> int:
