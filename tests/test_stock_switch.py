@@ -29,9 +29,42 @@ def test_frn_in_the_backbone_only_keeps_the_stock_meta_architecture():
     assert cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone" and cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
 
 
-def test_rcnn_box_head_with_frn_fails_naming_the_key():
-    with pytest.raises(ValueError, match=r"MODEL.ROI_BOX_HEAD.NORM='FRN' is read by Detectron2's own head.*set MODEL.ROI_BOX_HEAD.NORM"):
-        build_config("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", ["MODEL.ROI_BOX_HEAD.NORM", "FRN"])
+ZOO_MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+
+
+def test_zoo_mask_rcnn_with_frn_gets_the_frn_heads_and_backbone(caplog):
+    with caplog.at_level(logging.INFO, logger="frn_det"):
+        cfg = build_config(ZOO_MASK_RCNN, ["MODEL.RESNETS.NORM", "FRN", "MODEL.FPN.NORM", "FRN",
+                                           "MODEL.ROI_BOX_HEAD.NORM", "FRN", "MODEL.ROI_MASK_HEAD.NORM", "FRN"])
+    assert cfg.MODEL.BACKBONE.NAME == "build_frn_resnet_fpn_backbone"
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"  # it takes its heads from the registries
+    assert cfg.MODEL.ROI_BOX_HEAD.NAME == "FRNFastRCNNConvFCHead"
+    assert cfg.MODEL.ROI_MASK_HEAD.NAME == "FRNMaskRCNNConvUpsampleHead"
+    lines = [r.getMessage() for r in caplog.records if "stock builders" in r.getMessage()]
+    assert len(lines) == 1 and "FastRCNNConvFCHead -> FRNFastRCNNConvFCHead" in lines[0]
+
+
+def test_zoo_rcnn_with_stock_head_norms_keeps_the_stock_heads():
+    cfg = build_config(ZOO_MASK_RCNN, ["MODEL.ROI_BOX_HEAD.NORM", "GN", "MODEL.ROI_MASK_HEAD.NORM", "GN"])
+    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME) == ("FastRCNNConvFCHead", "MaskRCNNConvUpsampleHead")
+
+
+def test_norm_after_the_fcs_needs_the_frn_box_head():
+    # the stock head has no norm after its FCs: it would silently ignore NORM_FCS
+    cfg = build_config(ZOO_MASK_RCNN, ["MODEL.ROI_BOX_HEAD.NORM", "GN", "MODEL.ROI_BOX_HEAD.NORM_FCS", True])
+    assert cfg.MODEL.ROI_BOX_HEAD.NAME == "FRNFastRCNNConvFCHead"
+    assert cfg.MODEL.ROI_MASK_HEAD.NAME == "MaskRCNNConvUpsampleHead"
+
+
+def test_a_custom_box_head_with_frn_fails_naming_the_keys():
+    with pytest.raises(ValueError, match=r"MODEL.ROI_BOX_HEAD.NAME='MyHead' cannot build MODEL.ROI_BOX_HEAD.NORM='FRN': "
+                                         r"set MODEL.ROI_BOX_HEAD.NAME to one of \['FRNFastRCNNConvFCHead'\]"):
+        build_config(ZOO_MASK_RCNN, ["MODEL.ROI_BOX_HEAD.NAME", "MyHead", "MODEL.ROI_BOX_HEAD.NORM", "FRN"])
+
+
+def test_semantic_head_with_frn_fails_naming_the_key():
+    with pytest.raises(ValueError, match=r"MODEL.SEM_SEG_HEAD.NORM='FRN' is read by Detectron2's own head.*set MODEL.SEM_SEG_HEAD.NORM"):
+        build_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["MODEL.SEM_SEG_HEAD.NORM", "FRN"])
 
 
 def test_a_custom_backbone_fails_with_the_keys_to_set():

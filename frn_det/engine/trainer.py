@@ -42,6 +42,11 @@ def coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=N
     return LoggedCOCOEvaluator(dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir, **kwargs)
 
 
+def evaluation_tasks(cfg) -> tuple:
+    """COCO tasks a config's model is evaluated on: boxes, and masks for Mask R-CNN."""
+    return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+
+
 def ddp_model(model, on_gpu: bool, **kwargs):
     """create_ddp_model, with device_ids=None for CPU models: its default [local_rank] is
     only valid on GPUs."""
@@ -100,4 +105,4 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
+        return coco_evaluator(dataset_name, tasks=evaluation_tasks(cfg), distributed=True, output_dir=output_folder)
