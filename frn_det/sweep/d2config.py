@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..layers import NORM_ACT_LAYERS
 
+from ..data.datasets import model_num_classes
 from ..engine.train_net import build_config
 from .scaling import ScaledSchedule, scale_schedule
 
@@ -115,19 +116,34 @@ def dataset_spec(job: DictConfig) -> dict:
     return spec
 
 
+# The keys the norm entry's `head` goes to: the heads of the model's meta architecture.
+RETINANET_HEAD_NORM_KEYS = ("MODEL.RETINANET.NORM",)
+RCNN_HEAD_NORM_KEYS = ("MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+
+
+def head_keys(config_file: str) -> tuple:
+    """(head norm keys, class count key) of the model in `config_file`: RetinaNet's, or the
+    R-CNN box and mask heads' (the mask head's norm is unused without MODEL.MASK_ON)."""
+    cfg = build_config(config_file, announce=False)
+    classes_key, _ = model_num_classes(cfg)
+    return (RETINANET_HEAD_NORM_KEYS if classes_key == "MODEL.RETINANET.NUM_CLASSES" else RCNN_HEAD_NORM_KEYS), classes_key
+
+
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
     sched = schedule_from(job)
     data = dataset_spec(job)
     act = job.get("act")
+    config_file = model_config_file(job)
+    head_norm_keys, classes_key = head_keys(config_file)
     opts = [
         "MODEL.DEVICE", job.model.device,
         # A LazyConfig model (configs/lazy/...) built by Trainer.build_model; "" for the YAML's.
         "MODEL.LAZY_CONFIG", job.model.get("lazy_config") or "",
         "MODEL.RESNETS.NORM", with_activation(job.norm.backbone, act),
         "MODEL.FPN.NORM", with_activation(job.norm.fpn, act),
-        "MODEL.RETINANET.NORM", with_activation(job.norm.head, act),
-        "MODEL.RETINANET.NUM_CLASSES", data["num_classes"],
+        *[item for key in head_norm_keys for item in (key, with_activation(job.norm.head, act))],
+        classes_key, data["num_classes"],
         "DATASETS.TRAIN", tuple(data["train"]),
         # The test split first (its AP is the result), then the tuning split the lr is chosen on.
         "DATASETS.TEST", tuple(data["test"]) + tuple(data["tune"]),
@@ -149,7 +165,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
     ]
     # merge_from_list literal_evals strings and takes other values as they are.
     opts += list(OmegaConf.to_container(job.opts))
-    cfg = build_config(model_config_file(job), opts)
+    cfg = build_config(config_file, opts)
     cfg.OUTPUT_DIR = str(output_dir)
     cfg.freeze()
     return cfg, sched
