@@ -337,3 +337,33 @@ def test_mask_ap_by_size_uses_the_mask_area_as_detectron2_does(mask_sweep, files
     for backend in ("pycocotools", "faster_coco_eval"):
         small = PerImageEval.from_coco(str(gt), str(dets), "segm", area="small", backend=backend).metrics()
         assert small["AP"] == pytest.approx(expected["APs"], abs=1e-9)
+
+
+MASK_REFS = Path(__file__).resolve().parents[1] / "configs" / "references" / "detectron2_mask_rcnn_zoo.yaml"
+
+
+def test_references_with_mask_ap_go_to_the_mask_table_column_and_panel(mask_sweep, tmp_path):
+    from frn_det.report.references import load_references
+
+    refs = load_references(MASK_REFS)
+    gn_9x = next(r for r in refs if "GN, from scratch 9x" in r["label"])
+    assert (gn_9x["AP"], gn_9x["mask_AP"], gn_9x["total_batch"]) == (43.7, 39.6, 64)
+    md = write_report([mask_sweep], out_dir=tmp_path, references=MASK_REFS)["md"].read_text()
+    assert "| reference | box AP | mask AP |" in md
+    assert "| D2 zoo Mask R-CNN R50-FPN GN, from scratch 9x | 43.7 | 39.6 | gn |" in md
+    fig = ap_vs_ims_figure(load_runs([mask_sweep]), refs)
+    box_ax, mask_ax = fig.axes
+    lines = lambda ax: sorted(round(line.get_ydata()[0], 1) for line in ax.get_lines()  # noqa: E731
+                              if line.get_linestyle() == "--" and line.get_color() == "grey")
+    assert lines(box_ax) == sorted(r["AP"] for r in refs)
+    assert lines(mask_ax) == sorted(r["mask_AP"] for r in refs)
+
+
+def test_a_non_numeric_reference_mask_ap_is_an_error(tmp_path):
+    from frn_det.report.load import ReportError
+    from frn_det.report.references import load_references
+
+    bad = tmp_path / "refs.yaml"
+    bad.write_text("- {label: x, AP: 40.0, mask_AP: high}\n")
+    with pytest.raises(ReportError, match=r"refs.yaml: entry 0 has a non-numeric 'mask_AP' \('high'\)"):
+        load_references(bad)

@@ -86,9 +86,10 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
         fig.tight_layout()
         return fig
     fig, (box_ax, mask_ax) = plt.subplots(1, 2, figsize=(15, 4.8) if many else (13, 4.5), dpi=120)
-    # The references are published box APs: they belong on the box panel only.
+    # A reference's AP is its box AP; its mask_AP, where given, goes on the mask panel.
     _ap_panel(box_ax, runs, "AP", intervals or {}, references, legend=False)
-    _ap_panel(mask_ax, runs, "mask_AP", mask_intervals or {}, (), legend=True)
+    mask_refs = [{**ref, "AP": ref["mask_AP"]} for ref in references if ref.get("mask_AP") is not None]
+    _ap_panel(mask_ax, runs, "mask_AP", mask_intervals or {}, mask_refs, legend=True)
     box_ax.set_ylabel("box AP (%), 95% interval" if intervals else "box AP (%)")
     mask_ax.set_ylabel("mask AP (%), 95% interval" if mask_intervals else "mask AP (%)")
     box_ax.set_title("Box AP vs images per GPU")

@@ -10,7 +10,8 @@ OPTIONAL_KEYS = ("norm", "ims_per_gpu", "total_batch", "source")
 
 
 def load_references(path: Optional[Path]) -> List[dict]:
-    """Entries ``{label, AP, norm?, ims_per_gpu?, total_batch?, source?}``; [] when path is None."""
+    """Entries ``{label, AP, mask_AP?, norm?, ims_per_gpu?, total_batch?, source?}`` (AP: box AP;
+    mask_AP: the same model's mask AP, drawn on the mask panel); [] when path is None."""
     if path is None:
         return []
     path = Path(path)
@@ -32,6 +33,12 @@ def load_references(path: Optional[Path]) -> List[dict]:
             raise ReportError(
                 f"references file {path}: entry {i} needs a 'label' and a numeric 'AP'")
         ref = {"label": str(entry["label"]), "AP": ap}
+        if entry.get("mask_AP") is not None:
+            mask_ap = _as_number(entry["mask_AP"])
+            if mask_ap is None:
+                raise ReportError(f"references file {path}: entry {i} has a non-numeric 'mask_AP' "
+                                  f"({entry['mask_AP']!r})")
+            ref["mask_AP"] = mask_ap
         ref.update({k: entry[k] for k in OPTIONAL_KEYS if entry.get(k) is not None})
         refs.append(ref)
     return refs

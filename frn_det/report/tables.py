@@ -271,13 +271,16 @@ def unfinished_section(runs) -> List[str]:
 def references_section(references: Sequence[dict]) -> List[str]:
     if not references:
         return []
-    rows = [[_md_escape(ref["label"]), fmt_num(ref["AP"]),
-             str(ref.get("norm") or NOT_RUN), str(ref.get("ims_per_gpu") or NOT_RUN),
-             str(ref.get("total_batch") or NOT_RUN), _md_escape(ref.get("source") or "")]
+    with_masks = any(ref.get("mask_AP") is not None for ref in references)
+    rows = [[_md_escape(ref["label"]), fmt_num(ref["AP"])]
+            + ([fmt_num(ref["mask_AP"]) if ref.get("mask_AP") is not None else NOT_RUN] if with_masks else [])
+            + [str(ref.get("norm") or NOT_RUN), str(ref.get("ims_per_gpu") or NOT_RUN),
+               str(ref.get("total_batch") or NOT_RUN), _md_escape(ref.get("source") or "")]
             for ref in references]
     lines = ["", "## Reference values", ""]
-    lines += _table(["reference", "AP", "norm", "ims/GPU", "total batch", "source"], rows,
-                    [":---", "---:", ":---", "---:", "---:", ":---"])
+    headers = ["reference", "box AP", "mask AP"] if with_masks else ["reference", "AP"]
+    lines += _table(headers + ["norm", "ims/GPU", "total batch", "source"], rows,
+                    [":---"] + ["---:"] * (len(headers) - 1) + [":---", "---:", "---:", ":---"])
     lines += ["", "For context only: published numbers may use a different protocol "
                   "(schedule, pretraining, dataset) than this sweep."]
     return lines
