@@ -183,11 +183,15 @@ def _is_bbox(v) -> bool:
 
 
 def _is_segmentation(v) -> bool:
-    """Polygons [[x1, y1, x2, y2, ...], ...], an RLE {"counts", "size": [h, w]}, or empty."""
+    """Polygons [[x1, y1, x2, y2, x3, y3, ...], ...], an RLE {"counts", "size": [h, w]}, or empty.
+
+    A polygon needs an even count of >= 6 numbers (3 points): Detectron2's load_coco_json
+    drops an instance whose polygons all fail that, box included, with one warning, while
+    COCOeval still counts it: a silently different training set."""
     if v is None or v == []:
         return True  # no mask: fine for box training and bbox evaluation
     if isinstance(v, list):
-        return all(isinstance(p, list) and _all_numbers(p) for p in v)
+        return all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _all_numbers(p) for p in v)
     if isinstance(v, dict):
         size, counts = v.get("size"), v.get("counts")
         return (isinstance(size, list) and len(size) == 2 and all(_is_int(x) and x >= 0 for x in size)
@@ -216,7 +220,8 @@ _FIELD_TYPES: Dict[str, List[Tuple[str, bool, Callable, str]]] = {
         ("area", False, lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
          "a finite number >= 0, or no 'area' key (then it is filled, see DATASETS.MISSING_EVAL_FIELDS)"),
         ("segmentation", False, _is_segmentation,
-         "polygons [[x1, y1, x2, y2, ...], ...], an RLE {'counts': ..., 'size': [height, width]}, [] or null"),
+         "polygons [[x1, y1, x2, y2, x3, y3, ...], ...] (each an even count of >= 6 numbers: 3 points or more), "
+         "an RLE {'counts': ..., 'size': [height, width]}, [] or null"),
         ("ignore", False, lambda v: v == 0,
          "0 or no 'ignore' key: Detectron2 does not support ignored annotations; mark such regions iscrowd 1"),
     ],
