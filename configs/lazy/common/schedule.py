@@ -26,3 +26,8 @@ def multistep_with_warmup(max_iter, steps, warmup_iters, warmup_factor=0.001, ga
 # The FRN paper's detection protocol: 125k steps at a total batch of 64, decays at 2/3 and
 # 8/9 of training, 2k warm-up steps (configs/Base-RetinaNet-FRN.yaml).
 lr_multiplier_paper = multistep_with_warmup(max_iter=125000, steps=(83333, 111111), warmup_iters=2000)
+
+# Detectron2's from-scratch Mask R-CNN protocol (Misc/scratch_mask_rcnn_R_50_FPN_9x_{gn,syncbn}.yaml,
+# configs/Base-RCNN-FPN-scratch.yaml): 202.5k steps at a total batch of 64 (90k x 9 / 4),
+# decays at 187.5k and 197.5k, 1k warm-up steps.
+lr_multiplier_scratch_9x = multistep_with_warmup(max_iter=202500, steps=(187500, 197500), warmup_iters=1000)
