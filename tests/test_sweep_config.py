@@ -221,3 +221,26 @@ def test_model_group_can_name_a_lazyconfig_model():
     lazy, built = Trainer.build_model(lazy_cfg).state_dict(), Trainer.build_model(yaml_cfg).state_dict()
     assert {k: v.shape for k, v in lazy.items()} == {k: v.shape for k, v in built.items()}
     assert any(".norm.weight" in k for k in lazy)
+
+
+@pytest.mark.parametrize("model", ["tiny_mask_rcnn_cpu", "tiny_faster_rcnn_cpu", "mask_rcnn_r50_fpn", "faster_rcnn_r50_fpn"])
+def test_rcnn_models_get_the_norm_in_both_roi_heads_and_the_class_count(model):
+    cfg, _ = build_detectron2_config(compose_job(f"model={model}", "norm=gn"), "/tmp/x")
+    norms = (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.ROI_BOX_HEAD.NORM, cfg.MODEL.ROI_MASK_HEAD.NORM)
+    assert norms == ("GN",) * 4 and cfg.MODEL.RETINANET.NORM == ""
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4 and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    assert cfg.MODEL.ROI_BOX_HEAD.NAME == "FRNFastRCNNConvFCHead" and cfg.MODEL.ROI_BOX_HEAD.NUM_CONV == 4
+    assert cfg.MODEL.MASK_ON == ("mask" in model)
+
+
+def test_retinanet_models_leave_the_roi_heads_alone():
+    cfg, _ = build_detectron2_config(compose_job("norm=frn"), "/tmp/x")
+    assert cfg.MODEL.RETINANET.NORM == "FRN" and cfg.MODEL.RETINANET.NUM_CLASSES == 4
+    assert cfg.MODEL.ROI_BOX_HEAD.NORM == "" and cfg.MODEL.ROI_MASK_HEAD.NORM == ""
+
+
+def test_scratch_9x_schedule_scales_from_a_total_batch_of_64():
+    job = compose_job("model=mask_rcnn_r50_fpn", "schedule=scratch_9x", "ims_per_gpu=2", "num_gpus=8")
+    cfg, sched = build_detectron2_config(job, "/tmp/x")
+    assert (sched.total_batch, sched.lr, sched.max_iter) == (16, pytest.approx(0.02), 810000)
+    assert list(cfg.SOLVER.STEPS) == [750000, 790000]
