@@ -24,7 +24,10 @@ frn_det.layers.factory.parse_norm), a NormFactory, or any importable callable
 (frn_det.layers.NormOptions, e.g. `L(NormOptions)(frn=L(FRNOptions)(eps=1e-5))`) carries
 what MODEL.FRN / BRN / EVONORM / WS hold in yacs; None means their defaults.
 `norm_options_config(options)` writes such a node. `FRNRetinaNet` itself takes plain arguments
-(Detectron2's @configurable), as RetinaNet does.
+(Detectron2's @configurable), as RetinaNet does; so do the R-CNN heads FRNFastRCNNConvFCHead
+(`conv_norm`, `fc_norm`, `norm_options`) and FRNMaskRCNNConvUpsampleHead (`conv_norm`,
+`norm_options`), which take the same norm strings: configs/lazy/common/models/mask_rcnn_frn.py
+LazyCalls them in Detectron2's GeneralizedRCNN / StandardROIHeads.
 """
 import dataclasses
 import os
@@ -51,6 +54,7 @@ __all__ = [
     "resolve_lazy_config",
     "LAZY_NORM_KEYS",
     "apply_yacs_model_keys",
+    "lazy_model_has_masks",
     "build_lazy_model",
 ]
 
@@ -60,6 +64,8 @@ LAZY_NORM_KEYS = {
     "MODEL.RESNETS.NORM": ("model.backbone.bottom_up.stages.norm", "model.backbone.bottom_up.stem.norm"),
     "MODEL.FPN.NORM": ("model.backbone.norm",),
     "MODEL.RETINANET.NORM": ("model.head.norm",),
+    "MODEL.ROI_BOX_HEAD.NORM": ("model.roi_heads.box_head.conv_norm",),
+    "MODEL.ROI_MASK_HEAD.NORM": ("model.roi_heads.mask_head.conv_norm",),
 }
 # the repository's configs/ folder (LazyConfig paths of the sweep are relative to it)
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -171,11 +177,33 @@ def _has(cfg, dotted: str) -> bool:
     return OmegaConf.is_dict(node) and leaf in node
 
 
+def lazy_model_has_masks(lazy_cfg) -> bool:
+    """Whether a LazyConfig's model predicts masks: ROI heads with a mask head and mask
+    features (StandardROIHeads' mask_on), as in configs/lazy/common/models/mask_rcnn_frn.py."""
+    roi_heads = OmegaConf.select(lazy_cfg, "model.roi_heads", default=None)
+    return (OmegaConf.is_dict(roi_heads) and roi_heads.get("mask_head") is not None
+            and roi_heads.get("mask_in_features") is not None)
+
+
 def apply_yacs_model_keys(lazy_cfg, cfg) -> list:
     """Set a loaded LazyConfig's model from a yacs config, where the lazy model has the
-    keys: the norms (MODEL.RESNETS.NORM / FPN.NORM / RETINANET.NORM at LAZY_NORM_KEYS),
-    their options (MODEL.FRN / BRN / EVONORM / WS as `norm_options` next to each norm),
-    MODEL.RETINANET.NUM_CLASSES and MODEL.PIXEL_MEAN / PIXEL_STD. Returns the keys set."""
+    keys: the norms (MODEL.RESNETS.NORM / FPN.NORM / RETINANET.NORM / ROI_BOX_HEAD.NORM /
+    ROI_MASK_HEAD.NORM at LAZY_NORM_KEYS; MODEL.ROI_BOX_HEAD.NORM_FCS as the box head's
+    `fc_norm`), their options (MODEL.FRN / BRN / EVONORM / WS as `norm_options` next to each
+    norm), the class counts (MODEL.RETINANET.NUM_CLASSES; MODEL.ROI_HEADS.NUM_CLASSES for the
+    ROI heads, their box predictor and mask head, 1 for the mask head with
+    MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK) and MODEL.PIXEL_MEAN / PIXEL_STD. Returns the keys set.
+
+    MODEL.MASK_ON must agree with the lazy model (a mask head or none): the yacs config's
+    data loader loads masks and its evaluator asks for mask AP by MODEL.MASK_ON."""
+    if bool(cfg.MODEL.MASK_ON) != lazy_model_has_masks(lazy_cfg):
+        raise ValueError(
+            f"MODEL.MASK_ON={cfg.MODEL.MASK_ON} but the LazyConfig's model has "
+            + ("a mask head (model.roi_heads.mask_head): set MODEL.MASK_ON True (masks in the data, mask AP) "
+               "or name a Faster R-CNN LazyConfig"
+               if lazy_model_has_masks(lazy_cfg) else
+               "no mask head (model.roi_heads.mask_head): set MODEL.MASK_ON False or name a Mask R-CNN LazyConfig")
+        )
     options = norm_options_config(NormOptions.from_config(cfg))
     values = {}
     for yacs_key, lazy_keys in LAZY_NORM_KEYS.items():
@@ -185,7 +213,13 @@ def apply_yacs_model_keys(lazy_cfg, cfg) -> list:
         for key in lazy_keys:
             values[key] = node
             values[key.rpartition(".")[0] + ".norm_options"] = options
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    values["model.roi_heads.box_head.fc_norm"] = box_head.NORM if box_head.get("NORM_FCS", False) else ""
     values["model.num_classes"] = cfg.MODEL.RETINANET.NUM_CLASSES
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    values["model.roi_heads.num_classes"] = num_classes
+    values["model.roi_heads.box_predictor.num_classes"] = num_classes
+    values["model.roi_heads.mask_head.num_classes"] = 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else num_classes
     values["model.pixel_mean"] = list(cfg.MODEL.PIXEL_MEAN)
     values["model.pixel_std"] = list(cfg.MODEL.PIXEL_STD)
     done = []
