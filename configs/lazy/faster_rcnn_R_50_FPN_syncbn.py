@@ -15,4 +15,5 @@ model.backbone.bottom_up.stages.norm = "SyncBN"  # the stem, FPN and box head fo
 optimizer.lr = 0.08  # 0.02 x 64/16: Detectron2's lr, linear in the batch
 optimizer.weight_decay = 1e-4
 train.max_iter = 202500
+train.precise_bn.enabled = True  # as Detectron2's SyncBN configs (frn-det's tool)
 train.output_dir = "./output/lazy/faster_rcnn_R_50_FPN_syncbn"

@@ -16,7 +16,12 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
   frn_det.data.prepare_datasets does for YAML configs;
 - without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
   DDP over CPU (GLOO) workers works;
-- `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend.
+- `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend;
+- a config whose model and data disagree on masks fails before anything is built
+  (check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
+  evaluation needs a mask head);
+- `train.precise_bn` (enabled, num_iter): Detectron2's PreciseBN hook, as TEST.PRECISE_BN
+  in YAML (the SyncBN R-CNN configs turn it on, as Detectron2's scratch SyncBN config does).
 """
 import json
 import logging
@@ -36,29 +41,61 @@ from detectron2.engine import (
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from fvcore.nn.precise_bn import get_bn_modules
 from omegaconf import OmegaConf
 
+from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .preemption import PreemptionHook
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
 logger = logging.getLogger("frn_det")
 
-__all__ = ["coco_evaluator", "load_config", "prepare_lazy_datasets", "do_test", "do_train", "main", "run"]
+__all__ = ["coco_evaluator", "load_config", "check_masks", "prepare_lazy_datasets", "precise_bn_hook", "do_test",
+           "do_train", "main", "run"]
 
 
 def load_config(config_file: str, opts=()):
-    """LazyConfig.load + apply_overrides (Hydra grammar), and a CPU fallback for
-    train.device=cuda* without CUDA."""
+    """LazyConfig.load + apply_overrides (Hydra grammar), check_masks, and a CPU fallback
+    for train.device=cuda* without CUDA."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"LazyConfig {config_file!r} not found")
     cfg = LazyConfig.load(config_file)
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    check_masks(cfg)
     device = OmegaConf.select(cfg, "train.device", default=None)
     if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("train.device=%s but CUDA is not available: running on CPU", device)
         cfg.train.device = "cpu"
     return cfg
+
+
+def check_masks(cfg) -> None:
+    """Raise ValueError where the model and the data disagree on instance masks: a model
+    with a mask head (model.roi_heads.mask_head, Mask R-CNN) trained by a mapper that does
+    not load them (dataloader.train.mapper.use_instance_mask), which would fail at the
+    first step for want of gt_masks, or mask AP asked of a model without a mask head
+    (dataloader.evaluator.tasks with "segm"), which would fail after inference. Warns when
+    a Mask R-CNN is evaluated without "segm". Keys a config lacks are not checked."""
+    has_mask = lazy_model_has_masks(cfg)
+    use_mask = OmegaConf.select(cfg, "dataloader.train.mapper.use_instance_mask", default=None)
+    if has_mask and use_mask is not None and not use_mask:
+        raise ValueError(
+            "the model has a mask head (model.roi_heads.mask_head) but dataloader.train.mapper.use_instance_mask="
+            f"{use_mask}: Mask R-CNN trains on the instance masks; set it True (configs/lazy/common/data/"
+            "coco_masks.py and shapes_masks.py do)"
+        )
+    tasks = OmegaConf.select(cfg, "dataloader.evaluator.tasks", default=None)
+    if tasks is None:
+        return
+    tasks = _names(tasks)
+    if "segm" in tasks and not has_mask:
+        raise ValueError(
+            f"dataloader.evaluator.tasks={tasks} asks for mask AP (segm) but the model has no mask head "
+            "(model.roi_heads.mask_head); evaluate [bbox] only"
+        )
+    if has_mask and "segm" not in tasks:
+        logger.warning("dataloader.evaluator.tasks=%s: the Mask R-CNN's masks are not evaluated (no \"segm\")", tasks)
 
 
 def _names(value):
@@ -121,6 +158,18 @@ def _ddp(model, cfg):
     return ddp_model(model, str(OmegaConf.select(cfg, "train.device", default="cuda")).startswith("cuda"), **kwargs)
 
 
+def precise_bn_hook(cfg, model):
+    """Detectron2's PreciseBN hook (BN statistics recomputed on `train.precise_bn.num_iter`
+    training batches before each evaluation and at the end) when `train.precise_bn.enabled`
+    and the model has BN layers, else None: TEST.PRECISE_BN of the YAML configs, placed
+    as DefaultTrainer places it."""
+    options = OmegaConf.select(cfg, "train.precise_bn", default=None) or {}
+    if not options.get("enabled", False) or not get_bn_modules(model):
+        return None
+    return hooks.PreciseBN(cfg.train.eval_period, model, instantiate(cfg.dataloader.train),
+                           options.get("num_iter", 200))
+
+
 def do_test(cfg, model):
     """COCO (or the config's) evaluation of dataloader.test with dataloader.evaluator."""
     if "evaluator" not in cfg.dataloader:
@@ -156,6 +205,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            precise_bn_hook(cfg, model),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, test_and_keep),
             hooks.PeriodicWriter(

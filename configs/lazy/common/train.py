@@ -9,5 +9,8 @@ train = dict(
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=0,  # 0: evaluate once, after training
     log_period=20,
+    # BN statistics recomputed over num_iter training batches before each evaluation (TEST.PRECISE_BN
+    # in YAML; read by frn-det's tools/lazyconfig_train_net.py, not by Detectron2's)
+    precise_bn=dict(enabled=False, num_iter=200),
     device="cuda",  # frn-det's tool falls back to the CPU without CUDA
 )
