@@ -1,6 +1,7 @@
-"""Python LazyConfigs (configs/lazy/): parity with the YAML models, norm overrides, the
-optimizer and schedule, Trainer.build_model's MODEL.LAZY_CONFIG bridge, and (slow) real
-runs of frn-det's and Detectron2's tools/lazyconfig_train_net.py."""
+"""Python LazyConfigs (configs/lazy/): parity with the YAML models (RetinaNet, Faster and
+Mask R-CNN), norm overrides, the optimizer and schedule, Trainer.build_model's
+MODEL.LAZY_CONFIG bridge, the lazy tool's checks, and (slow) real runs of frn-det's and
+Detectron2's tools/lazyconfig_train_net.py."""
 import json
 import os
 import re
@@ -17,14 +18,14 @@ from detectron2.layers import CycleBatchNormList
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from conftest import REPO, run_tool, tiny_cfg
 from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.train_net import build_config
-from frn_det.engine.trainer import Trainer
+from frn_det.engine.trainer import Trainer, evaluation_tasks
 from frn_det.layers import TLU, FilterResponseNorm2d
 
 LAZY = REPO / "configs" / "lazy"
@@ -46,23 +47,28 @@ def shapes(model):
 
 
 def outputs(model, image):
-    """Backbone features, head logits and box deltas, and the detections (score threshold 0,
-    so an untrained model has some), for one image."""
-    model.test_score_thresh = 0.0
+    """Backbone features, (RetinaNet) head logits and box deltas, and the detections (score
+    threshold 0, so an untrained model has some; R-CNN: with their masks), for one image."""
+    rcnn = hasattr(model, "roi_heads")
+    if rcnn:
+        model.roi_heads.box_predictor.test_score_thresh = 0.0
+    else:
+        model.test_score_thresh = 0.0
     with torch.no_grad():
         features = model.backbone(model.preprocess_image([{"image": image}]).tensor)
-        logits, deltas = model.head([features[f] for f in model.head_in_features])
+        heads = [] if rcnn else [t for ts in model.head([features[f] for f in model.head_in_features]) for t in ts]
         inst = model([{"image": image}])[0]["instances"]
-    return [features[k] for k in sorted(features)] + logits + deltas + [inst.scores, inst.pred_boxes.tensor,
-                                                                         inst.pred_classes]
+    detections = [inst.scores, inst.pred_boxes.tensor, inst.pred_classes]
+    return [features[k] for k in sorted(features)] + heads + detections + \
+        ([inst.pred_masks] if inst.has("pred_masks") else [])
 
 
-def assert_same_function(yaml_model, lazy, image):
-    """Same weights -> same outputs (eval mode, a fixed input)."""
+def assert_same_function(yaml_model, lazy, image, count=5 + 5 + 5 + 3):
+    """Same weights -> same outputs (eval mode, a fixed input); `count`: tensors compared."""
     lazy.load_state_dict(yaml_model.state_dict(), strict=True)
     yaml_model.eval(), lazy.eval()
     a, b = outputs(yaml_model, image), outputs(lazy, image)
-    assert len(a) == 5 + 5 + 5 + 3 and a[-3].numel() > 0  # something to compare
+    assert len(a) == len(b) == count and a[-1].shape[0] > 0  # detections to compare
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
@@ -143,6 +149,8 @@ def test_lazy_model_has_no_relu_after_frn_tlu(norm):
 def norm_layers(model):
     """Every norm of the model: the convs' norms and the head subnets' norm modules."""
     convs = [m.norm for m in model.modules() if isinstance(m, nn.Conv2d) and getattr(m, "norm", None) is not None]
+    if not hasattr(model, "head"):  # R-CNN: the box and mask heads' norms are their convs'
+        return convs
     head = [m for s in (model.head.cls_subnet, model.head.bbox_subnet) for m in s
             if not isinstance(m, (nn.Conv2d, nn.ReLU, nn.Identity, TLU))]
     return convs + head
@@ -227,8 +235,14 @@ def test_lazy_optimizer_groups_equal_the_yaml_ones(norm):
 
 def test_lazy_schedule_equals_the_yaml_one():
     cfg = lazy_cfg(TINY_LAZY)
+    lazy_lrs = assert_same_schedule(cfg, tiny_cfg("FRN"))
+    assert cfg.train.max_iter == 300
+    assert lazy_lrs[0] == pytest.approx(0.02 * 0.001) and lazy_lrs[-1] == pytest.approx(2e-4)
+
+
+def assert_same_schedule(cfg, ycfg):
+    """The LazyConfig's lr at every iteration equals the yacs config's; returns the lrs."""
     params = [nn.Parameter(torch.zeros(1))]
-    ycfg = tiny_cfg("FRN")
     yaml_opt = torch.optim.SGD(params, lr=ycfg.SOLVER.BASE_LR)
     lazy_opt = torch.optim.SGD(params, lr=cfg.optimizer.lr)
     yaml_sched = build_lr_scheduler(ycfg, yaml_opt)
@@ -238,9 +252,9 @@ def test_lazy_schedule_equals_the_yaml_one():
         yaml_lrs.append(yaml_opt.param_groups[0]["lr"])
         lazy_lrs.append(lazy_opt.param_groups[0]["lr"])
         yaml_opt.step(), lazy_opt.step(), yaml_sched.step(), lazy_sched.step()
+    assert cfg.train.max_iter == ycfg.SOLVER.MAX_ITER
     assert lazy_lrs == pytest.approx(yaml_lrs, rel=1e-12, abs=0)
-    assert cfg.train.max_iter == 300
-    assert lazy_lrs[0] == pytest.approx(0.02 * 0.001) and lazy_lrs[-1] == pytest.approx(2e-4)
+    return lazy_lrs
 
 
 def test_tiny_lazy_data_and_training_match_the_yaml_config():
@@ -320,6 +334,291 @@ def test_lazy_datasets_are_prepared_and_checked():
     assert err.value.args[0].startswith("Dataset 'no_such_set' is not registered")
     with pytest.raises(ValueError, match="has 4 categories, but the model has only 2 classes"):
         prepare_lazy_datasets(lazy_cfg(TINY_LAZY, "model.num_classes=2"))
+
+
+# ---------------------------------------------------------------- Faster / Mask R-CNN
+
+TINY_MASK_LAZY = LAZY / "tiny_mask_rcnn_cpu.py"
+RCNN_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+
+
+def tiny_rcnn_cfg(norm="FRN", *opts, detector="mask"):
+    """configs/tiny_<detector>_rcnn_cpu.yaml with `norm` in backbone, FPN, box and mask heads."""
+    norms = [item for key in RCNN_NORM_KEYS for item in (key, norm)]
+    return build_config(str(REPO / "configs" / f"tiny_{detector}_rcnn_cpu.yaml"), norms + list(opts), announce=False)
+
+
+def settings(model):
+    """Every module's plain attributes (thresholds, top-k, feature names, matchers, box
+    transforms, ...): what the state_dict does not hold. OmegaConf lists count as lists;
+    FastRCNNOutputLayers' loss_weight without its 1.0 entries (a missing key weighs 1.0)."""
+    def plain(v, depth=0):
+        if isinstance(v, (ListConfig, DictConfig)):
+            v = OmegaConf.to_container(v)
+        if isinstance(v, (int, float, str, bool, type(None))):
+            return v
+        if isinstance(v, (list, tuple)):
+            return tuple(plain(x, depth) for x in v)
+        if isinstance(v, dict):
+            return {k: plain(x, depth) for k, x in v.items()}
+        if isinstance(v, torch.Tensor):
+            return "tensor", tuple(v.shape), v.flatten()[:8].tolist()
+        if isinstance(v, nn.Module):
+            return "module", type(v).__name__
+        if hasattr(v, "__dict__") and depth < 2:
+            return type(v).__name__, {k: plain(x, depth + 1) for k, x in vars(v).items()}
+        return type(v).__name__
+
+    out = {}
+    for name, module in model.named_modules():
+        attrs = {k: plain(v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+        if isinstance(attrs.get("loss_weight"), dict):
+            attrs["loss_weight"] = {k: w for k, w in attrs["loss_weight"].items() if w != 1.0}
+        out[name] = attrs
+    return out
+
+
+def assert_same_model(lazy, yaml_model):
+    """Module for module the same model: parameters and buffers, modules (repr) and settings."""
+    assert shapes(lazy) == shapes(yaml_model)
+    assert repr(lazy) == repr(yaml_model)  # activations included
+    assert settings(lazy) == settings(yaml_model)
+
+
+def few_detections(model):
+    """An R50 R-CNN that is quick on one CPU thread: 20 proposals, 10 detections per image."""
+    model.proposal_generator.post_nms_topk[False] = 20
+    model.roi_heads.box_predictor.test_topk_per_image = 10
+    return model
+
+
+@pytest.mark.parametrize("norm", ["frn", "gn"])
+def test_r50_lazy_mask_rcnn_equals_the_yaml_model(norm):
+    torch.manual_seed(0)
+    lazy = instantiate(lazy_cfg(LAZY / f"mask_rcnn_R_50_FPN_{norm}.py").model)
+    torch.manual_seed(0)
+    yaml_model = build_model(build_config(str(REPO / "configs" / f"mask_rcnn_R_50_FPN_{norm}.yaml"),
+                                          ["MODEL.DEVICE", "cpu"], announce=False))
+    assert_same_model(lazy, yaml_model)
+    sd = shapes(lazy)
+    assert sd["backbone.bottom_up.res5.2.conv3.weight"] == (2048, 512, 1, 1)
+    assert sd["roi_heads.box_head.conv4.weight"] == (256, 256, 3, 3) and sd["roi_heads.box_head.fc1.weight"][0] == 1024
+    assert sd["roi_heads.mask_head.predictor.weight"] == (80, 256, 1, 1)
+    torch.manual_seed(1)
+    for p in yaml_model.parameters():  # move every weight off its init, then copy them over
+        p.data.add_(0.05 * torch.randn_like(p))
+    image = torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
+    # P2-P6, scores, boxes, classes and masks
+    assert_same_function(few_detections(yaml_model), few_detections(lazy), image, count=5 + 4)
+
+
+@pytest.mark.parametrize("detector, norm", [("faster", "frn"), ("faster", "bn"), ("faster", "syncbn"),
+                                            ("mask", "bn"), ("mask", "syncbn")])
+def test_r50_lazy_rcnn_model_is_the_yaml_model(detector, norm):
+    lazy = instantiate(lazy_cfg(LAZY / f"{detector}_rcnn_R_50_FPN_{norm}.py").model)
+    yaml_model = build_model(build_config(str(REPO / "configs" / f"{detector}_rcnn_R_50_FPN_{norm}.yaml"),
+                                          ["MODEL.DEVICE", "cpu"], announce=False))
+    assert_same_model(lazy, yaml_model)
+    assert lazy.roi_heads.mask_on == (detector == "mask")
+
+
+@pytest.mark.parametrize("detector", ["faster", "mask"])
+@pytest.mark.parametrize("norm", ["bn", "gn", "syncbn", "frn"])
+def test_r50_lazy_rcnn_configs_follow_the_scratch_9x_protocol(detector, norm):
+    cfg = lazy_cfg(LAZY / f"{detector}_rcnn_R_50_FPN_{norm}.py")
+    ycfg = build_config(str(REPO / "configs" / f"{detector}_rcnn_R_50_FPN_{norm}.yaml"), ["MODEL.DEVICE", "cpu"],
+                        announce=False)
+    solver = ycfg.SOLVER
+    assert cfg.dataloader.train.total_batch_size == solver.IMS_PER_BATCH == 64
+    assert cfg.optimizer.lr == solver.BASE_LR == 0.08 and cfg.train.max_iter == solver.MAX_ITER == 202500
+    assert cfg.optimizer.momentum == solver.MOMENTUM and cfg.optimizer.weight_decay == solver.WEIGHT_DECAY == 1e-4
+    assert cfg.optimizer.params.weight_decay_norm == solver.WEIGHT_DECAY_NORM == 0.0
+    assert cfg.train.checkpointer.period == solver.CHECKPOINT_PERIOD and cfg.train.init_checkpoint == ""
+    assert cfg.train.precise_bn.enabled == ycfg.TEST.PRECISE_BN.ENABLED == (norm == "syncbn")
+    assert cfg.train.precise_bn.num_iter == ycfg.TEST.PRECISE_BN.NUM_ITER
+    # the lr multiplier at the warm-up's and the decays' edges (stepping 202.5k iterations is slow)
+    yaml_sched = build_lr_scheduler(ycfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=solver.BASE_LR))
+    lazy_sched = instantiate(cfg.lr_multiplier)
+    for it in (0, 1, 500, 999, 1000, 1001, 187499, 187500, 197499, 197500, 202499):
+        assert lazy_sched(it / 202500) == pytest.approx(yaml_sched._multiplier(it / solver.MAX_ITER), rel=1e-12)
+    assert lazy_sched(999 / 202500) < 1.0 and lazy_sched(1000 / 202500) == 1.0
+    assert lazy_sched(197500 / 202500) == pytest.approx(0.01)
+    # the data: COCO, with masks and mask AP for Mask R-CNN
+    assert cfg.dataloader.train.dataset.names == ycfg.DATASETS.TRAIN[0] == "coco_2017_train"
+    assert cfg.dataloader.test.dataset.names == ycfg.DATASETS.TEST[0] == "coco_2017_val"
+    assert_same_augmentations(cfg, ycfg)
+    yaml_mapper = DatasetMapper(ycfg, is_train=True)
+    use_mask = instantiate(cfg.dataloader.train.mapper).use_instance_mask
+    assert use_mask == yaml_mapper.use_instance_mask == ycfg.MODEL.MASK_ON
+    assert tuple(cfg.dataloader.evaluator.get("tasks") or ("bbox",)) == evaluation_tasks(ycfg)
+    # the norm: one place, the others follow it
+    expected = {"bn": "BN", "gn": "GN", "syncbn": "SyncBN", "frn": "FRN"}[norm]
+    assert cfg.model.backbone.bottom_up.stages.norm == cfg.model.backbone.norm == expected
+    assert cfg.model.roi_heads.box_head.conv_norm == expected and cfg.model.roi_heads.box_head.fc_norm == ""
+    assert (cfg.model.roi_heads.mask_head.conv_norm == expected) if detector == "mask" else \
+        "mask_head" not in cfg.model.roi_heads
+
+
+@pytest.mark.parametrize("detector, norm", [("mask", "FRN"), ("mask", "GN"), ("mask", "BN"), ("mask", "GN+TLU"),
+                                            ("faster", "FRN")])
+def test_tiny_lazy_rcnn_equals_the_yaml_model(detector, norm):
+    torch.manual_seed(0)
+    yaml_model = build_model(tiny_rcnn_cfg(norm, detector=detector))
+    torch.manual_seed(0)
+    lazy = lazy_model(norm, path=LAZY / f"tiny_{detector}_rcnn_cpu.py")
+    assert_same_model(lazy, yaml_model)
+    assert len(shapes(lazy)) > 100
+    ys, ls = yaml_model.state_dict(), lazy.state_dict()
+    assert all(torch.equal(ys[k], ls[k]) for k in ys)  # the same init
+    torch.manual_seed(1)
+    for p in yaml_model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    image = torch.rand(3, 160, 160, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():  # BN: running statistics of real activations in the backbone
+        yaml_model.train()
+        for _ in range(3):
+            yaml_model.backbone(yaml_model.preprocess_image([{"image": image}]).tensor)
+    assert_same_function(yaml_model, lazy, image, count=5 + 3 + (detector == "mask"))
+
+
+@pytest.mark.parametrize("detector", ["faster", "mask"])
+def test_tiny_lazy_rcnn_data_and_training_match_the_yaml_config(detector):
+    cfg, ycfg = lazy_cfg(LAZY / f"tiny_{detector}_rcnn_cpu.py"), tiny_rcnn_cfg(detector=detector)
+    assert cfg.dataloader.train.dataset.names == ycfg.DATASETS.TRAIN[0] == "frn_shapes_train"
+    assert cfg.dataloader.test.dataset.names == ycfg.DATASETS.TEST[0] == "frn_shapes_val"
+    assert cfg.dataloader.train.total_batch_size == ycfg.SOLVER.IMS_PER_BATCH == 8
+    assert cfg.dataloader.train.num_workers == ycfg.DATALOADER.NUM_WORKERS == 0
+    assert cfg.train.checkpointer.period == ycfg.SOLVER.CHECKPOINT_PERIOD and cfg.train.device == "cpu"
+    assert cfg.optimizer.lr == ycfg.SOLVER.BASE_LR and cfg.optimizer.weight_decay == ycfg.SOLVER.WEIGHT_DECAY
+    assert cfg.optimizer.momentum == ycfg.SOLVER.MOMENTUM
+    assert_same_schedule(cfg, ycfg)
+    assert tuple(assert_same_augmentations(cfg, ycfg)[0].short_edge_length) == (160,)
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    assert mapper.use_instance_mask == DatasetMapper(ycfg, is_train=True).use_instance_mask == (detector == "mask")
+    assert mapper.instance_mask_format == ycfg.INPUT.MASK_FORMAT == "polygon"
+    assert tuple(cfg.dataloader.evaluator.get("tasks") or ("bbox",)) == evaluation_tasks(ycfg)
+
+
+def test_tiny_lazy_mask_rcnn_optimizer_groups_equal_the_yaml_ones():
+    cfg = lazy_cfg(TINY_MASK_LAZY, "model.roi_heads.box_head.fc_norm=FRN")
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    yaml_opt = build_optimizer(tiny_rcnn_cfg("FRN", "MODEL.ROI_BOX_HEAD.NORM_FCS", "True"), model)
+    decays = group_settings(instantiate(cfg.optimizer))
+    assert decays == group_settings(yaml_opt)
+    fc_frn = model.roi_heads.box_head.fc_norm1.norm  # FRN after the FC: the learned eps, no weight decay
+    assert fc_frn.eps_l is not None and decays[id(fc_frn.eps_l)] == (0.02, 0.0)
+
+
+def test_one_norm_place_sets_backbone_fpn_box_and_mask_heads():
+    default = lazy_model(path=TINY_MASK_LAZY)
+    frns = norm_layers(default)
+    # stem 1, R18 blocks 16 + 3 shortcuts, FPN 4 lateral + 4 output, box head 4 convs, mask head 4 convs
+    assert len(frns) == 1 + 16 + 3 + 8 + 4 + 4 and all(isinstance(n, FilterResponseNorm2d) for n in frns)
+    gn = lazy_model("GN", path=TINY_MASK_LAZY)
+    assert len(norm_layers(gn)) == len(frns) and all(isinstance(n, nn.GroupNorm) for n in norm_layers(gn))
+    box, mask = gn.roi_heads.box_head, gn.roi_heads.mask_head
+    assert all(isinstance(getattr(box, f"conv{k}").norm, nn.GroupNorm) for k in range(1, 5))
+    assert all(isinstance(getattr(mask, f"mask_fcn{k}").norm, nn.GroupNorm) for k in range(1, 5))
+    fpn = list(gn.backbone.lateral_convs) + list(gn.backbone.output_convs)
+    assert all(isinstance(m.norm, nn.GroupNorm) for m in fpn)
+    # one part set by itself breaks its link only; the options follow the one place too
+    mixed = lazy_model("GN", "model.roi_heads.mask_head.conv_norm=GN+TLU", "model.roi_heads.box_head.conv_norm=BN",
+                       path=TINY_MASK_LAZY)
+    assert all(isinstance(getattr(mixed.roi_heads.mask_head, f"mask_fcn{k}").activation, TLU) for k in range(1, 5))
+    assert all(isinstance(getattr(mixed.roi_heads.box_head, f"conv{k}").norm, nn.BatchNorm2d) for k in range(1, 5))
+    assert isinstance(mixed.backbone.bottom_up.stem.conv1.norm, nn.GroupNorm)
+    eps = lazy_model("FRN", "model.backbone.bottom_up.stages.norm_options.frn.eps=1e-5", path=TINY_MASK_LAZY)
+    assert all(m.eps == 1e-5 for m in eps.modules() if isinstance(m, FilterResponseNorm2d))
+    # a saved config keeps the links
+    raw = OmegaConf.to_container(lazy_cfg(TINY_MASK_LAZY).model.roi_heads, resolve=False)
+    assert raw["box_head"]["conv_norm"] == raw["mask_head"]["conv_norm"] == "${...backbone.bottom_up.stages.norm}"
+
+
+@pytest.mark.parametrize("detector, norm", [("mask", "GN"), ("mask", "FRN"), ("faster", "GN+TLU")])
+def test_trainer_build_model_from_lazy_rcnn_config_equals_yaml(detector, norm):
+    opts = ["MODEL.FRN.EPS", "1e-5"]
+    torch.manual_seed(0)
+    yaml_model = Trainer.build_model(tiny_rcnn_cfg(norm, *opts, detector=detector))
+    torch.manual_seed(0)
+    lazy = Trainer.build_model(tiny_rcnn_cfg(norm, *opts, "MODEL.LAZY_CONFIG", f"lazy/tiny_{detector}_rcnn_cpu.py",
+                                             detector=detector))
+    assert type(lazy).__name__ == "GeneralizedRCNN"
+    assert_same_model(lazy, yaml_model)
+    ys, ls = yaml_model.state_dict(), lazy.state_dict()
+    assert all(torch.equal(ys[k], ls[k]) for k in ys)
+    if norm == "FRN":  # MODEL.FRN.* reaches the lazy model's heads too
+        frns = [m for m in lazy.roi_heads.modules() if isinstance(m, FilterResponseNorm2d)]
+        assert len(frns) == 8 and all(m.eps == 1e-5 for m in frns)
+
+
+def test_apply_yacs_model_keys_sets_the_rcnn_heads_and_classes():
+    from frn_det.modeling.lazy import apply_yacs_model_keys
+
+    ycfg = tiny_rcnn_cfg("GN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "GN+TLU",
+                         "MODEL.ROI_BOX_HEAD.NORM_FCS", "True", "MODEL.ROI_HEADS.NUM_CLASSES", "7",
+                         "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "True", "MODEL.WS.EPS", "1e-3")
+    cfg = LazyConfig.load(str(TINY_MASK_LAZY))
+    done = apply_yacs_model_keys(cfg, ycfg)
+    heads = [f"model.roi_heads.{h}.{k}" for h in ("box_head", "mask_head") for k in ("conv_norm", "norm_options")]
+    classes = [f"model.roi_heads{h}.num_classes" for h in ("", ".box_predictor", ".mask_head")]
+    assert set(heads + classes + ["model.roi_heads.box_head.fc_norm"]) <= set(done)
+    assert not any(k.startswith("model.head") or k == "model.num_classes" for k in done)  # RetinaNet's keys
+    model = instantiate(cfg.model)
+    box, mask = model.roi_heads.box_head, model.roi_heads.mask_head
+    assert all(isinstance(getattr(box, f"conv{k}").norm, nn.BatchNorm2d) for k in range(1, 5))
+    assert isinstance(box.fc_norm1.norm, nn.BatchNorm2d)  # NORM_FCS: the box head's norm after the FC too
+    assert all(isinstance(getattr(mask, f"mask_fcn{k}").norm, nn.GroupNorm) and
+               isinstance(getattr(mask, f"mask_fcn{k}").activation, TLU) for k in range(1, 5))
+    assert isinstance(model.backbone.bottom_up.stem.conv1.norm, nn.GroupNorm)
+    assert model.roi_heads.num_classes == 7 and model.roi_heads.box_predictor.num_classes == 7
+    assert model.roi_heads.box_predictor.cls_score.out_features == 8
+    assert mask.predictor.out_channels == 1  # CLS_AGNOSTIC_MASK
+    # the faster variant has no mask head: MODEL.ROI_MASK_HEAD.* is not applied
+    faster = LazyConfig.load(str(LAZY / "tiny_faster_rcnn_cpu.py"))
+    done = apply_yacs_model_keys(faster, tiny_rcnn_cfg("GN", detector="faster"))
+    assert "model.roi_heads.box_head.conv_norm" in done and not any("mask_head" in k for k in done)
+    # RetinaNet as before: no R-CNN keys
+    done = apply_yacs_model_keys(lazy_cfg(TINY_LAZY), tiny_cfg("GN"))
+    assert not any("roi_heads" in k for k in done) and "model.head.norm" in done and "model.num_classes" in done
+
+
+def test_mask_on_must_agree_with_the_lazy_model():
+    from frn_det.modeling.lazy import apply_yacs_model_keys
+
+    with pytest.raises(ValueError, match=r"MODEL.MASK_ON=False but the LazyConfig's model has a mask head"):
+        apply_yacs_model_keys(LazyConfig.load(str(TINY_MASK_LAZY)), tiny_rcnn_cfg("GN", detector="faster"))
+    with pytest.raises(ValueError, match=r"MODEL.MASK_ON=True but the LazyConfig's model has no mask head"):
+        apply_yacs_model_keys(LazyConfig.load(str(LAZY / "tiny_faster_rcnn_cpu.py")), tiny_rcnn_cfg("GN"))
+
+
+def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
+    from frn_det.engine.lazy_train_net import load_config, prepare_lazy_datasets
+
+    cfg = load_config(str(TINY_MASK_LAZY))
+    assert prepare_lazy_datasets(cfg) == ["frn_shapes_train", "frn_shapes_val"]
+    with pytest.raises(ValueError, match="has 4 categories, but the model has only 2 classes"):
+        prepare_lazy_datasets(lazy_cfg(TINY_MASK_LAZY, "model.roi_heads.num_classes=2"))
+    with pytest.raises(ValueError, match=r"mask head .*use_instance_mask=False"):
+        load_config(str(TINY_MASK_LAZY), ["dataloader.train.mapper.use_instance_mask=False"])
+    with pytest.raises(ValueError, match=r"asks for mask AP \(segm\) but the model has no mask head"):
+        load_config(str(LAZY / "tiny_faster_rcnn_cpu.py"), ["dataloader.evaluator.tasks=[bbox,segm]"])
+    with caplog.at_level("WARNING", logger="frn_det"):
+        load_config(str(TINY_MASK_LAZY), ["dataloader.evaluator.tasks=[bbox]"])
+    assert "masks are not evaluated" in caplog.text
+
+
+def test_precise_bn_hook_as_the_yaml_trainer_adds_it():
+    from detectron2.engine.hooks import PreciseBN
+
+    from frn_det.engine.lazy_train_net import precise_bn_hook
+
+    cfg = lazy_cfg(TINY_MASK_LAZY, f"{NORM_KEY}=BN", "train.precise_bn.enabled=true", "train.precise_bn.num_iter=7")
+    hook = precise_bn_hook(cfg, instantiate(cfg.model))
+    assert isinstance(hook, PreciseBN) and hook._num_iter == 7 and hook._period == cfg.train.eval_period
+    assert precise_bn_hook(lazy_cfg(TINY_MASK_LAZY, "train.precise_bn.enabled=true"), lazy_model(path=TINY_MASK_LAZY)) \
+        is None  # FRN: no BN statistics to recompute
+    assert precise_bn_hook(lazy_cfg(TINY_MASK_LAZY, f"{NORM_KEY}=BN"), lazy_model("BN", path=TINY_MASK_LAZY)) is None
 
 
 # ---------------------------------------------------------------- end to end (slow)
