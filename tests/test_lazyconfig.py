@@ -688,3 +688,29 @@ def test_detectron2s_own_lazyconfig_train_net_runs_the_configs(tmp_path):
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     assert "head.cls_subnet.2.tau" in state  # GN+TLU: the head's TLU, from frn-det's builders
     assert len(final_ap(proc.stdout)) == 6  # its own evaluation ran too (NaN: 2 iterations find nothing)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.roi_heads.box_head.conv_norm=GN+GELU", r"model\.roi_heads\.box_head\.conv_norm='GN\+GELU'"),
+    ("model.roi_heads.box_head.fc_norm=FRM", r"model\.roi_heads\.box_head\.fc_norm='FRM'"),
+    ("model.roi_heads.mask_head.conv_norm=FRM", r"model\.roi_heads\.mask_head\.conv_norm='FRM'"),
+])
+def test_unknown_roi_head_norm_names_the_lazy_key(override, key):
+    with pytest.raises(ValueError, match=key + " is not a known norm"):
+        lazy_model("GN", override, path=TINY_MASK_LAZY)
+
+
+@pytest.mark.parametrize("entry_name", ["tiny_cpu_lazy", "tiny_mask_rcnn_cpu_lazy"])
+def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
+    from hydra import compose, initialize_config_dir
+
+    from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config
+
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base=None):
+        job = compose(config_name="sweep", overrides=[f"model={entry_name}", "norm=gn"])
+    cfg, _ = build_detectron2_config(job, "/tmp/x")
+    assert (REPO / "configs" / cfg.MODEL.LAZY_CONFIG).is_file()
+    model = Trainer.build_model(cfg)
+    assert isinstance(model.backbone.bottom_up.stem.conv1.norm, nn.GroupNorm)
+    if "mask" in entry_name:
+        assert isinstance(model.roi_heads.mask_head.mask_fcn1.norm, nn.GroupNorm) and model.roi_heads.num_classes == 4

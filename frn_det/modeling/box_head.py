@@ -52,14 +52,15 @@ class FRNFastRCNNConvFCHead(FastRCNNConvFCHead):
     conv_norm: the norm after each conv (a norm string, a NormFactory, or a callable);
     fc_norm: the norm after each FC ("" for none: Detectron2's head); norm_options: what
     MODEL.FRN / BRN / EVONORM / WS hold (NormOptions); the FCs' FRN gets the learned eps.
+    keys: where conv_norm and fc_norm come from, for error messages (a LazyConfig names its own).
     """
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm="",
-                 fc_norm="", norm_options: Optional[NormOptions] = None):
-        conv_norm = resolve_head_norm(conv_norm, key="MODEL.ROI_BOX_HEAD.NORM", options=norm_options)
-        fc_norm = resolve_head_norm(fc_norm, key="MODEL.ROI_BOX_HEAD.NORM (after the FCs, NORM_FCS)",
-                                    options=fc_norm_options(norm_options))
+                 fc_norm="", norm_options: Optional[NormOptions] = None,
+                 keys=("MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_BOX_HEAD.NORM (after the FCs, NORM_FCS)")):
+        conv_norm = resolve_head_norm(conv_norm, key=keys[0], options=norm_options)
+        fc_norm = resolve_head_norm(fc_norm, key=keys[1], options=fc_norm_options(norm_options))
         super().__init__(input_shape, conv_dims=conv_dims, fc_dims=fc_dims, conv_norm=conv_norm)
         use_norm_activation(self.conv_norm_relus, conv_norm)
         if fc_norm:

@@ -20,12 +20,13 @@ __all__ = ["FRNMaskRCNNConvUpsampleHead"]
 
 @ROI_MASK_HEAD_REGISTRY.register()
 class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
-    """MaskRCNNConvUpsampleHead with frn-det's norms (see the module docstring)."""
+    """MaskRCNNConvUpsampleHead with frn-det's norms (see the module docstring). `key`: where
+    conv_norm comes from, for error messages (a LazyConfig names its own)."""
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_classes, conv_dims, conv_norm="",
-                 norm_options: Optional[NormOptions] = None, **kwargs):
-        conv_norm = resolve_head_norm(conv_norm, key="MODEL.ROI_MASK_HEAD.NORM", options=norm_options)
+                 norm_options: Optional[NormOptions] = None, key: str = "MODEL.ROI_MASK_HEAD.NORM", **kwargs):
+        conv_norm = resolve_head_norm(conv_norm, key=key, options=norm_options)
         super().__init__(input_shape, num_classes=num_classes, conv_dims=conv_dims, conv_norm=conv_norm, **kwargs)
         use_norm_activation(self.conv_norm_relus, conv_norm)
 

@@ -105,6 +105,7 @@ model = L(GeneralizedRCNN)(
             conv_norm="${...backbone.bottom_up.stages.norm}",
             fc_norm="",  # Detectron2's head: no norm after the FC (MODEL.ROI_BOX_HEAD.NORM_FCS False)
             norm_options="${...backbone.bottom_up.stages.norm_options}",
+            keys=("model.roi_heads.box_head.conv_norm", "model.roi_heads.box_head.fc_norm"),  # named in errors
         ),
         box_predictor=L(FastRCNNOutputLayers)(
             input_shape=ShapeSpec(channels=1024),
@@ -127,6 +128,7 @@ model = L(GeneralizedRCNN)(
             conv_dims=[256, 256, 256, 256, 256],  # 4 convs, then the deconv's channels
             conv_norm="${...backbone.bottom_up.stages.norm}",
             norm_options="${...backbone.bottom_up.stages.norm_options}",
+            key="model.roi_heads.mask_head.conv_norm",  # named in errors
         ),
     ),
     pixel_mean=[103.53, 116.28, 123.675],
