@@ -1,5 +1,6 @@
 """Faster R-CNN and Mask R-CNN with FRN, end to end on the built-in data: tools/train_net.py and the sweep."""
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,14 @@ def test_faster_rcnn_with_frn_after_convs_and_fcs_trains_and_evaluates_boxes(tmp
         "train_net.py", "--config-file", REPO / "configs" / "tiny_faster_rcnn_cpu.yaml",
         "MODEL.ROI_BOX_HEAD.NORM_FCS", "True", "SOLVER.MAX_ITER", 20, "SOLVER.IMS_PER_BATCH", 2,
         "SOLVER.WARMUP_ITERS", 5, "SOLVER.STEPS", "(15,)", "SOLVER.CHECKPOINT_PERIOD", 1000, "OUTPUT_DIR", tmp_path,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,  # 20 iterations: keep the low scores, so that AP is a number
     )
     log = proc.stdout + proc.stderr
     events = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     final = events[-1]
     assert 0.0 <= final["bbox/AP"] <= 100.0 and not any(k.startswith("segm/") for k in final)
     losses = [e["total_loss"] for e in events if "total_loss" in e]
-    assert len(losses) >= 2 and all(loss == loss for loss in losses)  # finite, not NaN
+    assert losses and all(math.isfinite(loss) for loss in losses)
     saved = (tmp_path / "config.yaml").read_text()
     assert "NAME: FRNFastRCNNConvFCHead" in saved and "NORM_FCS: true" in saved
     assert "fc_norm1" in log  # the model printed at start: FRN after the FC
