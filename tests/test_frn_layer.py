@@ -144,6 +144,17 @@ def test_tlu_is_max_with_learned_threshold():
     assert torch.equal(tlu(x), expected)
 
 
+def test_tlu_takes_fc_features_per_channel():
+    tlu = TLU(3)
+    with torch.no_grad():
+        tlu.tau.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 3.0]], requires_grad=True)  # (N, C) after an FC layer
+    y = tlu(x)
+    assert y.shape == (2, 3) and torch.equal(y, torch.tensor([[0.5, 0.0, 2.0], [1.0, -1.0, 3.0]]))
+    y.sum().backward()
+    assert torch.equal(tlu.tau.grad, torch.tensor([1.0, 1.0, 1.0]))  # tau wins once per channel
+
+
 CPP_TLU_GRAD_FN = "torch::autograd::CppNode<frn_det::TLUAutograd>"
 
 

@@ -138,3 +138,41 @@ def test_bad_head_norm_is_rejected_before_training_naming_the_key(key):
     cfg = build_config(TINY_MASK_RCNN, [key, "FRM"], announce=False)
     with pytest.raises(ValueError, match=rf"{key}='FRM' is not a known norm.*Accepted: NORM or NORM\+ACT"):
         check_config(cfg, world_size=1)
+
+
+def _training_batch():
+    from detectron2.structures import Boxes, Instances, PolygonMasks
+
+    images = []
+    for k in range(2):  # two images: the batch statistics of BN-like norms need more than one value
+        inst = Instances((64, 64))
+        inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 36.0], [30.0, 20.0, 60.0, 60.0]]))
+        inst.gt_classes = torch.tensor([k, 2])
+        inst.gt_masks = PolygonMasks([[[8.0, 8.0, 40.0, 8.0, 40.0, 36.0, 8.0, 36.0]],
+                                      [[30.0, 60.0, 60.0, 60.0, 45.0, 20.0]]])
+        images.append({"image": torch.rand(3, 64, 64) * 255, "instances": inst})
+    return images
+
+
+# Every norm frn-det accepts, in both heads and after the FC (nnSyncBN needs a process group).
+TRAINABLE_NORMS = ["BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN", "LN", "FRN", "FRN+ReLU", "GN+TLU", "BN+TLU",
+                   "BRN", "SyncBRN", "GNWS", "EvoNormB0", "EvoNormS0"]
+
+
+@pytest.mark.parametrize("norm", TRAINABLE_NORMS)
+def test_every_norm_trains_in_the_box_head_fcs_and_the_mask_head(norm):
+    torch.manual_seed(0)
+    from detectron2.utils.events import EventStorage
+
+    model = _tiny(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", True).train()
+    with EventStorage():  # the R-CNN heads log training statistics
+        losses = model(_training_batch())
+    assert {"loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    heads = [model.roi_heads.box_head, model.roi_heads.mask_head]
+    trainable = [(n, p) for h in heads for n, p in h.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trainable)
+    fc_norm = model.roi_heads.box_head.fc_norm1.norm
+    assert type(fc_norm).__name__ == type(model.roi_heads.box_head.conv1.norm).__name__  # the same norm after the FC

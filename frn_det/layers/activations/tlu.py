@@ -18,7 +18,7 @@ class TLU(nn.Module):
     (after a residual add, or after another norm: "GN+TLU", "BN+TLU", ...). On CPU it runs
     the C++ op frn_det::tlu (one pass per direction, saves only its output), elsewhere
     torch.maximum. At a tie x == tau the C++ op gives the gradient to tau; torch.maximum
-    splits it."""
+    splits it. Takes (N, C, H, W) maps and (N, C) features (after an FC layer)."""
 
     def __init__(self, num_features: int):
         super().__init__()
@@ -26,6 +26,11 @@ class TLU(nn.Module):
         self.tau = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (N, C) features: as (N, C, 1, 1) maps
+            return self._forward_maps(x[:, :, None, None]).flatten(1)
+        return self._forward_maps(x)
+
+    def _forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
             return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
         return self._forward_eager(x)
