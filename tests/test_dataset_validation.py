@@ -223,10 +223,10 @@ def test_validation_is_cached_until_the_file_changes(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- prepare_datasets
 
 
-def _cfg(name, json_file, img_dir, *opts):
+def _cfg(name, json_file, img_dir, *opts, model="tiny_retinanet_cpu"):
     from frn_det.engine.train_net import build_config
 
-    return build_config("configs/tiny_retinanet_cpu.yaml", [
+    return build_config(f"configs/{model}.yaml", [
         "DATASETS.REGISTER_COCO", [(name, json_file, img_dir)],
         "DATASETS.TRAIN", (name,), *opts,
     ])
@@ -250,6 +250,22 @@ def test_prepare_datasets_error_mode_from_config(tmp_path):
         prepare_datasets(_cfg(name, json_file, img_dir, "DATASETS.INVALID_BOXES", "error"))
     with pytest.raises(ValueError, match=r"DATASETS.INVALID_BOXES must be one of \['drop', 'error'\]"):
         prepare_datasets(_cfg(name, json_file, img_dir, "DATASETS.INVALID_BOXES", "clip"))
+
+
+def test_mask_model_needs_a_mask_on_every_annotation_before_training(tmp_path):
+    from frn_det.data import prepare_datasets
+
+    name = unique("boxes_only_train")
+    json_file, img_dir = make_coco(tmp_path, num_images=4)
+    square = [[2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]]
+    edit_coco(json_file, lambda d: [a.update(segmentation=square) for a in d["annotations"][:2]])
+    with pytest.raises(ValueError, match=rf"Dataset '{name}': {re.escape(json_file)} has 2 of 4 annotations without "
+                                         r"a 'segmentation' \(annotation ids 3, 4\), but MODEL.MASK_ON=True.*"
+                                         r"MODEL.MASK_ON False"):
+        prepare_datasets(_cfg(name, json_file, img_dir, model="tiny_mask_rcnn_cpu"))
+    prepare_datasets(_cfg(name, json_file, img_dir, model="tiny_faster_rcnn_cpu"))  # boxes only: fine
+    edit_coco(json_file, lambda d: [a.update(segmentation=square) for a in d["annotations"]])
+    prepare_datasets(_cfg(name, json_file, img_dir, model="tiny_mask_rcnn_cpu"))  # every annotation has its mask
 
 
 def test_prepare_datasets_drop_mode_loader_sees_only_valid_boxes(tmp_path):

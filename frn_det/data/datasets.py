@@ -19,6 +19,7 @@ from .synthetic import SHAPES_CATEGORIES, ShapesSpec, dataset_paths, dataset_roo
 from .validate import (
     check_dataset_images,
     check_exists,
+    check_masks_for_mask_model,
     check_invalid_boxes_setting,
     check_missing_eval_fields_setting,
     fix_records,
@@ -177,7 +178,7 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
     Runs before any training so that a missing file, a bad annotation, too many
     categories for the model or an image that does not decode is a clear error, not a
     crash deep inside a data loader worker or after training, in evaluation (see
-    validate.py). The json checks of all datasets run first, then the (slower) image
+    validate.py); with MODEL.MASK_ON every annotation needs a mask. The json checks of all datasets run first, then the (slower) image
     checks.
     """
     invalid_boxes = check_invalid_boxes_setting(cfg.DATASETS.INVALID_BOXES)
@@ -209,6 +210,8 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
                                         for_training=name in cfg.DATASETS.TRAIN,
                                         missing_eval_fields=missing_eval_fields)
             check_num_classes(cfg, name, json_file, report.num_categories)
+            if cfg.MODEL.MASK_ON:
+                check_masks_for_mask_model(report)
             _use_json_file(name, report.eval_json_file, json_file)
             if report.needs_record_fixes:
                 _fix_records_in_loader(name)

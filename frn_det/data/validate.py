@@ -73,6 +73,7 @@ class ValidationReport:
     missing_area: List[int] = field(default_factory=list)  # annotation ids
     missing_info: bool = False  # no top-level 'info' (pycocotools 2.0.9/2.0.10 loadRes needs one)
     float_sizes: List[int] = field(default_factory=list)  # image ids with width/height like 640.0
+    without_masks: List[int] = field(default_factory=list)  # annotation ids with no segmentation
     # (image id, file_name, width, height) per image: what the image check needs.
     images: List[tuple] = field(default_factory=list, repr=False, compare=False)
     # The json that training and evaluation should read: json_file, or its fixed copy.
@@ -355,8 +356,24 @@ def _inspect(json_file: str, image_root: str, name: str) -> ValidationReport:
         missing_area=[a["id"] for a in anns if "area" not in a],
         missing_info="info" not in data,
         float_sizes=[i["id"] for i in images if isinstance(i["width"], float) or isinstance(i["height"], float)],
+        without_masks=[a["id"] for a in anns if not a.get("segmentation")],
         images=[(i["id"], i["file_name"], i["width"], i["height"]) for i in images],
     )
+
+
+def check_masks_for_mask_model(report: ValidationReport) -> None:
+    """A model that predicts masks (MODEL.MASK_ON) trains on every annotation's mask and is
+    scored on them (COCOeval segm): an annotation without one would stop training at the
+    first batch that holds it, or evaluation after training. Raises naming the dataset,
+    the json and the annotations."""
+    if report.without_masks:
+        raise ValueError(
+            f"Dataset {report.name!r}: {report.json_file} has {len(report.without_masks)} of "
+            f"{report.num_annotations} annotations without a 'segmentation' (annotation ids "
+            f"{_few(report.without_masks, 5)}), but MODEL.MASK_ON=True: Mask R-CNN trains on and is "
+            "evaluated on every annotation's mask. Give each annotation polygons or an RLE, or use a "
+            "model without masks (MODEL.MASK_ON False; in the sweep e.g. model=tiny_faster_rcnn_cpu)"
+        )
 
 
 @functools.lru_cache(maxsize=None)
