@@ -334,11 +334,31 @@ def test_batch_dependent_norms_in_training(make):
     torch.testing.assert_close(m(x[:1]), m(x)[:1])
 
 
+@pytest.mark.parametrize("norm", ["BN", "GN", "FRN", "GN+TLU", "BRN", "SyncBRN", "EvoNormB0", "EvoNormS0", "LN"])
+@pytest.mark.parametrize("training", [True, False])
+def test_an_empty_batch_passes_through_and_teaches_the_statistics_nothing(norm, training):
+    """An R-CNN mask head sees no ROIs when an image has no detections (or no foreground)."""
+    from frn_det.layers.factory import resolve_norm
+
+    factory = resolve_norm(norm, key="k")
+    m = randomize(factory(32)).train(training)
+    act = factory.activation(32)
+    buffers = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.randn(0, 32, 7, 7, requires_grad=True)
+    y = act(m(x))
+    assert y.shape == (0, 32, 7, 7)
+    y.sum().backward()  # the graph reaches the parameters (DDP expects every one to get a gradient)
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+    for k, v in m.state_dict().items():
+        if not (norm == "BN" and k == "num_batches_tracked"):  # torch's BatchNorm2d counts empty batches too
+            assert torch.equal(v, buffers[k]), k  # running statistics and BRN's counter unchanged
+
+
 # ---------------------------------------------------------------------------------------
 # Synced BRN over 2 GLOO workers
 
 
-def _sync_brn_worker(rank, world, init_file, x, dz, state, out_dir):
+def _sync_brn_worker(rank, world, init_file, x, dz, state, out_dir, sizes):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -346,16 +366,18 @@ def _sync_brn_worker(rank, world, init_file, x, dz, state, out_dir):
         m = NaiveSyncBatchRenorm2d(x.shape[1], warmup_start=0, r_max_end=10, d_max_end=10, r_max=1.5, d_max=0.5)
         m = m.double()
         m.load_state_dict(state)
-        part = x.chunk(world)[rank].clone().requires_grad_()
+        part = x.split(sizes)[rank].clone().requires_grad_()
         out = m(part)
-        dx, dw, db = torch.autograd.grad(out, [part, m.weight, m.bias], dz.chunk(world)[rank])
+        dx, dw, db = torch.autograd.grad(out, [part, m.weight, m.bias], dz.split(sizes)[rank])
         torch.save({"out": out.detach(), "dx": dx, "dw": dw, "db": db, "state": m.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def test_naive_sync_brn_over_two_gloo_workers_equals_brn_on_the_whole_batch():
+# (4, 0): a worker without ROIs in an R-CNN head still takes part in the all_reduce
+@pytest.mark.parametrize("sizes", [(2, 2), (3, 1), (4, 0)])
+def test_naive_sync_brn_over_two_gloo_workers_equals_brn_on_the_whole_batch(sizes):
     torch.manual_seed(0)
     single = active_brn(6)
     x = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 1.5 + 0.5
@@ -363,7 +385,7 @@ def test_naive_sync_brn_over_two_gloo_workers_equals_brn_on_the_whole_batch():
     state = {k: v.clone() for k, v in single.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
         torch.multiprocessing.spawn(
-            _sync_brn_worker, args=(2, os.path.join(tmp, "init"), x, dz, state, tmp), nprocs=2, join=True
+            _sync_brn_worker, args=(2, os.path.join(tmp, "init"), x, dz, state, tmp, sizes), nprocs=2, join=True
         )
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(2)]
     xr = x.clone().requires_grad_()

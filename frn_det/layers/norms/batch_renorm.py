@@ -148,13 +148,18 @@ class BatchRenorm2d(nn.BatchNorm2d):
                 r, d = r.clamp_(1.0 / r_max, r_max), d.clamp_(-d_max, d_max)
         return r, d
 
-    def _update_running_stats(self, mean_b: torch.Tensor, var_b: torch.Tensor, count: int) -> None:
-        """As BatchNorm2d: running = (1 - momentum) running + momentum batch, the variance unbiased."""
+    def _update_running_stats(self, mean_b: torch.Tensor, var_b: torch.Tensor, count) -> None:
+        """As BatchNorm2d: running = (1 - momentum) running + momentum batch, the variance
+        unbiased. `count` (elements per channel) may be a tensor (the synced count, read
+        without a device sync): a count of 0 changes nothing."""
         with torch.no_grad():
-            self.running_mean.lerp_(mean_b.detach().to(self.running_mean.dtype), self.momentum)
-            unbiased = var_b.detach().to(self.running_var.dtype) * (count / max(count - 1, 1))
-            self.running_var.lerp_(unbiased, self.momentum)
-            self.num_batches_tracked.add_(1)
+            count = torch.as_tensor(count, dtype=self.running_var.dtype, device=self.running_var.device)
+            seen = count > 0
+            momentum = self.momentum * seen.to(count.dtype)
+            self.running_mean.lerp_(mean_b.detach().to(self.running_mean.dtype), momentum)
+            unbiased = var_b.detach().to(self.running_var.dtype) * (count / (count - 1).clamp(min=1))
+            self.running_var.lerp_(unbiased, momentum)
+            self.num_batches_tracked.add_(seen.to(self.num_batches_tracked.dtype))
 
     def _affine(self, r: torch.Tensor, d: torch.Tensor):
         if self.weight is None:
@@ -163,7 +168,9 @@ class BatchRenorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not self.training:
+        # An empty batch (an ROI head without ROIs) has no statistics: the moving averages
+        # normalize it and nothing is updated, as in eval mode.
+        if not self.training or x.numel() == 0:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         with torch.no_grad():  # one pass: per-channel mean and biased variance
             mean_b, var_b = torch.batch_norm_update_stats(x.detach(), None, None, 0.0)
@@ -193,30 +200,30 @@ def _world_size() -> int:
 
 
 class NaiveSyncBatchRenorm2d(BatchRenorm2d):
-    """BatchRenorm2d with the batch statistics averaged over all workers (see the module
-    docstring). With one worker, or in eval mode, it is BatchRenorm2d."""
+    """BatchRenorm2d with the statistics of the whole batch over all workers (see the module
+    docstring): each worker's sums weighted by its element count, so that a worker with an
+    empty batch (an ROI head without ROIs) still takes part in the all_reduce and counts for
+    nothing. With one worker, or in eval mode, it is BatchRenorm2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         world = _world_size()
         if world == 1 or not self.training:
             return super().forward(x)
         self._check_input_dim(x)
-        n, c = x.shape[0], x.shape[1]
-        if n == 0:
-            raise ValueError("NaiveSyncBatchRenorm2d does not support an empty batch on a worker")
+        c = x.shape[1]
         half = x.dtype in (torch.float16, torch.bfloat16)
         xf = x.float() if half else x  # low precision is not enough for the reduction
-        mean = xf.mean(dim=(0, 2, 3))
-        meansqr = (xf * xf).mean(dim=(0, 2, 3))
-        vec = differentiable_all_reduce(torch.cat([mean, meansqr])) * (1.0 / world)
-        mean, meansqr = torch.split(vec, c)
+        count = torch.full((1,), float(x.numel() // c), dtype=xf.dtype, device=x.device)
+        vec = differentiable_all_reduce(torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), count]))
+        total = vec[-1].detach()  # 0 only when every worker's batch is empty: then nothing is updated
+        mean, meansqr = torch.split(vec[:-1] / total.clamp(min=1), c)
         var = (meansqr - mean * mean).clamp(min=0)  # biased, of the whole batch
         invstd = torch.rsqrt(var + self.eps)
         r, d = self._correction(mean, invstd)
         weight, bias = self._affine(r.to(xf.dtype), d.to(xf.dtype))
         scale = weight * invstd
         shift = bias - mean * scale
-        self._update_running_stats(mean, var, n * x.shape[2] * x.shape[3] * world)
+        self._update_running_stats(mean, var, total)
         y = xf * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         return y.to(x.dtype) if half else y
 

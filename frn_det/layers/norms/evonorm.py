@@ -70,7 +70,7 @@ def evonorm_s0_reference(x, weight, bias, v, groups: int, eps: float) -> torch.T
     """EvoNorm-S0 op by op (float32 math for bf16/fp16 input)."""
     n, c, h, w = x.shape
     xf = x.to(_acc(x))
-    var = xf.view(n, groups, -1).var(dim=2, unbiased=False, keepdim=True)
+    var = xf.view(n, groups, (c // groups) * h * w).var(dim=2, unbiased=False, keepdim=True)
     std = (var + eps).sqrt().view(n, groups, 1, 1, 1)
     y = (xf * torch.sigmoid(v.to(xf.dtype).view(_SHAPE) * xf)).view(n, groups, c // groups, h, w) / std
     return (y.view(n, c, h, w) * weight.to(xf.dtype).view(_SHAPE) + bias.to(xf.dtype).view(_SHAPE)).to(x.dtype)
@@ -171,6 +171,11 @@ class _EvoNorm2d(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"{type(self).__name__} expects NCHW input, got shape {list(x.shape)}")
 
+    def _empty(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty batch (an R-CNN mask head without ROIs): nothing to normalize or learn the
+        statistics of; the result keeps every parameter in the graph, as DDP expects."""
+        return x * (self.weight * self.v).view(_SHAPE) + self.bias.view(_SHAPE)
+
 
 class EvoNorm2dS0(_EvoNorm2d):
     """EvoNorm-S0 over NCHW tensors (see the module docstring); batch-independent."""
@@ -186,6 +191,8 @@ class EvoNorm2dS0(_EvoNorm2d):
         self._check(x)
         if self.v is None:
             return _affine(x, self.weight, self.bias)
+        if x.numel() == 0:
+            return self._empty(x)
         if self._fused(x):
             if needs_graph(x, self.weight, self.bias, self.v):
                 return _S0Function.apply(x, self.weight, self.bias, self.v, self.groups, self.eps)
@@ -216,6 +223,8 @@ class EvoNorm2dB0(_EvoNorm2d):
         self._check(x)
         if self.v is None:
             return _affine(x, self.weight, self.bias)
+        if x.numel() == 0:
+            return self._empty(x)
         count = x.numel() // max(x.shape[1], 1)
         if self._fused(x):
             running_var = None if self.training else self.running_var
