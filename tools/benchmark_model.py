@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Model-level cost of each norm: RetinaNet training-iteration time, inference time per
-image and memory, as ratios to BN (= BN+ReLU) measured in the same run (norms interleaved
+"""Model-level cost of each norm: RetinaNet (or Mask R-CNN) training-iteration time,
+inference time per image and memory, as ratios to BN (= BN+ReLU) measured in the same run (norms interleaved
 per round, so a noisy shared machine affects them alike). --norms takes any config norm
 string (NORM or NORM+ACT, see frn_det/layers/factory.py); the default is the stock norms,
 FRN and the comparators.
@@ -9,6 +9,7 @@ FRN and the comparators.
     python tools/benchmark_model.py --norms BN GN FRN GN+TLU --rounds 3
     python tools/benchmark_model.py --model r50 --size 512 --batch 2
     python tools/benchmark_model.py --model r50 --device cuda --size 800 --batch 8
+    python tools/benchmark_model.py --model tiny_mask_rcnn --norms BN GN FRN     # the norm in the ROI heads too
 """
 import argparse
 import statistics
@@ -18,19 +19,21 @@ from pathlib import Path
 
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from frn_det.engine.optimizer import build_optimizer  # noqa: E402
 from frn_det.engine.train_net import build_config  # noqa: E402
+from frn_det.sweep.d2config import head_keys  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
-CONFIGS = {"tiny": "tiny_retinanet_cpu.yaml", "r50": "Base-RetinaNet-FRN.yaml"}
+CONFIGS = {"tiny": "tiny_retinanet_cpu.yaml", "r50": "Base-RetinaNet-FRN.yaml",
+           "tiny_mask_rcnn": "tiny_mask_rcnn_cpu.yaml", "mask_rcnn_r50": "mask_rcnn_R_50_FPN_frn.yaml"}
 
 
-def make_batch(n, size, num_classes, device, seed=0):
+def make_batch(n, size, num_classes, device, seed=0, masks=False):
     g = torch.Generator().manual_seed(seed)
     batch = []
     for _ in range(n):
@@ -39,6 +42,9 @@ def make_batch(n, size, num_classes, device, seed=0):
         wh = torch.rand(4, 2, generator=g) * size * 0.3 + 8
         inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
         inst.gt_classes = torch.randint(0, num_classes, (4,), generator=g)
+        if masks:  # each box's rectangle as its polygon
+            inst.gt_masks = PolygonMasks([[[x0, y0, x1, y0, x1, y1, x0, y1]]
+                                          for x0, y0, x1, y1 in inst.gt_boxes.tensor.tolist()])
         image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8).float()
         batch.append({"image": image.to(device), "instances": inst.to(device), "height": size, "width": size})
     return batch
@@ -71,7 +77,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if "BN" not in args.norms:
         p.error("--norms must include BN (ratios are to BN)")
-    with EventStorage():  # RetinaNet's losses log to Detectron2's event storage
+    with EventStorage():  # the detectors' losses log to Detectron2's event storage
         run(args)
 
 
@@ -79,18 +85,20 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     models, optims = {}, {}
+    config_file = str(REPO / "configs" / CONFIGS[args.model])
+    head_norm_keys, classes_key = head_keys(config_file)  # RetinaNet's head, or the R-CNN box and mask heads
     for norm in args.norms:
         opts = ["MODEL.DEVICE", args.device, "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm,
-                "MODEL.RETINANET.NORM", norm, "MODEL.FRN.IMPL", args.impl,
+                *[item for key in head_norm_keys for item in (key, norm)], "MODEL.FRN.IMPL", args.impl,
                 "INPUT.MIN_SIZE_TEST", args.size, "INPUT.MAX_SIZE_TEST", args.size]
-        if args.model == "r50":
-            opts += ["MODEL.RETINANET.NUM_CLASSES", 80]
-        cfg = build_config(str(REPO / "configs" / CONFIGS[args.model]), opts)
+        if not args.model.startswith("tiny"):
+            opts += [classes_key, 80]
+        cfg = build_config(config_file, opts, announce=False)
         torch.manual_seed(0)
         models[norm] = build_model(cfg)
         optims[norm] = build_optimizer(cfg, models[norm])
-        num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    batch = make_batch(args.batch, args.size, num_classes, args.device)
+    num_classes = 80 if not args.model.startswith("tiny") else 4
+    batch = make_batch(args.batch, args.size, num_classes, args.device, masks=cfg.MODEL.MASK_ON)
     infer_batch = [{"image": b["image"], "height": args.size, "width": args.size} for b in batch[:1]]
 
     train_t = {n: [] for n in args.norms}
@@ -126,7 +134,7 @@ def run(args):
 
     bn_train, bn_infer = statistics.median(train_t["BN"]), statistics.median(infer_t["BN"])
     bn_mem = memory["BN"] if not isinstance(memory["BN"], tuple) else memory["BN"][0]
-    print(f"RetinaNet {args.model}, {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
+    print(f"{cfg.MODEL.META_ARCHITECTURE} {args.model}, {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
           f"threads {torch.get_num_threads()}, FRN impl {args.impl}, median of {args.rounds} rounds, torch {torch.__version__}")
     w = max(6, max(len(n) for n in args.norms))
     print(f"{'norm':{w}} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}")
