@@ -176,3 +176,12 @@ def test_every_norm_trains_in_the_box_head_fcs_and_the_mask_head(norm):
     assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trainable)
     fc_norm = model.roi_heads.box_head.fc_norm1.norm
     assert type(fc_norm).__name__ == type(model.roi_heads.box_head.conv1.norm).__name__  # the same norm after the FC
+
+
+@pytest.mark.parametrize("norm", ["FRN", "GN+TLU", "BRN", "EvoNormB0", "EvoNormS0"])
+def test_an_image_without_detections_gives_empty_masks(norm):
+    model = _tiny(norm)
+    model.roi_heads.box_predictor.test_score_thresh = 1.01  # nothing passes: the mask head sees no ROIs
+    with torch.no_grad():
+        instances = model([{"image": torch.rand(3, 64, 64) * 255}])[0]["instances"]
+    assert len(instances) == 0 and tuple(instances.pred_masks.shape) == (0, 64, 64)  # pasted at image size
