@@ -27,10 +27,11 @@ sigma_B as BN); r and d cost a few per-channel ops. Measured (tools/benchmark_fr
 where the ~20 per-channel ops and the autograd.Function (a fixed ~0.2 ms per call)
 dominate; one C++ op for the per-channel part would remove most of it.
 
-`NaiveSyncBatchRenorm2d` ("naiveSyncBRN" / "SyncBRN") averages mu_B and E[x^2] over the
-workers with a differentiable all_reduce, like Detectron2's NaiveSyncBatchNorm (equal
-weight per worker: the statistics of the whole batch when all workers have the same
-N, H, W); it runs on CPU with GLOO and equals BRN on the concatenated batch.
+`NaiveSyncBatchRenorm2d` ("naiveSyncBRN" / "SyncBRN") sums each worker's per-channel sums
+of x and x^2 and its element count with one differentiable all_reduce (Detectron2's
+NaiveSyncBatchNorm with stats_mode "N"): the statistics of the whole batch, also when the
+workers hold different numbers of elements (R-CNN heads: ROIs per worker differ, or are
+none); it runs on CPU with GLOO and equals BRN on the concatenated batch.
 """
 from typing import Optional, Tuple
 
