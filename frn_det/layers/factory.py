@@ -56,6 +56,7 @@ __all__ = [
     "check_norm_config",
     "NORM_KEYS",
     "resolve_norm",
+    "resolve_norm_arg",
     "activation_after",
     "residual_activation",
 ]
@@ -411,6 +412,20 @@ def resolve_norm(
         ws = opts.ws_eps if name == "GNWS" else None
         factory = NormFactory(name, builders[name], act=act, weight_standardization=ws, residual_tlu=residual_tlu)
     return factory if activation else factory.without_activation()
+
+
+def resolve_norm_arg(norm, *, key: str, options: Union[NormOptions, FRNOptions, None] = None,
+                     activation: bool = True):
+    """A builder's `norm` argument: a norm string or NormFactory -> resolve_norm; None -> ""
+    (no norm); any other callable `channels -> nn.Module` as it is (Detectron2's get_norm
+    convention). Anything else is a ValueError naming `key`."""
+    if isinstance(norm, (str, NormFactory)):
+        return resolve_norm(norm, key=key, options=options, activation=activation)
+    if norm is None:
+        return ""
+    if not callable(norm):
+        raise ValueError(f"{key}={norm!r} is neither a norm string nor a callable channels -> nn.Module")
+    return norm
 
 
 def activation_after(norm: Union[str, NormFactory], channels: int = 0) -> nn.Module:

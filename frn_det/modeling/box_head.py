@@ -20,9 +20,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
 from torch import nn
 
-from ..layers.factory import NormFactory, NormOptions
+from ..layers.factory import NormFactory, NormOptions, resolve_norm_arg
 from ..layers.norms import to_ws_linear
-from .roi_norms import resolve_head_norm, use_norm_activation
+from .roi_norms import use_norm_activation
 
 __all__ = ["FCNorm", "fc_norm_options", "FRNFastRCNNConvFCHead"]
 
@@ -59,8 +59,8 @@ class FRNFastRCNNConvFCHead(FastRCNNConvFCHead):
     def __init__(self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm="",
                  fc_norm="", norm_options: Optional[NormOptions] = None,
                  keys=("MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_BOX_HEAD.NORM (after the FCs, NORM_FCS)")):
-        conv_norm = resolve_head_norm(conv_norm, key=keys[0], options=norm_options)
-        fc_norm = resolve_head_norm(fc_norm, key=keys[1], options=fc_norm_options(norm_options))
+        conv_norm = resolve_norm_arg(conv_norm, key=keys[0], options=norm_options)
+        fc_norm = resolve_norm_arg(fc_norm, key=keys[1], options=fc_norm_options(norm_options))
         super().__init__(input_shape, conv_dims=conv_dims, fc_dims=fc_dims, conv_norm=conv_norm)
         use_norm_activation(self.conv_norm_relus, conv_norm)
         if fc_norm:

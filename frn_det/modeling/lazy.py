@@ -39,7 +39,7 @@ from detectron2.config.instantiate import dump_dataclass
 from detectron2.layers import ShapeSpec
 from omegaconf import OmegaConf
 
-from ..layers.factory import NormFactory, NormOptions, resolve_norm
+from ..layers.factory import NormOptions, resolve_norm_arg
 from .fpn import make_norm_fpn
 from .resnet import NormActStem, make_norm_act_stages, standardize_for
 from .retinanet import FRNRetinaNetHead, head_norm
@@ -77,23 +77,12 @@ _STAGE_KEYS = {
 }
 
 
-def _resolve(norm, key: str, options: Optional[NormOptions], activation: bool = True):
-    """A norm string or NormFactory -> "" or NormFactory; other callables as they are."""
-    if isinstance(norm, (str, NormFactory)):
-        return resolve_norm(norm, key=key, options=options, activation=activation)
-    if norm is None:
-        return ""
-    if not callable(norm):
-        raise ValueError(f"{key}={norm!r} is neither a norm string nor a callable channels -> nn.Module")
-    return norm
-
-
 def make_frn_stem(in_channels: int = 3, out_channels: int = 64, *, norm="BN",
                   norm_options: Optional[NormOptions] = None,
                   key: str = "model.backbone.bottom_up.stem.norm") -> NormActStem:
     """Detectron2's BasicStem (conv 7x7 + norm + activation + max-pool) with the norm's
     activation: none after FRN+TLU / EvoNorm, TLU for "X+TLU", ReLU otherwise."""
-    resolved = _resolve(norm, key, norm_options)
+    resolved = resolve_norm_arg(norm, key=key, options=norm_options)
     stem = NormActStem(in_channels, out_channels, norm=resolved)
     standardize_for(resolved, [stem])
     return stem
@@ -112,7 +101,7 @@ def make_frn_stages(depth: int = 50, *, norm="BN", in_channels: int = 64, out_ch
     """
     if out_channels is None:
         out_channels = 64 if depth in (18, 34) else 256
-    resolved = _resolve(norm, key, norm_options)
+    resolved = resolve_norm_arg(norm, key=key, options=norm_options)
     stages = make_norm_act_stages(
         depth, resolved, in_channels=in_channels, out_channels=out_channels, num_groups=num_groups,
         width_per_group=width_per_group, stride_in_1x1=stride_in_1x1, res5_dilation=res5_dilation,

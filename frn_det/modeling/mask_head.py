@@ -12,8 +12,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY
 from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
 
-from ..layers.factory import NormOptions
-from .roi_norms import resolve_head_norm, use_norm_activation
+from ..layers.factory import NormOptions, resolve_norm_arg
+from .roi_norms import use_norm_activation
 
 __all__ = ["FRNMaskRCNNConvUpsampleHead"]
 
@@ -26,7 +26,7 @@ class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_classes, conv_dims, conv_norm="",
                  norm_options: Optional[NormOptions] = None, key: str = "MODEL.ROI_MASK_HEAD.NORM", **kwargs):
-        conv_norm = resolve_head_norm(conv_norm, key=key, options=norm_options)
+        conv_norm = resolve_norm_arg(conv_norm, key=key, options=norm_options)
         super().__init__(input_shape, num_classes=num_classes, conv_dims=conv_dims, conv_norm=conv_norm, **kwargs)
         use_norm_activation(self.conv_norm_relus, conv_norm)
 

@@ -1,5 +1,5 @@
-"""What the R-CNN ROI heads share: their norm strings resolved by frn-det, and the ReLU
-after each conv+norm replaced by the norm's activation.
+"""What the R-CNN ROI heads share: the ReLU after each conv+norm replaced by the norm's
+activation.
 
 Detectron2's FastRCNNConvFCHead and MaskRCNNConvUpsampleHead build `Conv2d(norm=get_norm(...),
 activation=nn.ReLU())`. get_norm calls a NormFactory with the channel count, so the stock
@@ -8,26 +8,14 @@ norm's own (nothing after FRN+TLU / EvoNorm, a TLU for "X+TLU", the ReLU otherwi
 with "GNWS" the convs are weight-standardized. No random numbers are drawn after the
 stock constructor, so with stock norms the heads equal Detectron2's, init included.
 """
-from typing import Iterable, Optional, Union
+from typing import Iterable
 
 from detectron2.layers import Conv2d
 
-from ..layers.factory import NormFactory, NormOptions, resolve_norm
+from ..layers.factory import NormFactory
 from ..layers.norms import standardize_convs
 
-__all__ = ["resolve_head_norm", "use_norm_activation"]
-
-
-def resolve_head_norm(norm, *, key: str, options: Optional[NormOptions] = None) -> Union[str, NormFactory]:
-    """A norm string (or NormFactory) -> "" or NormFactory, errors naming `key`; any other
-    callable `channels -> nn.Module` is returned as is (Detectron2's get_norm convention)."""
-    if isinstance(norm, (str, NormFactory)):
-        return resolve_norm(norm, key=key, options=options)
-    if norm is None:
-        return ""
-    if not callable(norm):
-        raise ValueError(f"{key}={norm!r} is neither a norm string nor a callable channels -> nn.Module")
-    return norm
+__all__ = ["use_norm_activation"]
 
 
 def use_norm_activation(convs: Iterable[Conv2d], norm) -> None:
