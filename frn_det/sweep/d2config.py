@@ -7,10 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..layers import NORM_ACT_LAYERS
-
 from ..data.datasets import model_num_classes
 from ..engine.train_net import build_config
+from ..layers import NORM_ACT_LAYERS
 from .scaling import ScaledSchedule, scale_schedule
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -126,7 +125,8 @@ def head_keys(config_file: str) -> tuple:
     R-CNN box and mask heads' (the mask head's norm is unused without MODEL.MASK_ON)."""
     cfg = build_config(config_file, announce=False)
     classes_key, _ = model_num_classes(cfg)
-    return (RETINANET_HEAD_NORM_KEYS if classes_key == "MODEL.RETINANET.NUM_CLASSES" else RCNN_HEAD_NORM_KEYS), classes_key
+    retinanet = classes_key == "MODEL.RETINANET.NUM_CLASSES"
+    return (RETINANET_HEAD_NORM_KEYS if retinanet else RCNN_HEAD_NORM_KEYS), classes_key
 
 
 def build_detectron2_config(job: DictConfig, output_dir: str):
