@@ -292,7 +292,7 @@ def test_box_only_runs_give_exactly_the_box_report(box_sweep):
     paths = write_report([box_sweep])
     md = paths["md"].read_text()
     assert "Mask AP" not in md and "mask AP" not in md and "mask_" not in md
-    assert md.startswith("# RetinaNet normalization sweep: box AP vs images per GPU")
+    assert md.startswith("# Normalization sweep: box AP vs images per GPU\n")
     assert "## AP difference to BN and GN" in md
     with open(paths["csv"], newline="") as f:
         assert tuple(next(csv.reader(f))) == CSV_COLUMNS

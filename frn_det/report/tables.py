@@ -127,8 +127,9 @@ def _md_escape(text: str, limit: int = 160) -> str:
 
 def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
     counts = ", ".join(f"{s} {n}" for s, n in _ordered_counts(runs))
+    # Any detector (RetinaNet, Faster/Mask R-CNN): the "Model" line below names it.
     title = ("# Normalization sweep: box AP and mask AP vs images per GPU" if has_masks(runs)
-             else "# RetinaNet normalization sweep: box AP vs images per GPU")
+             else "# Normalization sweep: box AP vs images per GPU")
     lines = [
         title,
         "",
