@@ -165,16 +165,20 @@ class _EvoNorm2d(nn.Module):
         self.v = nn.Parameter(torch.ones(num_features)) if apply_act else None
 
     def _fused(self, x: torch.Tensor) -> bool:
-        return self.impl == "auto" and not torch.jit.is_scripting() and x.numel() > 0 and cpu_ops.takes(x)
+        return self.impl == "auto" and not torch.jit.is_scripting() and cpu_ops.takes(x)
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _without_normalization(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Checks x; the result where nothing is normalized, else None: the linear variant
+        (the affine alone), and an empty batch (an R-CNN mask head without ROIs: no
+        statistics to use or learn; the result keeps every parameter in the graph, as DDP
+        expects)."""
         if x.dim() != 4:
             raise ValueError(f"{type(self).__name__} expects NCHW input, got shape {list(x.shape)}")
-
-    def _empty(self, x: torch.Tensor) -> torch.Tensor:
-        """An empty batch (an R-CNN mask head without ROIs): nothing to normalize or learn the
-        statistics of; the result keeps every parameter in the graph, as DDP expects."""
-        return x * (self.weight * self.v).view(_SHAPE) + self.bias.view(_SHAPE)
+        if self.v is None:
+            return _affine(x, self.weight, self.bias)
+        if x.numel() == 0:
+            return x * (self.weight * self.v).view(_SHAPE) + self.bias.view(_SHAPE)
+        return None
 
 
 class EvoNorm2dS0(_EvoNorm2d):
@@ -188,11 +192,9 @@ class EvoNorm2dS0(_EvoNorm2d):
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        if self.v is None:
-            return _affine(x, self.weight, self.bias)
-        if x.numel() == 0:
-            return self._empty(x)
+        out = self._without_normalization(x)
+        if out is not None:
+            return out
         if self._fused(x):
             if needs_graph(x, self.weight, self.bias, self.v):
                 return _S0Function.apply(x, self.weight, self.bias, self.v, self.groups, self.eps)
@@ -220,11 +222,9 @@ class EvoNorm2dB0(_EvoNorm2d):
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        if self.v is None:
-            return _affine(x, self.weight, self.bias)
-        if x.numel() == 0:
-            return self._empty(x)
+        out = self._without_normalization(x)
+        if out is not None:
+            return out
         count = x.numel() // max(x.shape[1], 1)
         if self._fused(x):
             running_var = None if self.training else self.running_var
