@@ -151,16 +151,17 @@ class BatchRenorm2d(nn.BatchNorm2d):
 
     def _update_running_stats(self, mean_b: torch.Tensor, var_b: torch.Tensor, count) -> None:
         """As BatchNorm2d: running = (1 - momentum) running + momentum batch, the variance
-        unbiased. `count` (elements per channel) may be a tensor (the synced count, read
-        without a device sync): a count of 0 changes nothing."""
+        unbiased. `count` (elements per channel): an int, or the synced count as a tensor,
+        used without reading it on the host (no device sync); a count of 0 changes nothing."""
         with torch.no_grad():
-            count = torch.as_tensor(count, dtype=self.running_var.dtype, device=self.running_var.device)
-            seen = count > 0
-            momentum = self.momentum * seen.to(count.dtype)
+            if torch.is_tensor(count):
+                seen = (count > 0).to(self.running_var.dtype)
+                momentum, unbias, tracked = self.momentum * seen, count / (count - 1).clamp(min=1), seen.long()
+            else:
+                momentum, unbias, tracked = self.momentum, count / max(count - 1, 1), 1
             self.running_mean.lerp_(mean_b.detach().to(self.running_mean.dtype), momentum)
-            unbiased = var_b.detach().to(self.running_var.dtype) * (count / (count - 1).clamp(min=1))
-            self.running_var.lerp_(unbiased, momentum)
-            self.num_batches_tracked.add_(seen.to(self.num_batches_tracked.dtype))
+            self.running_var.lerp_(var_b.detach().to(self.running_var.dtype) * unbias, momentum)
+            self.num_batches_tracked.add_(tracked)
 
     def _affine(self, r: torch.Tensor, d: torch.Tensor):
         if self.weight is None:
