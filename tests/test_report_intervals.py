@@ -9,7 +9,7 @@ import pytest
 
 from frn_det.report import write_report
 from frn_det.report.comparisons import lr_choices
-from frn_det.report.intervals import run_samples
+from frn_det.report.samples import run_samples
 from frn_det.report.plots import ap_vs_ims_figure
 
 N_IMAGES = 60
@@ -83,15 +83,45 @@ def test_every_ap_has_an_interval_around_it(sweep):
     assert f"{frn['AP']:.1f} [{frn['AP_lo']:.1f}, {frn['AP_hi']:.1f}]" in frn_row
 
 
-def test_a_clearly_better_norm_is_marked_significant(sweep):
+def test_one_seed_gets_no_star_and_the_table_says_training_noise_is_missing(sweep):
+    """Changed with issue 18: a single seed's interval covers test images only, so a clear
+    difference is not starred; the table marks it and says why directly under it."""
     paths = write_report([sweep])
     md = paths["md"].read_text()
-    diffs = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
-    frn_bn = next(line for line in diffs.splitlines() if line.startswith("| frn − bn |"))
-    assert frn_bn.rstrip(" |").endswith("*")
+    section = md.split("## AP difference to BN and GN")[1]
+    table, note = section.split("\n\n")[1:3]
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    assert "*" not in frn_bn and "†" in frn_bn
+    assert note.startswith("† one seed") and "training noise is not included" in note
     comparisons = json.loads(paths["comparisons"].read_text())
     d = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
     assert d["excludes_zero"] and d["lo"] > 0 and d["value"] > 5
+    assert not d["training_noise"] and not d["significant"] and d["model"] == "images only"
+
+
+def test_a_clearly_better_norm_with_three_seeds_is_marked_significant(tmp_path):
+    gt = tmp_path / "gt.json"
+    anns = write_gt(gt, seed=3)
+    d = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        make_run(d, gt, anns, "bn", 2, jitter=12.0, seed=seed)
+        make_run(d, gt, anns, "frn", 2, jitter=0.5, seed=seed)
+    paths = write_report([d])
+    md = paths["md"].read_text()
+    table = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    assert frn_bn.rstrip(" |↓").endswith("*") and "†" not in frn_bn
+    comparisons = json.loads(paths["comparisons"].read_text())
+    diff = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
+    assert diff["significant"] and diff["model"] == "paired, pooled" and diff["n"] == 3
+    sv = comparisons["seed_variance"]["AP"]
+    assert sv["df"] == 4 and sv["paired_df"] == 2 and sv["settings"] == 2
+    # The power table has the comparison with its minimum detectable difference and seeds needed.
+    power = md.split("## AP power per comparison")[1].split("\n\n")[1]
+    row = next(line for line in power.splitlines() if line.startswith("| frn − bn |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:4] == ["2", "3", f"paired, pooled (df {diff['df']:.0f})"]
+    assert float(cells[4]) == pytest.approx(diff["mdd"], abs=0.05) and diff["mdd"] > 0
 
 
 def test_identical_detections_give_an_interval_that_covers_zero(tmp_path):
@@ -124,7 +154,7 @@ def test_samples_are_cached_and_files_changed_after_the_run_are_refused(sweep, t
 
 def test_plot_draws_the_intervals_as_error_bars(sweep):
     from frn_det.report.comparisons import setting_intervals
-    from frn_det.report.intervals import attach_samples
+    from frn_det.report.samples import attach_samples
     from frn_det.report.load import load_runs
 
     runs = load_runs([sweep])
