@@ -40,12 +40,16 @@ PER_SETTING = "per setting"
 PAIRED_PER_PAIR = "paired, per pair"
 
 
-@lru_cache(maxsize=None)
 def t_two_sided(level: float, df: float) -> float:
     """P(|T_df| <= q) = level; df floored to an integer (the wider side), normal when huge."""
     if not math.isfinite(df) or df > 1e6:
         return NormalDist().inv_cdf(0.5 + level / 2)
-    return t_quantile(level, max(1, int(df)))
+    return _t_integer(level, max(1, int(df)))
+
+
+@lru_cache(maxsize=None)
+def _t_integer(level: float, df: int) -> float:
+    return t_quantile(level, df)
 
 
 def t_one_sided(p: float, df: float) -> float:
