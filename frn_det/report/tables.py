@@ -238,9 +238,11 @@ def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
     """One paragraph: the seed noise the intervals used and whether it was pooled."""
     sv: SeedVariance = results["seed_variance"][metric]
     if sv.df == 0:
+        if metric != "AP":
+            return []  # said once, under the box AP table
         return ["", "**Training noise:** no setting has two finished seeds, so no interval includes it "
                     f"(every interval is marked {ONE_SEED}). Run `seed=0,1,2` to measure it."]
-    text = (f"**Training noise** ({metric}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
+    text = (f"**Training noise** ({metric.replace('_', ' ')}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
             f"{sv.settings} settings (df {sv.df})")
     if math.isfinite(sv.paired_variance):
         text += f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP (df {sv.paired_df})"
@@ -285,9 +287,10 @@ def power_section(diffs: Sequence[dict], results: dict, title: str = "AP") -> Li
         return []
     effect = results["effect"]
     rows = []
-    for d in diffs:
+    order = {norm: k for k, norm in enumerate(dict.fromkeys(d["norm"] for d in diffs))}
+    for d in sorted(diffs, key=lambda d: (order[d["norm"]], d["baseline"], d["ims_per_gpu"])):
         iv = d["interval"]
-        noise = (f"{iv.model} (df {fmt_num(iv.df, 0)})" if math.isfinite(iv.df) else iv.model) \
+        noise = (f"{iv.model} (df {int(iv.df)})" if math.isfinite(iv.df) else iv.model) \
             if iv.training_noise else f"not included {ONE_SEED}"
         mdd = NOT_RUN if d["mdd"] is None or not math.isfinite(d["mdd"]) else fmt_num(d["mdd"])
         need = str(d["seeds_needed"]) if d["seeds_needed"] is not None else ("more test images" if d["design"] else NOT_RUN)
@@ -397,9 +400,10 @@ def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 
     groups = group_runs(fixed)
     lines = header_section(runs, skipped, sweep_dirs, results["machines"])
     lines += main_table_section(fixed, groups, results)
+    lines += seed_variance_section(results)
     if masks and "mask_AP" in results["settings"]:
         lines += mask_table_section(fixed, groups, results)
-    lines += seed_variance_section(results)
+        lines += seed_variance_section(results, "mask_AP")
     if plot_name:
         lines += ["", f"![AP vs images per GPU]({plot_name})"]
     diffs = results["differences"]
@@ -407,6 +411,7 @@ def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 
         lines += differences_section(fixed, diffs["AP"], results, "Box AP")
         lines += differences_section(fixed, diffs["mask_AP"], results, "Mask AP")
         lines += power_section(diffs["AP"], results, "Box AP")
+        lines += power_section(diffs["mask_AP"], results, "Mask AP")
     else:
         lines += differences_section(fixed, diffs["AP"], results)
         lines += power_section(diffs["AP"], results)
