@@ -107,7 +107,10 @@ def test_minimum_detectable_difference_and_seeds_needed_formulas():
     # seeds_needed: the smallest n that reaches the effect, for var 2 per seed pair, pooled over 6 settings.
     df_of = lambda n: 6 * (n - 1)  # noqa: E731
     n = seeds_needed(0.5, 2.0, 0.01, df_of)
-    crit = lambda k: (t_two_sided(0.95, df_of(k)) + t_two_sided(0.6, df_of(k))) * math.sqrt(2.0 / k + 0.01)  # noqa: E731
+
+    def crit(k):
+        return (t_two_sided(0.95, df_of(k)) + t_two_sided(0.6, df_of(k))) * math.sqrt(2.0 / k + 0.01)
+
     assert crit(n) <= 0.5 < crit(n - 1)
     assert seeds_needed(1.0, 2.0, 0.01, df_of) < n  # a bigger effect needs fewer seeds
     assert seeds_needed(0.5, 2.0, 0.05, df_of) is None  # test images alone: 2.8 x 0.22 > 0.5

@@ -27,7 +27,8 @@ def main() -> int:
     print(f"scenario: {base}")
     print(f"{args.reps} replications per row; nominal 95%; binomial SE of a coverage near 95%: "
           f"{(0.95 * 0.05 / args.reps) ** 0.5:.3f}")
-    print("| seeds | one setting's training sd | difference covered | setting mean covered | pooled | mean width (AP) |")
+    print("| seeds | one setting's training sd | difference covered | setting mean covered | pooled "
+          "| mean width (AP) |")
     print("|---:|---:|---:|---:|---:|---:|")
     start = time.perf_counter()
     for ratio in (1.0, 2.0, 4.0):

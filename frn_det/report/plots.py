@@ -116,7 +116,7 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
     colours, styles = norm_colours(norms), norm_linestyles(norms)
     many = len(norms) > 4
     at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
-    any_fail = False
+    any_fail = any_seeds = False
     for k, norm in enumerate(norms):
         xs, ys, lows, highs = [], [], [], []
         for i in ims:
@@ -144,6 +144,7 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
                 seed_x += [x * SEED_DOT_OFFSET] * len(values)
                 seed_y += values
         if seed_x:
+            any_seeds = True
             ax.plot(seed_x, seed_y, ".", color=colours[norm], markersize=4, alpha=0.6,
                     label=f"_{norm} seeds")  # "_": no legend entry
         if any(math.isfinite(y) for y in ys):
@@ -176,6 +177,9 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
     if not legend:
         return
     handles, labels = ax.get_legend_handles_labels()
+    if any_seeds:
+        handles.append(Line2D([], [], linestyle="none", marker=".", color="grey", markersize=6))
+        labels.append("one seed each")
     if any_fail:
         handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
                               markersize=8, markeredgewidth=2))

@@ -19,8 +19,8 @@ from .aggregate import (
 from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
 from .convergence import DROP, WINDOW
 from .intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
-from .samples import RunSamples
 from .load import MASK_KEYS, METRIC_KEYS, has_masks
+from .samples import RunSamples
 
 CSV_COLUMNS = (
     "run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status",
@@ -191,7 +191,7 @@ def _markers_note(intervals, falling: bool) -> List[str]:
     if falling:
         lines.append(f"{STILL_FALLING} loss still falling over the last {WINDOW:.0%} of the schedule (fitted drop > "
                      f"{DROP:.0%}): this measures speed of convergence, not final accuracy.")
-    return [""] + lines if lines else []
+    return [part for line in lines for part in ("", line)]  # a paragraph each
 
 
 def _main_table(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
@@ -242,7 +242,8 @@ def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
             return []  # said once, under the box AP table
         return ["", "**Training noise:** no setting has two finished seeds, so no interval includes it "
                     f"(every interval is marked {ONE_SEED}). Run `seed=0,1,2` to measure it."]
-    text = (f"**Training noise** ({metric.replace('_', ' ')}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
+    name = metric.replace("_", " ")
+    text = (f"**Training noise** ({name}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
             f"{sv.settings} settings (df {sv.df})")
     if math.isfinite(sv.paired_variance):
         text += f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP (df {sv.paired_df})"
@@ -263,7 +264,8 @@ def differences_section(runs, diffs: Sequence[dict], results: dict, title: str =
     ims = ims_in(runs)
 
     def cell(d: dict) -> str:
-        falling = _falling(results, (d["norm"], d["ims_per_gpu"])) or _falling(results, (d["baseline"], d["ims_per_gpu"]))
+        ims = d["ims_per_gpu"]
+        falling = _falling(results, (d["norm"], ims)) or _falling(results, (d["baseline"], ims))
         return fmt_difference(d["interval"]) + marks(d["interval"], falling)
 
     cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): cell(d) for d in diffs}
@@ -293,9 +295,11 @@ def power_section(diffs: Sequence[dict], results: dict, title: str = "AP") -> Li
         noise = (f"{iv.model} (df {int(iv.df)})" if math.isfinite(iv.df) else iv.model) \
             if iv.training_noise else f"not included {ONE_SEED}"
         mdd = NOT_RUN if d["mdd"] is None or not math.isfinite(d["mdd"]) else fmt_num(d["mdd"])
-        need = str(d["seeds_needed"]) if d["seeds_needed"] is not None else ("more test images" if d["design"] else NOT_RUN)
+        need = (str(d["seeds_needed"]) if d["seeds_needed"] is not None
+                else "more test images" if d["design"] else NOT_RUN)
         rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(iv.n), noise, mdd, need])
-    lines = ["", f"## {title} power per comparison ({results['power']:.0%} power, {1 - results['level']:.0%} two-sided)", ""]
+    test = f"{results['power']:.0%} power, {1 - results['level']:.0%} two-sided"
+    lines = ["", f"## {title} power per comparison ({test})", ""]
     lines += _table(["comparison", "ims/GPU", "seeds", "training noise", "min. detectable difference",
                      f"seeds for {fmt_num(effect, 2)} AP"], rows, [":---", "---:", "---:", ":---", "---:", "---:"])
     lines += _markers_note([d["interval"] for d in diffs], False)
@@ -433,8 +437,10 @@ def plan_table(results: dict, effects: Sequence[float]) -> str:
     """Seeds per setting needed to detect each effect, per box AP comparison (--plan-seeds)."""
     sv: SeedVariance = results["seed_variance"]["AP"]
     head = (f"Seed std {fmt_num(math.sqrt(sv.variance), 2)} AP (pooled over {sv.settings} settings, df {sv.df}"
-            + ("" if sv.pooled else ", not pooled: settings too unequal") + ")" if sv.df
-            else "No setting has two finished seeds: the seed variance is unknown.")
+            + (f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP, df {sv.paired_df}"
+               if math.isfinite(sv.paired_variance) else "")
+            + ("" if sv.pooled else "; not pooled: settings too unequal, each pair's own variance") + ")"
+            if sv.df else "No setting has two finished seeds: the seed variance is unknown.")
     rows = []
     for d in results["differences"]["AP"]:
         design = d["design"]
