@@ -41,11 +41,12 @@ def report_dir_of_run(config: DictConfig) -> Path:
     return run_dir.parent if run_dir.parent.resolve() == Path(config.output_dir).resolve() else run_dir
 
 
-def write_sweep_report(report_dir: Path, references) -> None:
+def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
     from ..report import ReportError, write_report
 
     try:
-        paths = write_report([report_dir], references=references)
+        power = {} if config.get("effect") is None else {"effect": config.effect}  # None: the report's default
+        paths = write_report([report_dir], references=config.references, **power)
         logger.info("report: %s (plot: %s)", paths["md"], paths["png"])
     except ReportError as e:
         logger.warning("no report written: %s", e)
@@ -111,7 +112,7 @@ class SweepCallback(Callback):
             self.bar.close()
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.report:
-            write_sweep_report(sweep_dir, config.references)
+            write_sweep_report(sweep_dir, config)
         FAILED_RUNS.extend(failed_runs(sorted(p.parent for p in sweep_dir.glob("*/metrics.json")), self.started))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
@@ -121,5 +122,5 @@ class SweepCallback(Callback):
         if not _is_machine_zero(config):  # machine 0 alone writes the report
             return
         if config.report:
-            write_sweep_report(report_dir_of_run(config), config.references)
+            write_sweep_report(report_dir_of_run(config), config)
         FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))
