@@ -13,7 +13,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import callbacks
-from .d2config import CONFIGS_DIR, run_name
+from ..utils.paths import CONFIGS_DIR
+from .d2config import run_name
 from .override_check import unknown_override_error
 from .parallel import local_jobs
 from .runner import run_job
