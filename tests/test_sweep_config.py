@@ -244,3 +244,21 @@ def test_scratch_9x_schedule_scales_from_a_total_batch_of_64():
     cfg, sched = build_detectron2_config(job, "/tmp/x")
     assert (sched.total_batch, sched.lr, sched.max_iter) == (16, pytest.approx(0.02), 810000)
     assert list(cfg.SOLVER.STEPS) == [750000, 790000]
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "frn", "syncbn", "brn", "gnws", "evonorm_s0"])
+def test_amp_key_turns_on_detectron2_mixed_precision(norm):
+    cfg, _ = build_detectron2_config(compose_job(f"norm={norm}", "amp=true", "model.device=cuda"), "/tmp/x")
+    assert cfg.SOLVER.AMP.ENABLED is True  # (MODEL.DEVICE falls back to cpu without CUDA, with a warning)
+    plain, _ = build_detectron2_config(compose_job(f"norm={norm}", "model.device=cuda"), "/tmp/x")
+    assert plain.SOLVER.AMP.ENABLED is False and config_hash(plain) != config_hash(cfg)
+
+
+def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
+    from frn_det.engine.config_checks import check_config
+
+    cfg, _ = build_detectron2_config(compose_job("amp=true"), "/tmp/x")
+    with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE='cpu'"):
+        check_config(cfg, 1)
+    with pytest.raises(ValueError, match=r"amp='yes' is not allowed: expected true or false"):
+        build_detectron2_config(compose_job("amp=yes"), "/tmp/x")
