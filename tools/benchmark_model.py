@@ -15,8 +15,8 @@ FRN and the comparators.
 
 One table per model, batch and precision. "amp" runs the training step as Detectron2's
 AMPTrainer does (CUDA autocast in float16 around the forward, a GradScaler for the
-backward and the step) and inference under the same autocast; "fp32" runs without
-autocast (convolutions may still use TF32 where torch allows it). On CUDA "step peak MB"
+backward and the step; inference stays in float32, as in Detectron2's evaluation); "fp32"
+runs without autocast (convolutions may still use TF32 where torch allows it). On CUDA "step peak MB"
 is the most memory the training step allocated beyond what was allocated before it (the
 models' weights and optimizer states): activations, gradients, workspaces. "saved MB"
 counts the distinct storages autograd keeps for one backward. SyncBN on one GPU is
@@ -102,15 +102,23 @@ def main(argv=None):
         p.error(f"--device {args.device} but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    failed = []
     with EventStorage():  # the detectors' losses log to Detectron2's event storage
         for model_name in args.model:
             models, optims, cfg = build_models(model_name, args)
             for batch_size in args.batch:
                 for precision in args.precision:
-                    run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
+                    try:
+                        run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
+                    except Exception as e:  # one failing table must not hide the others
+                        print(f"\n{model_name}, batch {batch_size}, {precision}: FAILED: {type(e).__name__}: {e}",
+                              flush=True)
+                        failed.append((model_name, batch_size, precision))
             del models, optims
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
+    if failed:
+        sys.exit(f"{len(failed)} table(s) failed: {failed}")
 
 
 def build_models(model_name, args):
@@ -173,7 +181,7 @@ def run(models, optims, cfg, model_name, batch_size, amp, args):
             if cuda and r == 1:
                 peak[norm] = (torch.cuda.max_memory_allocated() - base) / 2**20
             model.eval()
-            with torch.no_grad(), autocast():
+            with torch.no_grad():
                 model(infer_batch)
             sync(args.device)
             t2 = time.perf_counter()
