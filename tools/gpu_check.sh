@@ -32,8 +32,8 @@
 # C++ build log, the benchmark JSON, the sweep reports and run logs). Scratch files go to
 # $GPU_CHECK_WORK (default /tmp/gpu_check_work).
 #
-# GPU_CHECK_DRY_RUN=1 runs the same commands on CPU with tiny sizes and without installing
-# (the CPU rehearsal of this script; amp is skipped there, AMP needs CUDA).
+# GPU_CHECK_DRY_RUN=1 runs the same commands on CPU with tiny sizes, three times the caps and
+# without installing (the CPU rehearsal of this script; amp is skipped there, AMP needs CUDA).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 # CUDA runs use the Triton kernels; the CPU kernels are built and tested by the cpp stage alone
@@ -70,6 +70,7 @@ SUMMARY="$OUT/summary.txt"
 
 if [[ "$DRY" == 1 ]]; then
     DEV=cpu
+    for s in "${!CAP[@]}"; do CAP[$s]=$(( CAP[$s] * 3 )); done  # a shared 2-core CPU is slow
     # tiny sizes: the same code paths, minutes on 2 CPU cores
     FRN_ARGS=(--shapes all --batch 2 --dtype float32 bfloat16 --image-size 128 --backbone-scale 0.05
               --repeats 2 --warmup 1 --min-seconds 0)
@@ -101,6 +102,16 @@ stage_install() {
     "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" || true
     # the C++ CPU kernels with this torch, in the background (they take CPU cores, not the GPU)
     (
+        # torch builds extensions with ninja; the kit carries its wheel when make_kit was told to
+        if ! "$PY" -c "import ninja" 2>/dev/null && ! command -v ninja >/dev/null; then
+            whl="$(ls .gpu-kit/wheels/ninja-*.whl 2>/dev/null | head -n 1)"
+            if [[ -n "$whl" ]]; then
+                PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install -q --no-index --no-deps "$whl"
+            else
+                echo "no ninja here and no ninja wheel in .gpu-kit/wheels: the C++ build cannot be tried"
+            fi
+        fi
+        echo "compiler: $(c++ --version 2>/dev/null | head -n 1 || echo none)"
         # few threads, low priority: the GPU stages' host threads keep their cores
         export FRN_DET_NO_CPP=0 FRN_DET_CACHE="$WORK/cpp_cache" OMP_NUM_THREADS=4 MAX_JOBS=4
         timeout 300 nice -n 10 "$PY" -m pytest -q -rfE -p no:cacheprovider tests/test_frn_fused.py -k "$CPP_TESTS"
