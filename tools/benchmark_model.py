@@ -96,6 +96,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if "BN" not in args.norms:
         p.error("--norms must include BN (ratios are to BN)")
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
     if "amp" in args.precision and not args.device.startswith("cuda"):
         p.error("--precision amp needs --device cuda (Detectron2's AMPTrainer autocasts on CUDA only)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -23,7 +23,7 @@
 #                              model on the built-in data, a short schedule; its report
 #   amp      ~1 min   (cap 2)  every norm entry of the sweep with amp=true (a few iterations each),
 #                              and tools/train_net.py with SOLVER.AMP.ENABLED True
-# A stage never runs past what is left of GPU_CHECK_BUDGET (default 540 s from the start),
+# A stage never runs past what is left of GPU_CHECK_BUDGET (default 510 s from the start),
 # so the whole run ends inside the device tool's 10 minutes; a failing stage does not stop
 # the later ones; the summary at the end gives each stage's status and time.
 #
@@ -44,7 +44,7 @@ declare -A CAP=([install]=180 [triton]=240 [frn]=180 [model]=240 [sweep]=240 [am
 OUT="${OUT:-./gpu_out}"
 WORK="${GPU_CHECK_WORK:-/tmp/gpu_check_work}"
 PY="${PYTHON:-python3}"
-BUDGET="${GPU_CHECK_BUDGET:-540}"
+BUDGET="${GPU_CHECK_BUDGET:-510}"
 DRY="${GPU_CHECK_DRY_RUN:-0}"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
