@@ -297,6 +297,42 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, caplog):
     assert "no compiler here" in frn_cpp.unavailable_reason()
 
 
+def test_failed_build_is_remembered_per_torch_and_compiler(monkeypatch, tmp_path, caplog):
+    """A compile/load error leaves a marker in the build folder: the next process (here:
+    the loader reset) fails at once, without calling the compiler again."""
+    compiler = (shlex.split(os.environ.get("CXX", "")) or ["c++"])[0]
+    if not shutil.which(compiler) or not (shutil.which("ninja") or importlib.util.find_spec("ninja")):
+        pytest.skip("no C++ compiler or no ninja")
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def failing_load(**kwargs):
+        calls.append(kwargs["build_directory"])
+        raise RuntimeError("Error building extension 'frn_det_cpu'\nfrn_cpu.cpp:9: error: 'make_intrusive' no match")
+
+    monkeypatch.delenv("FRN_DET_NO_CPP", raising=False)
+    monkeypatch.setenv("FRN_DET_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", failing_load)
+    for attempt in range(2):  # two "processes"
+        monkeypatch.setattr(frn_cpp, "_ops", frn_cpp._NOT_YET)
+        monkeypatch.setattr(frn_cpp, "_reason", None)
+        with caplog.at_level(logging.WARNING, logger=frn_cpp.__name__):
+            assert frn_cpp.ops() is None
+    assert len(calls) == 1
+    markers = list(frn_cpp.build_directory().glob("build_failed-*.txt"))
+    assert len(markers) == 1 and "'make_intrusive' no match" in markers[0].read_text()
+    reason = frn_cpp.unavailable_reason()
+    assert "not retried" in reason and str(markers[0]) in reason and "'make_intrusive' no match" in reason
+    # another compiler (CXX) is another marker: it builds again
+    monkeypatch.setattr(frn_cpp, "_ops", frn_cpp._NOT_YET)
+    monkeypatch.setenv("CXX", str(tmp_path / "other-c++"))
+    (tmp_path / "other-c++").write_text("#!/bin/sh\necho other 1.0\n")
+    (tmp_path / "other-c++").chmod(0o755)
+    assert frn_cpp.ops() is None and len(calls) == 2
+    assert len(list(frn_cpp.build_directory().glob("build_failed-*.txt"))) == 2
+
+
 def test_cpp_path_under_torch_compile():
     """The ops have fake (shape-only) kernels: torch.compile traces them in one graph."""
     require_cpp()

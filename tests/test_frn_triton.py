@@ -1,5 +1,6 @@
-"""The Triton FRN(+TLU) kernels (backend "triton") against the op-by-op reference, run on
-CPU tensors by Triton's interpreter, in the pytest process.
+"""The Triton FRN(+TLU) kernels (backend "triton") against the op-by-op reference: compiled
+on CUDA tensors where a GPU exists, else on CPU tensors under Triton's interpreter (the
+`dev` fixture says which), in the pytest process.
 
 triton 3.8 reads TRITON_INTERPRET (through `triton.knobs.runtime.interpret`, which looks
 at the environment at each access unless the knob was assigned in Python) when
@@ -8,9 +9,10 @@ InterpretedFunction always interprets. That holds for triton's own library too
 (tl.zeros, tl.sum, ... are @triton.jit functions wrapped when triton is imported, which
 torch may do early), and interpreted kernels cannot call compiled functions. So
 frn_triton_kernels.py uses only builtins in its kernels and wraps them at the first use,
-once per mode (`kernels()`): the `interpret` fixture only has to set the variable for the
-test (monkeypatch restores it). The interpreter runs each program in Python with numpy:
-tensors are kept tiny."""
+once per mode (`kernels()`): the `dev` fixture only has to set the variable for the test
+(monkeypatch restores it). The interpreter runs each program in Python with numpy: tensors
+are kept tiny there; on a GPU the tests add backbone- and head-sized tensors
+(CUDA_SHAPES)."""
 import pytest
 import torch
 
@@ -22,26 +24,41 @@ from frn_det.layers.frn.fused import frn_fused
 import frn_testing
 from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
 
+CUDA = torch.cuda.is_available()
 # (N, C, H, W): odd sizes, 1x1 maps, N = 1
 SHAPES = [(2, 8, 5, 7), (1, 6, 1, 1), (3, 4, 1, 1), (1, 5, 9, 4)]
+# compiled on a GPU only: RetinaNet R50-FPN shapes at 800x1333 (stem, res2, res5, P3, P7 at
+# batch 16): planes of 1 to 266,800 elements
+CUDA_SHAPES = [(1, 64, 400, 667), (2, 256, 200, 334), (4, 2048, 25, 42), (2, 256, 100, 167), (16, 256, 7, 11)]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 @pytest.fixture
-def interpret(monkeypatch):
-    """Triton's interpreter for one test (the kernels then accept CPU tensors)."""
+def dev(monkeypatch):
+    """Where the kernels run in this test: compiled on the GPU if there is one, else on CPU
+    tensors under Triton's interpreter."""
     if not frn_triton.available():
         pytest.skip(f"Triton kernels unavailable: {frn_triton.unavailable_reason()}")
+    if CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        assert not frn_triton.interpreting(), "TRITON_INTERPRET=0 not seen by triton.knobs"
+        return torch.device("cuda")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert frn_triton.interpreting(), "TRITON_INTERPRET=1 not seen by triton.knobs"
+    return torch.device("cpu")
+
+
+def on(dev, *tensors):
+    return [t.to(dev) if t is not None else None for t in tensors]
 
 
 def triton_fn(x, weight, bias, tau, eps_l):
     return frn_fused(x, weight, bias, tau, EPS, eps_l, backend="triton")
 
 
-def make_params(c, tlu, learn_eps, seed=0):
+def make_params(c, tlu, learn_eps, seed=0, device="cpu"):
     """float32 parameters (the kernels' working precision)."""
-    return frn_testing.make_params(c, tlu, learn_eps, dtype=torch.float32, seed=seed)
+    return on(device, *frn_testing.make_params(c, tlu, learn_eps, dtype=torch.float32, seed=seed))
 
 
 def run_float64_reference(x, params, dz):
@@ -59,11 +76,10 @@ def assert_close_all(got, want, rtol, atol_scale):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("tlu", [True, False])
 @pytest.mark.parametrize("learn_eps", [False, True])
-def test_float32_matches_float64_reference(interpret, shape, tlu, learn_eps):
+def test_float32_matches_float64_reference(dev, shape, tlu, learn_eps):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(shape, generator=g)
-    dz = torch.randn(shape, generator=g)
-    params = make_params(shape[1], tlu, learn_eps)
+    x, dz = on(dev, torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+    params = make_params(shape[1], tlu, learn_eps, device=dev)
     out, grads = run(triton_fn, x, params, dz)
     ref_out, ref_grads = run_float64_reference(x, params, dz)
     assert out.dtype == torch.float32 and out.is_contiguous()
@@ -73,7 +89,7 @@ def test_float32_matches_float64_reference(interpret, shape, tlu, learn_eps):
 
 
 @pytest.mark.parametrize("shape, max_block", [((1, 2, 48, 48), None), ((2, 3, 5, 7), 16)])
-def test_plane_larger_than_block(interpret, monkeypatch, shape, max_block):
+def test_plane_larger_than_block(dev, monkeypatch, shape, max_block):
     """The chunk loops run more than once, with a ragged last chunk: a plane larger than
     the default block cap, and a small plane with the cap lowered to 16 (3 chunks)."""
     if max_block is not None:
@@ -82,23 +98,21 @@ def test_plane_larger_than_block(interpret, monkeypatch, shape, max_block):
     block = frn_triton._launch_config(m)[0]
     assert block < m and m % block != 0
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(shape, generator=g)
-    dz = torch.randn(shape, generator=g)
-    params = make_params(shape[1], tlu=True, learn_eps=True)
+    x, dz = on(dev, torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+    params = make_params(shape[1], tlu=True, learn_eps=True, device=dev)
     out, grads = run(triton_fn, x, params, dz)
     ref_out, ref_grads = run_float64_reference(x, params, dz)
     assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_close_to_float32_reference(interpret, dtype):
+def test_low_precision_close_to_float32_reference(dev, dtype):
     """bf16/fp16 in and out, statistics in float32: compared with the float32 reference
     of the same (rounded) inputs, within a few units of the format's rounding."""
     shape = (2, 8, 6, 5)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(shape, generator=g).to(dtype)
-    dz = torch.randn(shape, generator=g).to(dtype)
-    params = make_params(shape[1], tlu=True, learn_eps=True)
+    x, dz = on(dev, torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype))
+    params = make_params(shape[1], tlu=True, learn_eps=True, device=dev)
     out, grads = run(triton_fn, x, params, dz)
     ref_out, ref_grads = run(ref_forward, x.float(), params, dz.float())
     assert out.dtype == dtype and grads[0].dtype == dtype
@@ -110,14 +124,34 @@ def test_low_precision_close_to_float32_reference(interpret, dtype):
         assert rel_err(got, want) < 2 * ulp
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("shape", SHAPES + (CUDA_SHAPES if CUDA else []), ids=lambda s: "x".join(map(str, s)))
+def test_every_dtype_forward_and_backward_against_float64_reference(dev, shape, dtype):
+    """float32, bf16 and fp16 against float64 computed from the same (rounded) inputs: on a
+    GPU, compiled, up to backbone-sized planes (CUDA_SHAPES)."""
+    g = torch.Generator().manual_seed(4)
+    x, dz = on(dev, torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype))
+    params = make_params(shape[1], tlu=True, learn_eps=True, device=dev)
+    out, grads = run(triton_fn, x, params, dz)
+    ref_out, ref_grads = run_float64_reference(x, params, dz)
+    assert out.dtype == dtype and out.device == x.device and grads[0].dtype == dtype
+    assert all(gr.dtype == torch.float32 for gr in grads[1:])
+    # float32: sums of up to 10^6 terms; bf16/fp16: a few units of the format's rounding
+    ulp = {torch.float32: 2.0**-20, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}[dtype]
+    assert rel_err(out, ref_out) < 2 * ulp
+    assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
+    for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients: float32 sums
+        assert rel_err(got, want) < max(2 * ulp, 1e-4)
+
+
 @pytest.mark.parametrize("contiguous", [True, False])
 @pytest.mark.parametrize("learn_eps", [False, True])
-def test_saves_only_input_and_per_sample_channel_statistic(interpret, contiguous, learn_eps):
+def test_saves_only_input_and_per_sample_channel_statistic(dev, contiguous, learn_eps):
     """Saved: x (or its NCHW copy), r per (n, c) in float32, and the parameters themselves."""
     n, c = 2, 4
-    x = torch.randn(n, c, 6, 5) if contiguous else torch.randn(n, 6, 5, c).permute(0, 3, 1, 2)
+    x = torch.randn(n, c, 6, 5, device=dev) if contiguous else torch.randn(n, 6, 5, c, device=dev).permute(0, 3, 1, 2)
     x.requires_grad_()
-    frn = FilterResponseNorm2d(c, learnable_eps=learn_eps, impl="triton")
+    frn = FilterResponseNorm2d(c, learnable_eps=learn_eps, impl="triton").to(dev)
     params = {p.untyped_storage().data_ptr() for p in frn.parameters()}
     storages, out = saved_storages(frn, x)
     assert out.grad_fn.name() == "FRNTritonFunctionBackward"
@@ -134,9 +168,9 @@ def test_saves_only_input_and_per_sample_channel_statistic(interpret, contiguous
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_double_backward_is_refused_but_create_graph_works(interpret):
-    x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    weight, bias, tau, _ = [p.requires_grad_() if p is not None else None for p in make_params(3, True, False)]
+def test_double_backward_is_refused_but_create_graph_works(dev):
+    x = torch.randn(2, 3, 4, 4, device=dev, requires_grad=True)
+    weight, bias, tau, _ = [p.requires_grad_() if p is not None else None for p in make_params(3, True, False, device=dev)]
     out = triton_fn(x, weight, bias, tau, None)
     # the upstream gradient 2 out depends on x: the backward's output carries a graph node
     (dx,) = torch.autograd.grad(out.pow(2).sum(), [x], create_graph=True)
@@ -149,11 +183,11 @@ def test_double_backward_is_refused_but_create_graph_works(interpret):
         dx.sum().backward()
 
 
-def test_gradients_only_where_required(interpret):
+def test_gradients_only_where_required(dev):
     """Only tau requires a gradient: the backward kernel skips dx (NEED_DX false)."""
-    x = torch.randn(2, 4, 6, 6)
+    x = torch.randn(2, 4, 6, 6, device=dev)
     dz = torch.randn_like(x)
-    weight, bias, tau, eps_l = make_params(4, tlu=True, learn_eps=True)
+    weight, bias, tau, eps_l = make_params(4, tlu=True, learn_eps=True, device=dev)
     tau.requires_grad_()
     out = triton_fn(x, weight, bias, tau, eps_l)
     (dtau,) = torch.autograd.grad(out, [tau], dz)
@@ -163,9 +197,9 @@ def test_gradients_only_where_required(interpret):
     torch.testing.assert_close(dtau.double(), dtau_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_no_grad_forward_matches_and_builds_no_graph(interpret):
-    x = torch.randn(2, 8, 7, 7)
-    params = [p.requires_grad_() for p in make_params(8, tlu=True, learn_eps=True)]
+def test_no_grad_forward_matches_and_builds_no_graph(dev):
+    x = torch.randn(2, 8, 7, 7, device=dev)
+    params = [p.requires_grad_() for p in make_params(8, tlu=True, learn_eps=True, device=dev)]
     with torch.no_grad():
         out = triton_fn(x, *params)
         ref = ref_forward(x, *params)
@@ -173,32 +207,32 @@ def test_no_grad_forward_matches_and_builds_no_graph(interpret):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_tie_with_tau_sends_gradient_to_tau(interpret):
+def test_tie_with_tau_sends_gradient_to_tau(dev):
     """y == tau exactly (x = 0, bias = tau = 0): the gradient goes to tau, as in the
     other fused backends; elements above tau send it to bias."""
-    x = torch.tensor([[-1.0, 0.0, 2.0, 0.0, 0.5, -0.25]]).view(1, 1, 2, 3).repeat(1, 2, 1, 1)
-    weight = torch.ones(2, requires_grad=True)
-    bias = torch.zeros(2, requires_grad=True)
-    tau = torch.zeros(2, requires_grad=True)
+    x = torch.tensor([[-1.0, 0.0, 2.0, 0.0, 0.5, -0.25]], device=dev).view(1, 1, 2, 3).repeat(1, 2, 1, 1)
+    weight = torch.ones(2, device=dev, requires_grad=True)
+    bias = torch.zeros(2, device=dev, requires_grad=True)
+    tau = torch.zeros(2, device=dev, requires_grad=True)
     out = triton_fn(x, weight, bias, tau, None)
     dbias, dtau = torch.autograd.grad(out.sum(), [bias, tau])
-    torch.testing.assert_close(dbias, torch.full((2,), 2.0))  # 2.0 and 0.5
-    torch.testing.assert_close(dtau, torch.full((2,), 4.0))  # -1, 0, 0, -0.25
+    torch.testing.assert_close(dbias, torch.full((2,), 2.0, device=dev))  # 2.0 and 0.5
+    torch.testing.assert_close(dtau, torch.full((2,), 4.0, device=dev))  # -1, 0, 0, -0.25
     assert (out >= 0).all()
 
 
 @pytest.mark.parametrize("tlu", [True, False])
 @pytest.mark.parametrize("learnable_eps", [False, True])
-def test_module_triton_equals_reference(interpret, tlu, learnable_eps):
+def test_module_triton_equals_reference(dev, tlu, learnable_eps):
     torch.manual_seed(6)
-    ref = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="reference")
+    ref = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="reference").to(dev)
     with torch.no_grad():
         for p in ref.parameters():
             p.normal_(0.0, 0.5)
-    tri = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="triton")
+    tri = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="triton").to(dev)
     tri.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 6, 5, 4, requires_grad=True)
-    dz = torch.randn(2, 6, 5, 4)
+    x = torch.randn(2, 6, 5, 4, device=dev, requires_grad=True)
+    dz = torch.randn(2, 6, 5, 4, device=dev)
     results = []
     for m in (ref, tri):
         out = m(x)
@@ -209,13 +243,15 @@ def test_module_triton_equals_reference(interpret, tlu, learnable_eps):
         torch.testing.assert_close(g_tri, g_ref, rtol=1e-4, atol=1e-5)
 
 
-def test_dispatch(interpret):
-    params = [p.requires_grad_() for p in make_params(4, tlu=True, learn_eps=False)[:3]]
-    x = torch.randn(2, 4, 3, 3)
+def test_dispatch(dev):
+    params = [p.requires_grad_() for p in make_params(4, tlu=True, learn_eps=False, device=dev)[:3]]
+    x = torch.randn(2, 4, 3, 3, device=dev)
     assert frn_fused(x, *params, EPS, None, backend="triton").grad_fn.name() == "FRNTritonFunctionBackward"
-    # "auto" never takes Triton for CPU tensors, interpreter or not (asked directly: running
-    # "auto" here would build the C++ extension)
-    assert not fused_mod._use_triton(x, "auto")
+    # "auto" takes Triton for CUDA tensors only, never for CPU ones, interpreter or not
+    # (asked directly: running "auto" on CPU would build the C++ extension)
+    assert fused_mod._use_triton(x, "auto") == (dev.type == "cuda")
+    if dev.type == "cuda":
+        assert frn_fused(x, *params, EPS, None).grad_fn.name() == "FRNTritonFunctionBackward"
     with pytest.raises(ValueError, match="backend='triton'.*float64"):
         frn_fused(x.double(), *params, EPS, None, backend="triton")
 

@@ -259,3 +259,21 @@ def test_runs_at_once_and_threads_share_the_cores(monkeypatch):
     assert parallel.threads_per_worker(2, 8, 1) == 2
     monkeypatch.setattr(parallel, "cpu_cores", lambda: 64)
     assert parallel.local_jobs("auto", "cpu", 1) == parallel.MAX_LOCAL_JOBS
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "frn", "syncbn", "brn", "gnws", "evonorm_s0"])
+def test_amp_key_turns_on_detectron2_mixed_precision(norm):
+    cfg, _ = build_detectron2_config(compose_job(f"norm={norm}", "amp=true", "model.device=cuda"), "/tmp/x")
+    assert cfg.SOLVER.AMP.ENABLED is True  # (MODEL.DEVICE falls back to cpu without CUDA, with a warning)
+    plain, _ = build_detectron2_config(compose_job(f"norm={norm}", "model.device=cuda"), "/tmp/x")
+    assert plain.SOLVER.AMP.ENABLED is False and config_hash(plain) != config_hash(cfg)
+
+
+def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
+    from frn_det.engine.config_checks import check_config
+
+    cfg, _ = build_detectron2_config(compose_job("amp=true"), "/tmp/x")
+    with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE='cpu'"):
+        check_config(cfg, 1)
+    with pytest.raises(ValueError, match=r"amp='yes' is not allowed: expected true or false"):
+        build_detectron2_config(compose_job("amp=yes"), "/tmp/x")

@@ -37,12 +37,19 @@ and their "reference" (op by op) and "timm" implementations.
 
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
-dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run.
+dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run;
+"x bound" = time / (ideal bytes / copy bandwidth): 1.0 is as fast as the memory allows.
+
+--cuda-graphs (CUDA only) also captures each implementation's forward+backward in a CUDA
+graph and times its replay ("graph ms"): eager ms - graph ms is the launch and Python
+overhead that graphs remove, which dominates the small maps (P6/P7, small batches). A
+row whose capture fails (an op that synchronizes with the host) says so.
 
 Examples:
   python tools/benchmark_frn.py --quick
   python tools/benchmark_frn.py --shapes all --batch 1 2 4 --dtype float32 bfloat16
   python tools/benchmark_frn.py --device cuda --batch 8 16 --json frn_bench.json
+  python tools/benchmark_frn.py --device cuda --shapes all --batch 1 2 4 8 16 --norms frn --cuda-graphs
 """
 import argparse
 import json
@@ -192,6 +199,22 @@ def make_step(module: nn.Module, x: torch.Tensor, dz: torch.Tensor) -> Callable[
     return step
 
 
+def capture_graph(step: Callable[[], None]) -> Callable[[], None]:
+    """A CUDA graph of `step` (warmed up on a side stream first, as torch.cuda.graph needs);
+    returns its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    torch.cuda.synchronize()
+    return graph.replay
+
+
 def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, sync,
                      min_seconds: float) -> Dict[str, float]:
     """Median seconds per call, calling the functions in turn.
@@ -215,7 +238,8 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True) -> List[dict]:
+def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True,
+                cuda_graphs=False) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
@@ -230,7 +254,7 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
         step = make_step(module, x, dz)
         try:
             step()
-        except (RuntimeError, TypeError) as e:  # e.g. a dtype an implementation lacks
+        except Exception as e:  # e.g. a dtype an implementation lacks, batch statistics of 1 value
             notes[name] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
             continue
         fns[name] = step
@@ -244,6 +268,13 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
             rows[name]["cuda_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     dst = torch.empty_like(x)
     fns["copy_"] = lambda: dst.copy_(x.detach())
+    if cuda_graphs:
+        for name in list(rows):
+            try:
+                fns[f"{name} graph"] = capture_graph(fns[name])
+            except Exception as e:  # e.g. an op that syncs with the host cannot be captured
+                rows[name]["graph_note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"
+                torch.cuda.synchronize()
     med = time_round_robin(fns, repeats, warmup, sync, min_seconds)
 
     nbytes = x.numel() * x.element_size()
@@ -263,6 +294,9 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
             row[key] = t / med[base] if base in med else float("nan")
         row["eff_gbs"] = IDEAL_TENSOR_PASSES * nbytes / t / 1e9
         row["copy_gbs"] = copy_gbs
+        row["x_bound"] = row["copy_gbs"] / row["eff_gbs"]
+        if f"{name} graph" in med:
+            row["graph_ms"] = med[f"{name} graph"] * 1e3
         out.append(row)
     return out
 
@@ -271,9 +305,12 @@ def print_table(rows: List[dict], dtype: str, device: str) -> None:
     cuda = device == "cuda"
     head = f"{'shape':<24} {'impl':<22} {'fwd+bwd ms':>10} {'x BN+ReLU':>9} {'x GN+ReLU':>9} {'saved MB':>9}"
     head += f" {'peak MB':>8}" if cuda else ""
-    head += f" {'eff GB/s':>8} {'copy GB/s':>9}"
+    head += f" {'eff GB/s':>8} {'copy GB/s':>9} {'x bound':>7}"
+    graphs = any("graph_ms" in r or "graph_note" in r for r in rows)
+    head += f" {'graph ms':>8}" if graphs else ""
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" if hasattr(os, "getloadavg") else ""
-    print(f"\n== dtype {dtype}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}{load} ==")
+    gpu = f" ({torch.cuda.get_device_name()})" if cuda else ""
+    print(f"\n== dtype {dtype}, device {device}{gpu}, torch {torch.__version__}, threads {torch.get_num_threads()}{load} ==")
     print(head)
     print("-" * len(head))
     last = None
@@ -288,9 +325,13 @@ def print_table(rows: List[dict], dtype: str, device: str) -> None:
             f" {r['saved_mb']:>9.2f}"
         )
         line += f" {r.get('cuda_peak_mb', float('nan')):>8.1f}" if cuda else ""
-        line += f" {r['eff_gbs']:>8.1f} {r['copy_gbs']:>9.1f}"
+        line += f" {r['eff_gbs']:>8.1f} {r['copy_gbs']:>9.1f} {r['x_bound']:>7.2f}"
+        if graphs:
+            line += f" {r['graph_ms']:>8.3f}" if "graph_ms" in r else f" graph failed: {r.get('graph_note', '-')}"
         print(line)
     print_summary(rows)
+    if graphs:
+        print_launch_overhead(rows)
 
 
 def print_summary(rows: List[dict]) -> None:
@@ -306,6 +347,23 @@ def print_summary(rows: List[dict]) -> None:
     for name, ratios in by_impl.items():
         gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
         print(f"{name:<22} {gm:>17.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
+
+
+def print_launch_overhead(rows: List[dict]) -> None:
+    """Per implementation and shape: eager ms, CUDA-graph replay ms and their difference
+    (the launch and Python overhead that a graph removes), for the smallest maps."""
+    timed = [r for r in rows if "graph_ms" in r]
+    if not timed:
+        return
+    sizes = sorted({r["shape"] for r in timed}, key=lambda sh: math.prod(int(v) for v in sh.split()[-1].split("x")))
+    small = set(sizes[: max(1, len(sizes) // 4)])  # the smallest quarter of the shapes
+    print(f"\nlaunch overhead at the smallest maps: eager ms - CUDA graph ms (share of eager)")
+    print(f"{'shape':<24} {'impl':<22} {'eager ms':>9} {'graph ms':>9} {'overhead':>9} {'share':>6}")
+    for r in timed:
+        if r["shape"] in small:
+            over = r["ms"] - r["graph_ms"]
+            print(f"{r['shape']:<24} {r['impl']:<22} {r['ms']:>9.3f} {r['graph_ms']:>9.3f} {over:>9.3f}"
+                  f" {over / r['ms']:>6.0%}")
 
 
 def main(argv=None) -> None:
@@ -325,11 +383,15 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="head shapes only, batch 1 and 2 unless --batch, fewer rounds")
     p.add_argument("--norms", choices=["all", "frn"], default="all",
                    help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="CUDA only: also time each implementation replayed from a CUDA graph")
     p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
     args = p.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
+    if args.cuda_graphs and args.device != "cuda":
+        p.error("--cuda-graphs needs --device cuda")
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     if args.threads:
@@ -370,7 +432,7 @@ def main(argv=None) -> None:
         for label, c, h, w in shapes:
             for n in batches:
                 rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
-                                    comparators=args.norms == "all")
+                                    comparators=args.norms == "all", cuda_graphs=args.cuda_graphs)
         print_table(rows, dtype_name, args.device)
         all_rows += rows
     print(
@@ -388,6 +450,7 @@ def main(argv=None) -> None:
             "ideal_tensor_passes": IDEAL_TENSOR_PASSES,
             "cpp_kernels": cpp_status,
             "triton_kernels": triton_status,
+            "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None,
         }
         args.json.write_text(json.dumps({"meta": meta, "rows": all_rows}, indent=1))
         print(f"wrote {args.json}")

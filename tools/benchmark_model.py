@@ -10,8 +10,20 @@ FRN and the comparators.
     python tools/benchmark_model.py --model r50 --size 512 --batch 2
     python tools/benchmark_model.py --model r50 --device cuda --size 800 --batch 8
     python tools/benchmark_model.py --model tiny_mask_rcnn --norms BN GN FRN     # the norm in the ROI heads too
+    python tools/benchmark_model.py --device cuda --model r50 mask_rcnn_r50 --size 800 --batch 2 8 \
+        --precision fp32 amp --norms BN SyncBN GN GNWS BRN EvoNormS0 FRN
+
+One table per model, batch and precision. "amp" runs the training step as Detectron2's
+AMPTrainer does (CUDA autocast in float16 around the forward, a GradScaler for the
+backward and the step; inference stays in float32, as in Detectron2's evaluation); "fp32"
+runs without autocast (convolutions may still use TF32 where torch allows it). On CUDA "step peak MB"
+is the most memory the training step allocated beyond what was allocated before it (the
+models' weights and optimizer states): activations, gradients, workspaces. "saved MB"
+counts the distinct storages autograd keeps for one backward. SyncBN on one GPU is
+torch's SyncBatchNorm, which then computes BN's statistics (no process group to sync).
 """
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -50,10 +62,15 @@ def make_batch(n, size, num_classes, device, seed=0, masks=False):
     return batch
 
 
-def saved_for_backward_mb(model, batch) -> float:
+def saved_for_backward_mb(model, batch, autocast) -> float:
     """MB of the distinct storages autograd keeps for one backward (a tensor saved by two
     ops, e.g. a TLU's output and the next conv's input, counts once)."""
-    storages, _ = saved_storages(lambda: sum(model(batch).values()).backward())
+    def step():
+        with autocast():
+            loss = sum(model(batch).values())
+        loss.backward()
+
+    storages, _ = saved_storages(step)
     model.zero_grad(set_to_none=True)
     return sum(storages.values()) / 2**20
 
@@ -65,56 +82,106 @@ def sync(device):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(CONFIGS), default="tiny")
+    p.add_argument("--model", nargs="+", choices=sorted(CONFIGS), default=["tiny"])
     p.add_argument("--norms", nargs="+",
                    default=["BN", "GN", "FRN", "BRN", "GNWS", "EvoNormB0", "EvoNormS0", "GN+TLU", "FRN+ReLU"])
     p.add_argument("--impl", default="auto", help="MODEL.FRN.IMPL for the FRN model")
     p.add_argument("--size", type=int, default=160, help="square image side in pixels")
-    p.add_argument("--batch", type=int, default=4, help="images per training iteration")
+    p.add_argument("--batch", type=int, nargs="+", default=[4], help="images per training iteration (one table each)")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "amp"], default=["fp32"],
+                   help="amp: CUDA float16 autocast and a GradScaler, as Detectron2's AMPTrainer (CUDA only)")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if "BN" not in args.norms:
         p.error("--norms must include BN (ratios are to BN)")
-    with EventStorage():  # the detectors' losses log to Detectron2's event storage
-        run(args)
-
-
-def run(args):
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    if "amp" in args.precision and not args.device.startswith("cuda"):
+        p.error("--precision amp needs --device cuda (Detectron2's AMPTrainer autocasts on CUDA only)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device} but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    failed = []
+    with EventStorage():  # the detectors' losses log to Detectron2's event storage
+        for model_name in args.model:
+            models, optims, cfg = build_models(model_name, args)
+            for batch_size in args.batch:
+                for precision in args.precision:
+                    try:
+                        run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
+                    except Exception as e:  # one failing table must not hide the others
+                        print(f"\n{model_name}, batch {batch_size}, {precision}: FAILED: {type(e).__name__}: {e}",
+                              flush=True)
+                        failed.append((model_name, batch_size, precision))
+            del models, optims
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    if failed:
+        sys.exit(f"{len(failed)} table(s) failed: {failed}")
+
+
+def build_models(model_name, args):
     models, optims = {}, {}
-    config_file = str(REPO / "configs" / CONFIGS[args.model])
+    config_file = str(REPO / "configs" / CONFIGS[model_name])
     head_norm_keys, classes_key = head_keys(config_file)  # RetinaNet's head, or the R-CNN box and mask heads
     for norm in args.norms:
         opts = ["MODEL.DEVICE", args.device, "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm,
                 *[item for key in head_norm_keys for item in (key, norm)], "MODEL.FRN.IMPL", args.impl,
                 "INPUT.MIN_SIZE_TEST", args.size, "INPUT.MAX_SIZE_TEST", args.size]
-        if not args.model.startswith("tiny"):
+        if not model_name.startswith("tiny"):
             opts += [classes_key, 80]
         cfg = build_config(config_file, opts, announce=False)
         torch.manual_seed(0)
         models[norm] = build_model(cfg)
         optims[norm] = build_optimizer(cfg, models[norm])
-    num_classes = 80 if not args.model.startswith("tiny") else 4
-    batch = make_batch(args.batch, args.size, num_classes, args.device, masks=cfg.MODEL.MASK_ON)
+    return models, optims, cfg
+
+
+def run(models, optims, cfg, model_name, batch_size, amp, args):
+    norms = list(models)
+    cuda = args.device.startswith("cuda")
+    num_classes = 80 if not model_name.startswith("tiny") else 4
+    batch = make_batch(batch_size, args.size, num_classes, args.device, masks=cfg.MODEL.MASK_ON)
     infer_batch = [{"image": b["image"], "height": args.size, "width": args.size} for b in batch[:1]]
 
-    train_t = {n: [] for n in args.norms}
-    infer_t = {n: [] for n in args.norms}
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for norm in args.norms:
-            model, opt = models[norm], optims[norm]
-            model.train()
-            sync(args.device)
-            t0 = time.perf_counter()
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+
+    scalers = {n: torch.amp.GradScaler("cuda") for n in norms} if amp else {}
+
+    def train_step(norm):
+        model, opt = models[norm], optims[norm]
+        with autocast():
             loss = sum(model(batch).values())
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
+        if amp:
+            scalers[norm].scale(loss).backward()
+            scalers[norm].step(opt)
+            scalers[norm].update()
+        else:
             loss.backward()
             opt.step()
+
+    train_t = {n: [] for n in norms}
+    infer_t = {n: [] for n in norms}
+    peak = {}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for norm in norms:
+            model = models[norm]
+            model.train()
+            sync(args.device)
+            if cuda and r == 1:  # the step's own peak, beyond the models and optimizer states
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            train_step(norm)
             sync(args.device)
             t1 = time.perf_counter()
+            if cuda and r == 1:
+                peak[norm] = (torch.cuda.max_memory_allocated() - base) / 2**20
             model.eval()
             with torch.no_grad():
                 model(infer_batch)
@@ -123,26 +190,28 @@ def run(args):
             if r:
                 train_t[norm].append(t1 - t0)
                 infer_t[norm].append(t2 - t1)
-    memory = {}
-    for norm in args.norms:
+    saved = {}
+    for norm in norms:
         models[norm].train()
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        memory[norm] = saved_for_backward_mb(models[norm], batch)
-        if args.device.startswith("cuda"):
-            memory[norm] = (memory[norm], torch.cuda.max_memory_allocated() / 2**20)
+        saved[norm] = saved_for_backward_mb(models[norm], batch, autocast)
 
     bn_train, bn_infer = statistics.median(train_t["BN"]), statistics.median(infer_t["BN"])
-    bn_mem = memory["BN"] if not isinstance(memory["BN"], tuple) else memory["BN"][0]
-    print(f"{cfg.MODEL.META_ARCHITECTURE} {args.model}, {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
-          f"threads {torch.get_num_threads()}, FRN impl {args.impl}, median of {args.rounds} rounds, torch {torch.__version__}")
-    w = max(6, max(len(n) for n in args.norms))
-    print(f"{'norm':{w}} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}")
-    for norm in args.norms:
+    gpu = f" ({torch.cuda.get_device_name()})" if cuda else ""
+    print(f"\n{cfg.MODEL.META_ARCHITECTURE} {model_name}, {args.size}x{args.size}, batch {batch_size},"
+          f" {'AMP (fp16 autocast + GradScaler)' if amp else 'fp32'}, device {args.device}{gpu},"
+          f" threads {torch.get_num_threads()}, FRN impl {args.impl}, median of {args.rounds} rounds,"
+          f" torch {torch.__version__}")
+    w = max(6, max(len(n) for n in norms))
+    head = f"{'norm':{w}} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}"
+    head += f" {'step peak MB':>12} {'x BN':>6}" if cuda else ""
+    print(head)
+    for norm in norms:
         tr, inf = statistics.median(train_t[norm]), statistics.median(infer_t[norm])
-        mem = memory[norm] if not isinstance(memory[norm], tuple) else memory[norm][0]
-        print(f"{norm:{w}} {tr:12.3f} {tr / bn_train:6.2f} {inf:12.3f} {inf / bn_infer:6.2f} {mem:9.1f}"
-              f" {mem / bn_mem:6.2f}")
+        line = (f"{norm:{w}} {tr:12.3f} {tr / bn_train:6.2f} {inf:12.3f} {inf / bn_infer:6.2f} {saved[norm]:9.1f}"
+                f" {saved[norm] / saved['BN']:6.2f}")
+        if cuda:
+            line += f" {peak[norm]:12.1f} {peak[norm] / peak['BN']:6.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

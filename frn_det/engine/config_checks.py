@@ -95,6 +95,7 @@ def _rules(cfg):
          "a non-empty list of dataset names"),
         ("DATASETS.TEST", lambda v: all(isinstance(n, str) and n for n in v), "a list of dataset names"),
         ("SEED", lambda v: _is_int(v), "an integer (< 0: a random seed)"),
+        ("SOLVER.AMP.ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ], max_iter
 
 
@@ -112,6 +113,9 @@ def check_values(cfg) -> None:
             good = False
         if not good:
             raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+    if cfg.SOLVER.AMP.ENABLED and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        raise ConfigError(f"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE={cfg.MODEL.DEVICE!r}: "
+                          "Detectron2's AMPTrainer trains with CUDA autocast only")
     if cfg.TEST.EVAL_PERIOD > cfg.SOLVER.MAX_ITER:
         logger.warning("TEST.EVAL_PERIOD=%d > SOLVER.MAX_ITER=%d: evaluation runs at the end only",
                        cfg.TEST.EVAL_PERIOD, cfg.SOLVER.MAX_ITER)

@@ -17,7 +17,9 @@ csrc/common.h holds the helpers the sources share.
 
 `ops()` returns `torch.ops.frn_det`, or None when the kernels are disabled
 (`FRN_DET_NO_CPP=1`) or cannot be built (no C++ compiler, no ninja, ...): one warning
-gives the reason and callers fall back to the PyTorch implementation. The outcome (and
+gives the reason and callers fall back to the PyTorch implementation. A failed compile or
+load leaves a marker file in the build folder (`failure_marker`: per torch version, source
+and compiler), so that later processes fail at once instead of building again. The outcome (and
 the FRN_DET_NO_CPP setting) is decided at the first call and cached per process.
 """
 import hashlib
@@ -26,15 +28,17 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Optional
 
 import torch
+from ..utils.atomic import write_text_atomic
 from ..utils.paths import cache_dir
 
-__all__ = ["ops", "op", "unavailable_reason", "takes", "DTYPES", "build_directory", "SOURCES"]
+__all__ = ["ops", "op", "unavailable_reason", "takes", "DTYPES", "build_directory", "failure_marker", "SOURCES"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +97,23 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
 
 
+class _EarlierFailure(RuntimeError):
+    """A build that failed in an earlier process (its marker file says why)."""
+
+
+def failure_marker(build_dir: Path, compiler_path: str) -> Path:
+    """The file that records a failed build in `build_dir` (which already keys the torch and
+    Python versions, the sources and flags) for one compiler, named by its path and
+    `--version`: a new process does not spend 10-35 s failing again."""
+    try:
+        version = subprocess.run([compiler_path, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    key = hashlib.sha256((os.path.realpath(compiler_path) + "\n" + version).encode()).hexdigest()[:12]
+    return build_dir / f"build_failed-{key}.txt"
+
+
 def _build():
     # importing it logs "No CUDA runtime is found, using CUDA_HOME=..." on CPU-only
     # machines: irrelevant for this CPU extension
@@ -105,22 +126,31 @@ def _build():
         cpp_logger.setLevel(level)
 
     compiler = (shlex.split(os.environ.get("CXX", "")) or ["c++"])[0]  # CXX may be "ccache g++"
-    if shutil.which(compiler) is None:
+    compiler_path = shutil.which(compiler)
+    if compiler_path is None:
         raise RuntimeError(f"no C++ compiler: {compiler!r} (from $CXX, default c++) not found")
     _ninja_on_path()
     cpp_extension.verify_ninja_availability()  # RuntimeError "Ninja is required ..."
     build_dir = build_directory()
     build_dir.mkdir(parents=True, exist_ok=True)
-    # is_python_module=False: the library registers torch.ops.frn_det (TORCH_LIBRARY)
-    cpp_extension.load(
-        name=_NAME,
-        sources=[str(p) for p in SOURCES],
-        extra_include_paths=[str(_CSRC)],
-        extra_cflags=_CFLAGS,
-        build_directory=str(build_dir),
-        is_python_module=False,
-        verbose=False,
-    )
+    marker = failure_marker(build_dir, compiler_path)
+    if marker.is_file():
+        raise _EarlierFailure(f"{marker.read_text().strip()} (an earlier build with this torch, source and"
+                              f" compiler; not retried: delete {marker} to retry)")
+    try:
+        # is_python_module=False: the library registers torch.ops.frn_det (TORCH_LIBRARY)
+        cpp_extension.load(
+            name=_NAME,
+            sources=[str(p) for p in SOURCES],
+            extra_include_paths=[str(_CSRC)],
+            extra_cflags=_CFLAGS,
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as e:  # a compile, link or load error: the same next time
+        write_text_atomic(marker, _describe(e) + "\n")
+        raise
     _register_fake_kernels()
     return torch.ops.frn_det
 
@@ -205,7 +235,7 @@ def _load():
     try:
         lib = _build()
     except Exception as e:  # compiler/ninja missing, compile or load error
-        _reason = _describe(e)
+        _reason = str(e) if isinstance(e, _EarlierFailure) else _describe(e)
         logger.warning("FRN C++ CPU kernels unavailable, using the PyTorch implementation (%s)", _reason)
         return None
     _op_cache.clear()

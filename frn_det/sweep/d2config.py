@@ -134,6 +134,9 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
     sched = schedule_from(job)
     data = dataset_spec(job)
     act = job.get("act")
+    amp = job.get("amp", False)
+    if not isinstance(amp, bool):
+        raise ValueError(f"amp={amp!r} is not allowed: expected true or false (mixed precision, CUDA only)")
     config_file = model_config_file(job)
     head_norm_keys, classes_key = head_keys(config_file)
     opts = [
@@ -159,6 +162,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "SOLVER.MOMENTUM", job.schedule.momentum,
         "TEST.EVAL_PERIOD", sched.eval_period if job.schedule.eval_period else 0,
         "SEED", job.seed,
+        "SOLVER.AMP.ENABLED", amp,  # Detectron2's AMPTrainer: fp16 autocast and a grad scaler
         # Batch Renorm's r_max/d_max ramp: the paper's 5k/40k/25k of 125k steps, as fractions
         # of this run's schedule (opts still override them).
         *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],

@@ -29,6 +29,9 @@
 // frn_det::tlu(x, tau) is TLU on its own (after residual adds), likewise differentiable.
 #include "common.h"
 
+#include <memory>
+#include <utility>
+
 namespace {
 
 // x: NCHW-contiguous CPU tensor; parameters: (C,) CPU tensors of any float dtype and stride
@@ -247,9 +250,20 @@ using torch::autograd::variable_list;
 // differentiating the gradients again raises. They get an Error node as their grad_fn,
 // connected to dz's graph so that it is reached (if dz does not require grad, neither do
 // they, and differentiating them raises anyway).
+// Autograd nodes live in the pointer type that an Edge holds: std::shared_ptr up to torch
+// 2.11 or so, c10::intrusive_ptr in 2.14. Asking the Edge keeps one source for both.
+template <typename NodeT, typename... Args>
+auto make_node(Args&&... args) {
+  using NodePtr = decltype(torch::autograd::Edge::function);
+  if constexpr (std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>)
+    return std::make_shared<NodeT>(std::forward<Args>(args)...);
+  else
+    return c10::make_intrusive<NodeT>(std::forward<Args>(args)...);
+}
+
 void refuse_double_backward(variable_list& grads, const Tensor& dz) {
   if (!dz.requires_grad()) return;
-  auto error = c10::make_intrusive<torch::autograd::Error>(
+  auto error = make_node<torch::autograd::Error>(
       "frn_det: the fused FRN/TLU backward is not differentiable (double backward); use MODEL.FRN.IMPL reference",
       torch::autograd::collect_next_edges(dz));
   for (Tensor& g : grads)
