@@ -90,7 +90,10 @@ class SweepCallback(Callback):
             self.total = count_sweep_jobs(sweep_overrides(config))
         except Exception:  # noqa: BLE001  sweeps defined in other ways: a bar without total
             self.total = None
-        self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+        if config.hydra.launcher.get("n_jobs", 1) == 1 and "submitit" not in config.hydra.launcher._target_:
+            self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+        else:  # jobs run in other processes (several at once, or a cluster): each prints its own line
+            tqdm.write(f"[sweep] {self.total or '?'} jobs, {config.hydra.launcher.get('n_jobs') or 'a cluster job each'} at once")
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         record = job_return.return_value if job_return.status.name == "COMPLETED" else None
