@@ -17,6 +17,9 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
 - without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
   DDP over CPU (GLOO) workers works;
 - `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend;
+- overrides of keys the config does not have are errors with the nearest keys, and the
+  values get the YAML path's checks (config_checks.check_config: batch, lr, iterations,
+  steps, sizes, classes, norms, ...), before anything is built;
 - a config whose model and data disagree on masks fails before anything is built
   (check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
   evaluation needs a mask head);
@@ -46,6 +49,7 @@ from omegaconf import OmegaConf
 
 from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
+from .config_checks import check_config, check_lazy_overrides
 from .preemption import PreemptionHook
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
@@ -56,11 +60,13 @@ __all__ = ["coco_evaluator", "load_config", "check_masks", "prepare_lazy_dataset
 
 
 def load_config(config_file: str, opts=()):
-    """LazyConfig.load + apply_overrides (Hydra grammar), check_masks, and a CPU fallback
-    for train.device=cuda* without CUDA."""
+    """LazyConfig.load + apply_overrides (Hydra grammar; an override of an unknown key is a
+    ConfigError with the nearest keys), check_masks, and a CPU fallback for
+    train.device=cuda* without CUDA. The values are checked by check_config."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"LazyConfig {config_file!r} not found")
     cfg = LazyConfig.load(config_file)
+    check_lazy_overrides(cfg, list(opts))
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     check_masks(cfg)
     device = OmegaConf.select(cfg, "train.device", default=None)
@@ -225,6 +231,7 @@ def do_train(args, cfg):
 
 def main(args):
     cfg = load_config(args.config_file, args.opts)
+    check_config(cfg, comm.get_world_size())
     default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir
     prepare_lazy_datasets(cfg)
     if args.eval_only:
@@ -258,7 +265,7 @@ def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     # A broken config fails here, once, before any worker process starts.
-    load_config(args.config_file, args.opts)
+    check_config(load_config(args.config_file, args.opts), args.num_gpus * args.num_machines)
     return launch(
         main,
         args.num_gpus,
