@@ -9,7 +9,11 @@ from .datasets import (
 )
 from .image_check import ImageCheckError, check_images
 from .validate import (
+    ANNOTATION_FILE,
+    IMAGE_FOLDER,
     INVALID_BOXES_CHOICES,
+    DatasetPathError,
+    check_dataset_path,
     MISSING_EVAL_FIELDS_CHOICES,
     ValidationReport,
     load_validated_coco,

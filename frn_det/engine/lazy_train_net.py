@@ -155,7 +155,7 @@ def prepare_lazy_datasets(cfg) -> list:
     else:  # a model without a class count frn-det knows where to find: no class check
         shim.MODEL.META_ARCHITECTURE = "RetinaNet"
         shim.MODEL.RETINANET.NUM_CLASSES = 1 << 30
-    prepare_datasets_distributed(shim)
+    prepare_datasets_distributed(shim, register_key="dataloader.prepare.register_coco")
     return train + test
 
 
