@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import callbacks
 from .d2config import CONFIGS_DIR, run_name
+from .job_checks import override_value_error
 from .override_check import unknown_override_error
 from .runner import run_job
 
@@ -29,7 +30,8 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
-    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep")
+    # Unknown keys and bad values stop the sweep here, before Hydra starts any job.
+    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep") or override_value_error(overrides, CONFIGS_DIR / "sweep")
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -65,6 +65,11 @@ def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
     return f"{name}_seed{seed}"
 
 
+def split_dataset_name(dataset_name: str, split: str) -> str:
+    """The registered name of a split of a dataset given by paths (dataset=coco_json)."""
+    return f"{dataset_name}_{split}"
+
+
 def tune_datasets(job: DictConfig) -> tuple:
     return tuple(dataset_spec(job)["tune"])
 
@@ -102,7 +107,7 @@ def dataset_spec(job: DictConfig) -> dict:
     spec = {"register": [], "train": [], "test": [], "tune": []}
     for split, (json_file, images) in splits.items():
         if json_file:
-            name = f"{d.name}_{split}"
+            name = split_dataset_name(d.name, split)
             spec["register"].append((name, str(json_file), str(images)))
             spec[split].append(name)
     found = _category_count(str(d.train_json), "dataset.train_json")

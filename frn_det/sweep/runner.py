@@ -25,6 +25,7 @@ from ..utils.atomic import write_json_atomic, write_text_atomic
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
+from .job_checks import check_job
 from .lock import RunLock
 from .worker import OUTCOME_FILE, train_worker
 
@@ -80,6 +81,7 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
+    check_job(job)  # the sweep's keys, in its words, before Detectron2 sees their values
     cfg, sched = build_detectron2_config(job, run_dir)
     check_config(cfg, sched.num_workers)
     digest = config_hash(cfg)
