@@ -73,9 +73,10 @@ def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxe
     the config key they came from, for the messages).
 
     Each json must be a readable file and each image root a readable folder
-    (DatasetPathError naming the dataset, `key` and the path). Their loader validates the files and drops invalid boxes (or raises, per
-    `invalid_boxes`), so training only sees valid boxes; it reads the fixed copy of the
-    json where fields were filled (`missing_eval_fields`).
+    (DatasetPathError naming the dataset, `key` and the path). Their loader validates
+    the files and drops invalid boxes (or raises, per `invalid_boxes`), so training only
+    sees valid boxes; it reads the fixed copy of the json where fields were filled
+    (`missing_eval_fields`).
     """
     check_invalid_boxes_setting(invalid_boxes)
     check_missing_eval_fields_setting(missing_eval_fields)

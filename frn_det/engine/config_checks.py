@@ -23,6 +23,7 @@ logger = logging.getLogger("frn_det")
 
 SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN", "SyncBRN", "naiveSyncBRN")
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
+_ABSENT = object()  # OmegaConf.select's answer for a key the config lacks
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,8 @@ class Rule:
 
     def check(self, key: str, value, context=None) -> None:
         """ConfigError "KEY=VALUE is not allowed: expected ..." unless the value passes.
-        (`context`: the whole config, for rules that need more than the value.)"""
+        `context` (the whole config) is for rules of other kinds that need more than the
+        value (the sweep's dataset paths); a Rule ignores it."""
         value = _plain(value)
         try:
             good = bool(self.test(value))
@@ -113,7 +115,8 @@ def _next_to_norms(key: str) -> Tuple[str, ...]:
 # places; "*" stands for every element of a list) and what is allowed. Both kinds of
 # config are checked from this table alone.
 VALUE_RULES: Sequence[Tuple[Optional[str], Tuple[str, ...], Rule]] = (
-    ("SOLVER.IMS_PER_BATCH", ("dataloader.train.total_batch_size",), INT_MIN_1.note("the total batch over all workers")),
+    ("SOLVER.IMS_PER_BATCH", ("dataloader.train.total_batch_size",),
+     INT_MIN_1.note("the total batch over all workers")),
     ("SOLVER.BASE_LR", ("optimizer.lr",), POSITIVE),
     ("SOLVER.MAX_ITER", ("train.max_iter",), INT_MIN_1),
     ("SOLVER.STEPS", ("lr_multiplier.scheduler.milestones",), STEPS),
@@ -125,8 +128,8 @@ VALUE_RULES: Sequence[Tuple[Optional[str], Tuple[str, ...], Rule]] = (
     ("SOLVER.WEIGHT_DECAY", ("optimizer.weight_decay",), NON_NEGATIVE),
     ("SOLVER.CHECKPOINT_PERIOD", ("train.checkpointer.period",), INT_MIN_1),
     ("TEST.EVAL_PERIOD", ("train.eval_period",), INT_MIN_0.note("0: evaluate at the end only")),
-    ("TEST.DETECTIONS_PER_IMAGE", ("model.max_detections_per_image", "model.roi_heads.box_predictor.test_topk_per_image"),
-     INT_MIN_1),
+    ("TEST.DETECTIONS_PER_IMAGE",
+     ("model.max_detections_per_image", "model.roi_heads.box_predictor.test_topk_per_image"), INT_MIN_1),
     ("DATALOADER.NUM_WORKERS", ("dataloader.train.num_workers", "dataloader.test.num_workers"), INT_MIN_0),
     ("INPUT.MIN_SIZE_TRAIN", ("dataloader.train.mapper.augmentations.*.short_edge_length",), SIZES),
     ("INPUT.MAX_SIZE_TRAIN", ("dataloader.train.mapper.augmentations.*.max_size",), INT_POSITIVE),
@@ -140,9 +143,6 @@ VALUE_RULES: Sequence[Tuple[Optional[str], Tuple[str, ...], Rule]] = (
     ("DATASETS.TEST", ("dataloader.test.dataset.names",), TEST_NAMES),
     ("SEED", ("train.seed",), ANY_INT.note("< 0: a random seed")),
 )
-
-
-_ABSENT = object()
 
 
 def is_lazy(cfg) -> bool:
@@ -227,7 +227,8 @@ def check_config(cfg, world_size: int) -> None:
     batch = _first(cfg, "SOLVER.IMS_PER_BATCH")
     if batch and batch[1] % world_size:
         raise ConfigError(
-            f"{batch[0]}={batch[1]} (the total batch) must be a positive multiple of the number of workers ({world_size})"
+            f"{batch[0]}={batch[1]} (the total batch) must be a positive multiple of the number of workers "
+            f"({world_size})"
         )
     synced = [f"{k}={v}" for k, v in norms if parse_norm(v, k)[0] in SYNC_NORMS]
     if synced and world_size == 1:

@@ -31,7 +31,8 @@ def main() -> None:
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
     # Unknown keys and bad values stop the sweep here, before Hydra starts any job.
-    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep") or override_value_error(overrides, CONFIGS_DIR / "sweep")
+    config_dir = CONFIGS_DIR / "sweep"
+    error = unknown_override_error(overrides, config_dir) or override_value_error(overrides, config_dir)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

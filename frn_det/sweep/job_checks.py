@@ -59,7 +59,8 @@ class RegisterTriples:
         if not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {self.allowed}")
         for i, triple in enumerate(value):
-            if not (isinstance(triple, (list, tuple)) and len(triple) == 3 and isinstance(triple[0], str) and triple[0]):
+            named = isinstance(triple, (list, tuple)) and len(triple) == 3 and isinstance(triple[0], str)
+            if not (named and triple[0]):
                 raise ConfigError(f"{key}[{i}]={triple!r} is not allowed: expected [name, json_file, image_root]")
             name, json_file, image_root = triple
             check_dataset_path(name, json_file, ANNOTATION_FILE, f"{key}[{i}]")
