@@ -358,6 +358,28 @@ def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
         prepare_lazy_datasets(cfg)
 
 
+@pytest.mark.parametrize("tool", ["train_net.py", "lazyconfig_train_net.py"])
+def test_tools_stop_on_a_bad_dataset_path_before_making_any_folder(tmp_path, tool):
+    from conftest import run_tool
+
+    json_dir, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
+    out = tmp_path / "out"
+    if tool == "train_net.py":
+        key, args = "DATASETS.REGISTER_COCO", ["--config-file", "configs/tiny_retinanet_cpu.yaml", "DATASETS.REGISTER_COCO",
+                                               f"[('mine_train','{json_dir}','{img_dir}')]", "DATASETS.TRAIN",
+                                               "('mine_train',)", "OUTPUT_DIR", out]
+    else:
+        key, args = "dataloader.prepare.register_coco", [
+            "--config-file", "configs/lazy/tiny_retinanet_cpu.py", f"train.output_dir={out}",
+            f"dataloader.prepare.register_coco=[[mine_train,{json_dir},{img_dir}]]",
+            "dataloader.train.dataset.names=mine_train"]
+    proc = run_tool(tool, *args, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert (f"DatasetPathError: Dataset 'mine_train': annotation file {json_dir} is a folder, not a file (set by {key}); "
+            "expected a readable COCO instances json file") in proc.stderr
+    assert not out.exists()
+
+
 def test_prepare_datasets_drops_boxes_of_datasets_registered_elsewhere(tmp_path):
     """Datasets registered by Detectron2 itself (like coco_2017_train) are validated and filtered too."""
     from detectron2.data import DatasetCatalog

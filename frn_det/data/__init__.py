@@ -1,5 +1,6 @@
 from .datasets import (
     BUILTIN_SHAPES,
+    check_register_coco,
     check_num_classes,
     model_num_classes,
     prepare_datasets,

@@ -67,25 +67,34 @@ _FILTERED = set()
 REGISTER_KEY = "DATASETS.REGISTER_COCO"
 
 
-def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxes: str = "drop",
-                           missing_eval_fields: str = "fill", key: str = REGISTER_KEY) -> None:
-    """Register (name, json_file, image_root) triples from DATASETS.REGISTER_COCO (`key`:
-    the config key they came from, for the messages).
-
-    Each json must be a readable file and each image root a readable folder
-    (DatasetPathError naming the dataset, `key` and the path). Their loader validates
-    the files and drops invalid boxes (or raises, per `invalid_boxes`), so training only
-    sees valid boxes; it reads the fixed copy of the json where fields were filled
-    (`missing_eval_fields`).
-    """
-    check_invalid_boxes_setting(invalid_boxes)
-    check_missing_eval_fields_setting(missing_eval_fields)
+def check_register_coco(triples: Iterable[Tuple[str, str, str]], key: str = REGISTER_KEY) -> None:
+    """Each (name, json_file, image_root) triple has a name, a readable json file and a
+    readable image folder (DatasetPathError naming the dataset, `key` and the path)."""
     for triple in triples:
         if len(triple) != 3 or not isinstance(triple[0], str) or not triple[0]:
             raise ValueError(f"{key} entries must be (name, json_file, image_root), got {triple!r}")
         name, json_file, image_root = triple
         check_dataset_path(name, json_file, ANNOTATION_FILE, key)
         check_dataset_path(name, image_root, IMAGE_FOLDER, key)
+
+
+def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxes: str = "drop",
+                           missing_eval_fields: str = "fill", key: str = REGISTER_KEY) -> None:
+    """Register (name, json_file, image_root) triples from DATASETS.REGISTER_COCO (`key`:
+    the config key they came from, for the messages).
+
+    Each json must be a readable file and each image root a readable folder
+    (check_register_coco). Their loader validates
+    the files and drops invalid boxes (or raises, per `invalid_boxes`), so training only
+    sees valid boxes; it reads the fixed copy of the json where fields were filled
+    (`missing_eval_fields`).
+    """
+    check_invalid_boxes_setting(invalid_boxes)
+    check_missing_eval_fields_setting(missing_eval_fields)
+    triples = [tuple(t) for t in triples]
+    check_register_coco(triples, key)
+    for triple in triples:
+        name, json_file, image_root = triple
         args = (json_file, image_root, invalid_boxes, missing_eval_fields)
         if name in DatasetCatalog.list():
             if name not in _REGISTERED or _REGISTERED[name] == args:

@@ -47,6 +47,7 @@ from detectron2.utils import comm
 from fvcore.nn.precise_bn import get_bn_modules
 from omegaconf import OmegaConf
 
+from ..data import check_register_coco
 from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, check_lazy_overrides
@@ -122,6 +123,14 @@ def _num_classes(cfg):
     return None, None
 
 
+REGISTER_KEY = "dataloader.prepare.register_coco"
+
+
+def _register_coco(cfg) -> list:
+    """The (name, json_file, image_root) triples of dataloader.prepare.register_coco."""
+    return [tuple(t) for t in OmegaConf.select(cfg, REGISTER_KEY, default=None) or []]
+
+
 def prepare_lazy_datasets(cfg) -> list:
     """frn_det.data.prepare_datasets for a LazyConfig: registers dataloader.prepare
     .register_coco, generates the built-in set and validates (json, boxes, evaluation
@@ -140,7 +149,7 @@ def prepare_lazy_datasets(cfg) -> list:
     prep = OmegaConf.select(cfg, "dataloader.prepare", default=None) or {}
     shim = add_frn_config(get_cfg())
     shim.DATASETS.TRAIN, shim.DATASETS.TEST = tuple(train), tuple(test)
-    shim.DATASETS.REGISTER_COCO = [tuple(t) for t in prep.get("register_coco", [])]
+    shim.DATASETS.REGISTER_COCO = _register_coco(cfg)
     shim.DATASETS.INVALID_BOXES = prep.get("invalid_boxes", "drop")
     shim.DATASETS.MISSING_EVAL_FIELDS = prep.get("missing_eval_fields", "fill")
     shim.DATASETS.CHECK_IMAGES = bool(prep.get("check_images", True))
@@ -155,7 +164,7 @@ def prepare_lazy_datasets(cfg) -> list:
     else:  # a model without a class count frn-det knows where to find: no class check
         shim.MODEL.META_ARCHITECTURE = "RetinaNet"
         shim.MODEL.RETINANET.NUM_CLASSES = 1 << 30
-    prepare_datasets_distributed(shim, register_key="dataloader.prepare.register_coco")
+    prepare_datasets_distributed(shim, register_key=REGISTER_KEY)
     return train + test
 
 
@@ -264,8 +273,10 @@ def _plain(obj):
 def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    # A broken config fails here, once, before any worker process starts.
-    check_config(load_config(args.config_file, args.opts), args.num_gpus * args.num_machines)
+    # A broken config fails here, once, before any worker process starts or any folder is made.
+    cfg = load_config(args.config_file, args.opts)
+    check_config(cfg, args.num_gpus * args.num_machines)
+    check_register_coco(_register_coco(cfg), REGISTER_KEY)
     return launch(
         main,
         args.num_gpus,
