@@ -358,6 +358,22 @@ def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
         prepare_lazy_datasets(cfg)
 
 
+def test_other_format_dataset_paths_are_checked_too(tmp_path):
+    """A dataset registered elsewhere in another format than COCO instances (e.g. LVIS)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from frn_det.data import DatasetPathError, prepare_datasets
+
+    name = unique("lvis_like")
+    (tmp_path / "ann_dir").mkdir()
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(json_file=str(tmp_path / "ann_dir"), image_root=str(tmp_path), evaluator_type="lvis")
+    cfg = _cfg(unique("unused"), *make_coco(tmp_path / "good"))
+    with pytest.raises(DatasetPathError) as err:
+        prepare_datasets(cfg, names=[name])
+    assert str(err.value) == f"Dataset '{name}': json_file {tmp_path / 'ann_dir'} is a folder, not a file; expected a readable file"
+
+
 @pytest.mark.parametrize("tool", ["train_net.py", "lazyconfig_train_net.py"])
 def test_tools_stop_on_a_bad_dataset_path_before_making_any_folder(tmp_path, tool):
     from conftest import run_tool

@@ -19,6 +19,7 @@ from .synthetic import SHAPES_CATEGORIES, ShapesSpec, dataset_paths, dataset_roo
 from .validate import (
     ANNOTATION_FILE,
     IMAGE_FOLDER,
+    PathKind,
     check_dataset_images,
     check_dataset_path,
     check_masks_for_mask_model,
@@ -65,6 +66,9 @@ _FILTERED = set()
 
 
 REGISTER_KEY = "DATASETS.REGISTER_COCO"
+# The paths of datasets in other formats than COCO instances (e.g. LVIS), by metadata attribute.
+OTHER_FORMAT_PATHS = (PathKind("json_file", "a readable file", folder=False),
+                      PathKind("image_root", "a readable folder", folder=True))
 
 
 def check_register_coco(triples: Iterable[Tuple[str, str, str]], key: str = REGISTER_KEY) -> None:
@@ -84,10 +88,9 @@ def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxe
     the config key they came from, for the messages).
 
     Each json must be a readable file and each image root a readable folder
-    (check_register_coco). Their loader validates
-    the files and drops invalid boxes (or raises, per `invalid_boxes`), so training only
-    sees valid boxes; it reads the fixed copy of the json where fields were filled
-    (`missing_eval_fields`).
+    (check_register_coco). Their loader validates the files and drops invalid boxes (or
+    raises, per `invalid_boxes`), so training only sees valid boxes; it reads the fixed
+    copy of the json where fields were filled (`missing_eval_fields`).
     """
     check_invalid_boxes_setting(invalid_boxes)
     check_missing_eval_fields_setting(missing_eval_fields)
@@ -238,10 +241,10 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
         thing_classes = getattr(meta, "thing_classes", None)
         if thing_classes:
             check_num_classes(cfg, name, getattr(meta, "json_file", "(no json)"), len(thing_classes))
-        for attr, kind in (("json_file", ANNOTATION_FILE), ("image_root", IMAGE_FOLDER)):  # other formats:
-            path = getattr(meta, attr, None)  # at least the files must be there
+        for kind in OTHER_FORMAT_PATHS:  # other formats: at least the files must be there
+            path = getattr(meta, kind.label, None)
             if path is not None:
-                check_dataset_path(name, path, kind._replace(label=attr))
+                check_dataset_path(name, path, kind)
     _warn_if_categories_differ(classes, list(cfg.DATASETS.TRAIN))
     if check_images:
         for report in reports:
