@@ -14,7 +14,7 @@ from frn_det.sweep.events import read_events
 
 pytestmark = pytest.mark.slow
 # No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = ["schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
+SHORT = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
          "dataset.tune=[]"]
 
 

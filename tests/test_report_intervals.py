@@ -9,7 +9,7 @@ import pytest
 
 from frn_det.report import write_report
 from frn_det.report.comparisons import lr_choices
-from frn_det.report.intervals import run_samples
+from frn_det.report.samples import run_samples
 from frn_det.report.plots import ap_vs_ims_figure
 
 N_IMAGES = 60
@@ -83,15 +83,104 @@ def test_every_ap_has_an_interval_around_it(sweep):
     assert f"{frn['AP']:.1f} [{frn['AP_lo']:.1f}, {frn['AP_hi']:.1f}]" in frn_row
 
 
-def test_a_clearly_better_norm_is_marked_significant(sweep):
+def test_one_seed_gets_no_star_and_the_table_says_training_noise_is_missing(sweep):
+    """Changed with issue 18: a single seed's interval covers test images only, so a clear
+    difference is not starred; the table marks it and says why directly under it."""
     paths = write_report([sweep])
     md = paths["md"].read_text()
-    diffs = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
-    frn_bn = next(line for line in diffs.splitlines() if line.startswith("| frn − bn |"))
-    assert frn_bn.rstrip(" |").endswith("*")
+    section = md.split("## AP difference to BN and GN")[1]
+    table, note = section.split("\n\n")[1:3]
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    assert "*" not in frn_bn and "†" in frn_bn
+    assert note.startswith("† one seed") and "training noise is not included" in note
     comparisons = json.loads(paths["comparisons"].read_text())
     d = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
     assert d["excludes_zero"] and d["lo"] > 0 and d["value"] > 5
+    assert not d["training_noise"] and not d["significant"] and d["model"] == "images only"
+
+
+MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "torch_threads": 1, "gpu": None, "gpu_driver": None,
+           "git_commit": "0123456789abcdef", "git_dirty": True}
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """bn (sloppy boxes) and frn (near-perfect) at 2 images per GPU, 3 seeds each, with a
+    machine record and a flat loss at the end of the schedule."""
+    root = tmp_path_factory.mktemp("seeded")
+    gt = root / "gt.json"
+    anns = write_gt(gt, seed=3)
+    d = root / "sweep"
+    for seed in (0, 1, 2):
+        for norm, jitter in (("bn", 12.0), ("frn", 0.5)):
+            run = make_run(d, gt, anns, norm, 2, jitter=jitter, seed=seed)
+            record = json.loads((run / "metrics.json").read_text())
+            (run / "metrics.json").write_text(json.dumps({**record, "machine": MACHINE}))
+            flat = [{"iteration": it, "total_loss": 1.0 + 0.01 * ((it // 20) % 2)} for it in range(19, 200, 20)]
+            (run / "training_metrics.json").write_text("\n".join(json.dumps(e) for e in flat) + "\n")
+    return d
+
+
+def test_a_clearly_better_norm_with_three_seeds_is_marked_significant(seeded):
+    paths = write_report([seeded])
+    md = paths["md"].read_text()
+    table = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    assert frn_bn.rstrip(" |").endswith("*") and "†" not in frn_bn and "↓" not in frn_bn
+    comparisons = json.loads(paths["comparisons"].read_text())
+    diff = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
+    assert diff["significant"] and diff["model"] == "paired, pooled" and diff["n"] == 3
+    sv = comparisons["seed_variance"]["AP"]
+    assert sv["df"] == 4 and sv["paired_df"] == 2 and sv["settings"] == 2
+    assert f"pooled over 2 settings (df 4)" in md
+    # The power table has the comparison with its minimum detectable difference and seeds needed.
+    power = md.split("## AP power per comparison")[1].split("\n\n")[1]
+    row = next(line for line in power.splitlines() if line.startswith("| frn − bn |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:4] == ["2", "3", f"paired, pooled (df {math.floor(diff['df'])})"]
+    assert float(cells[4]) == pytest.approx(diff["mdd"], abs=0.05) and diff["mdd"] > 0
+    assert "seeds for 0.50 AP" in power.splitlines()[0]
+
+
+def test_machine_is_one_line_in_the_report_and_kept_in_results_json(seeded):
+    paths = write_report([seeded])
+    lines = [line for line in paths["md"].read_text().splitlines() if line.startswith("- Machine:")]
+    assert lines == ["- Machine: Test CPU 9000 (2 cores, 1 torch threads), commit 0123456789ab (dirty tree)"]
+    runs = json.loads(paths["json"].read_text())
+    assert all(r["machine"] == MACHINE for r in runs)
+    assert json.loads(paths["comparisons"].read_text())["machines"] == [{**MACHINE, "runs": 6}]
+
+
+def test_plot_shows_every_seed_as_a_dot(seeded):
+    from frn_det.report.load import load_runs
+
+    runs = load_runs([seeded])
+    fig = ap_vs_ims_figure(runs)
+    dots = {line.get_label(): line for line in fig.axes[0].lines if line.get_label().endswith("seeds")}
+    frn = dots["_frn seeds"]
+    assert sorted(frn.get_ydata()) == pytest.approx(sorted(r["AP"] for r in runs if r["norm"] == "frn"))
+    assert all(x > 2 for x in frn.get_xdata())  # beside the mean, not on it
+
+
+def test_plan_seeds_prints_seeds_needed_per_effect(seeded, capsys):
+    from frn_det.report.cli import main
+
+    assert main([str(seeded), "--plan-seeds", "--effect", "0.5", "50"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| frn − bn |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["frn − bn", "2", "3"]
+    assert cells[3] == "more test images" and int(cells[4]) >= 2  # 0.5 AP: 60 images are too few; 50 AP: a few seeds
+    assert not (seeded / "results_plan.md").exists()
+    assert main([str(seeded), "--effect", "-1"]) == 2
+
+
+def test_a_falling_loss_is_flagged_in_the_tables(sweep):
+    """The module fixture's logs fall as 2 / (1 + it / 20): still falling at the end."""
+    md = write_report([sweep])["md"].read_text()
+    frn_row = next(line for line in md.splitlines() if line.startswith("| frn |"))
+    assert frn_row.rstrip(" |").endswith("↓")
+    assert "↓ loss still falling over the last 20% of the schedule" in md
 
 
 def test_identical_detections_give_an_interval_that_covers_zero(tmp_path):
@@ -124,7 +213,7 @@ def test_samples_are_cached_and_files_changed_after_the_run_are_refused(sweep, t
 
 def test_plot_draws_the_intervals_as_error_bars(sweep):
     from frn_det.report.comparisons import setting_intervals
-    from frn_det.report.intervals import attach_samples
+    from frn_det.report.samples import attach_samples
     from frn_det.report.load import load_runs
 
     runs = load_runs([sweep])

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 # 2 images per worker, 24 iterations, evaluation at the end.
 # No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = ["schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
+SHORT = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
          "dataset.tune=[]"]
 WITH_TUNE = SHORT[:-1]
 

@@ -31,7 +31,7 @@ SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGUSR1": sign
 
 def sweep_command(out: Path, norms: str, iters: int):
     return [
-        sys.executable, str(REPO / "tools" / "sweep.py"), "-m", f"norm={norms}", "ims_per_gpu=2",
+        sys.executable, str(REPO / "tools" / "sweep.py"), "-m", f"norm={norms}", "ims_per_gpu=2", "seed=0",
         f"output_dir={out}", "schedule.reference_batch=2", f"schedule.max_iter={iters}",
         f"schedule.steps=[{iters * 3 // 4}]", "schedule.warmup_iters=5", "schedule.checkpoint_period=10",
     ]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a Python 3.10 virtual environment in .venv with torch, Detectron2
-# (the sal-detectron2 wheel route measured in DESIGN.md), Hydra, pycocotools and
+# (the sal-detectron2 wheel: the only Detectron2 build on PyPI), Hydra, pycocotools and
 # frn-det itself in editable mode. Re-running is a no-op while nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,6 +6,7 @@ leaves the previous checkpoint as the one to resume from. Unreadable files and p
 loads (e.g. a BN checkpoint into an FRN model) are reported clearly.
 """
 import os
+import time
 import zipfile
 from typing import List
 
@@ -21,10 +22,18 @@ class CheckpointError(RuntimeError):
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     last_incompatible = None  # what the last _load_model could not fill
+    seconds_saving = 0.0  # wall time spent in save() (a run's cost breakdown)
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
+        start = time.perf_counter()
+        try:
+            self._save(name, **kwargs)
+        finally:
+            self.seconds_saving += time.perf_counter() - start
+
+    def _save(self, name: str, **kwargs) -> None:
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)

@@ -17,6 +17,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_frn_config
 from ..data import check_register_coco, prepare_datasets_distributed
+from ..utils.paths import CONFIGS_DIR
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
 from .stock_switch import use_frn_builders
@@ -26,14 +27,18 @@ logger = logging.getLogger("frn_det")
 
 
 def resolve_config_file(path: str) -> str:
-    """A local file, or a path inside Detectron2's model zoo (e.g. COCO-Detection/retinanet_R_50_FPN_1x.yaml)."""
+    """A local file, one of frn-det's configs (e.g. tiny_retinanet_cpu.yaml), or a path inside
+    Detectron2's model zoo (e.g. COCO-Detection/retinanet_R_50_FPN_1x.yaml)."""
     if os.path.isfile(path):
         return path
+    if (CONFIGS_DIR / path).is_file():
+        return str(CONFIGS_DIR / path)
     try:
         return model_zoo.get_config_file(path)
     except RuntimeError:
         raise FileNotFoundError(
-            f"Config file {path!r} not found, neither locally nor in Detectron2's model zoo"
+            f"Config file {path!r} not found: neither a local file, nor in frn-det's configs ({CONFIGS_DIR}), "
+            "nor in Detectron2's model zoo"
         ) from None
 
 

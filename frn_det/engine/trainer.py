@@ -10,6 +10,7 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import CheckedDatasetMapper
@@ -64,6 +65,10 @@ class Trainer(DefaultTrainer):
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
+        if cfg.SEED >= 0:
+            # Building the model drew a norm-dependent amount of random numbers; reseed so that
+            # seed s gives every model the same image order and augmentations.
+            seed_all_rng(cfg.SEED + comm.get_rank())
         data_loader = self.build_train_loader(cfg)
         model = ddp_model(model, cfg.MODEL.DEVICE.startswith("cuda"), broadcast_buffers=False)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)

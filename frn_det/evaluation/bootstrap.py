@@ -6,9 +6,10 @@ drawn k times counts k times), so all-ones weights reproduce COCOeval's AP, AP50
 One run: 1,000 resamples of the images with replacement; the 95% interval is the 2.5-97.5
 percentile range of the resampled AP. Two runs: the same resamples for both (same seed);
 the interval is the percentile range of AP_b - AP_a, significant when it excludes 0.
-n training seeds: mean m, seed std s; images resampled jointly for all seeds give var_img,
-the bootstrap variance of the seed-mean AP; SE = sqrt(s^2/n + var_img), interval
-m +- t_{n-1,0.975} * SE (n = 1: the percentile interval). APs are percentages (x100).
+`seed_image_interval` is a simple one-setting combination of n seeds (SE^2 = s^2/n +
+var_img, t with n - 1 df). The report does not use it: its interval model (pooled seed
+variance, pairing by seed, power) is frn_det/report/intervals.py, docs/intervals.md.
+APs are percentages (x100).
 """
 import contextlib
 import io

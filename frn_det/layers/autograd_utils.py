@@ -1,4 +1,4 @@
-"""Autograd plumbing shared by the fused FRN functions of frn_fused.py and frn_triton.py."""
+"""Autograd plumbing shared by the fused autograd Functions: FRN (frn/fused.py, frn/triton_backend.py), BRN and EvoNorm."""
 from typing import Callable, Optional
 
 import torch

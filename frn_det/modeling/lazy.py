@@ -40,6 +40,7 @@ from detectron2.layers import ShapeSpec
 from omegaconf import OmegaConf
 
 from ..layers.factory import NormOptions, resolve_norm_arg
+from ..utils.paths import CONFIGS_DIR
 from .fpn import make_norm_fpn
 from .resnet import NormActStem, make_norm_act_stages, standardize_for
 from .retinanet import FRNRetinaNetHead, head_norm
@@ -68,7 +69,6 @@ LAZY_NORM_KEYS = {
     "MODEL.ROI_MASK_HEAD.NORM": ("model.roi_heads.mask_head.conv_norm",),
 }
 # the repository's configs/ folder (LazyConfig paths of the sweep are relative to it)
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 _STAGE_KEYS = {
     "depth": "model.backbone.bottom_up.stages.depth",

@@ -1,6 +1,7 @@
 """Command line for the sweep report.
 
-    python tools/report.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--references FILE]
+    python tools/report.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--references FILE] [--effect AP]
+    python tools/report.py SWEEP_DIR --plan-seeds [--effect AP ...]   # seeds needed, nothing written
 """
 import argparse
 import logging
@@ -8,8 +9,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from .comparisons import DEFAULT_EFFECT
 from .load import ReportError
 from .write import write_report
+
+PLAN_EFFECTS = (0.25, 0.5, 1.0, 2.0)  # AP points --plan-seeds prints without --effect
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +28,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=Path, default=None,
                    help="YAML list of reference AP values, e.g. "
                         "configs/references/detectron2_model_zoo.yaml")
+    p.add_argument("--effect", type=float, nargs="+", default=None, metavar="AP",
+                   help=f"difference in AP points the power columns ask seeds for (default {DEFAULT_EFFECT}, "
+                        "the paper's claimed gain); with --plan-seeds, one column per value")
+    p.add_argument("--plan-seeds", action="store_true",
+                   help="print the seeds per setting needed to detect each effect, from this sweep's "
+                        "seed and test-image variances, and write nothing")
     return p
+
+
+def plan_seeds(sweep_dirs, effects) -> str:
+    """The planning table of a finished sweep (tables.plan_table of its box AP differences)."""
+    from .comparisons import sweep_results
+    from .load import load_runs
+    from .samples import attach_samples
+    from .tables import plan_table
+
+    runs = load_runs(sweep_dirs)
+    results = sweep_results(runs, attach_samples(runs))
+    return plan_table(results, effects)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    effects = args.effect or ([DEFAULT_EFFECT] if not args.plan_seeds else list(PLAN_EFFECTS))
+    if any(not e > 0 for e in effects):
+        print(f"error: --effect must be positive AP points, got {effects}", file=sys.stderr)
+        return 2
     try:
-        paths = write_report(args.sweep_dirs, out_dir=args.out, references=args.references)
+        if args.plan_seeds:
+            print(plan_seeds(args.sweep_dirs, effects))
+            return 0
+        paths = write_report(args.sweep_dirs, out_dir=args.out, references=args.references, effect=effects[0])
     except ReportError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2

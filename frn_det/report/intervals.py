@@ -1,57 +1,60 @@
-"""Confidence intervals for the report: every AP and every difference between norms.
+"""The interval model: training seeds and test images in every interval (docs/intervals.md).
 
-Each finished run's test-set detections are re-evaluated once (COCOeval's per-image
-matching, frn_det.evaluation.PerImageEval) and its AP, AP50 and AP75 re-accumulated on
-N_RESAMPLES bootstrap resamples of the test images. The resamples depend only on the
-number of images and BOOTSTRAP_SEED, so every run evaluated on the same images sees the
-same resamples: differences between runs are paired. The samples are cached next to the
-run (bootstrap_<dataset>.npz), keyed by the files they came from. Mask AP (iou_type
-"segm", models that predict masks) is bootstrapped the same way from the same detections
-file and cached apart (bootstrap_<dataset>_segm.npz).
+Pure functions of numbers: a run is its point AP and its bootstrap samples over the test
+images (samples.py makes them; every run on the same images has the same resamples).
 
-How an interval is made (quoted in the README):
-- one seed, one setting: AP +- 1.96 x the bootstrap standard error. Not the percentile
-  interval: COCO AP is biased upwards under resampling (interpolated precision is a
-  running max), so resampled APs sit above the point estimate and a percentile interval
-  can miss it entirely;
-- one seed each, a difference of two settings: the 2.5-97.5 percentile interval of the
-  paired resampled differences (the bias cancels in a difference);
-- n >= 2 seeds: the seed mean m, with SE^2 = s_seed^2 / n + var_img, where var_img is the
-  bootstrap variance of the seed-mean AP (images resampled jointly for all seeds), and
-  m +- t(df) x SE with Welch-Satterthwaite's df (the image term counted as exact), so
-  that a few seeds widen the interval only as much as their share of the variance.
-  A difference adds the two settings' seed terms and var_img of the paired difference.
+- Seed variance: pooled over the sweep's settings (one-way ANOVA residual, df = sum of
+  n_i - 1), unless Bartlett's test says the settings' variances are too unequal
+  (p < HOMOGENEITY_ALPHA): then each setting (each pair) uses its own variance.
+- Differences of settings run with the same seeds are paired by seed: pooled, the
+  residual of the two-way fit setting + seed; per pair, the seed-wise difference's variance.
+- Image variance: the part of the bootstrap variance that the seeds share (mean
+  covariance of the seeds' resampled APs), so the per-run image noise that the seed
+  spread already contains is not counted twice. One seed: the whole bootstrap variance.
+- value +- t(df) x sqrt(seed term + image term), df by Welch-Satterthwaite with the
+  image term counted as exact. One seed: the image-only interval, no training noise.
+- Power: the minimum detectable difference (MDD) at POWER and LEVEL, and the seeds
+  needed to detect a given effect with the same design.
 """
-import hashlib
-import logging
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..evaluation import METRICS, PerImageEval, bootstrap_weights, t_quantile
-from ..evaluation.bootstrap import load_gt, percentiles
+from ..evaluation import t_quantile
+from ..evaluation.bootstrap import percentiles
 
-log = logging.getLogger(__name__)
-
-N_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 LEVEL = 0.95
-CACHE_VERSION = 1
-# The run record's AP that the re-evaluation must reproduce, per COCO iou_type.
-RECORDED_AP = {"bbox": "AP", "segm": "mask_AP"}
+POWER = 0.80
+HOMOGENEITY_ALPHA = 0.05  # Bartlett's p below this: the seed variances are not pooled
+MAX_SEEDS = 1000  # seeds_needed answers None beyond this
+
+# How an interval got its training noise (Interval.model).
+IMAGES_ONLY = "images only"
+POOLED = "pooled"
+PAIRED_POOLED = "paired, pooled"
+PER_SETTING = "per setting"
+PAIRED_PER_PAIR = "paired, per pair"
 
 
-@dataclass
-class RunSamples:
-    """One run's point metrics and their bootstrap samples on its test images."""
+def t_two_sided(level: float, df: float) -> float:
+    """P(|T_df| <= q) = level; df floored to an integer (the wider side), normal when huge."""
+    if not math.isfinite(df) or df > 1e6:
+        return NormalDist().inv_cdf(0.5 + level / 2)
+    return _t_integer(level, max(1, int(df)))
 
-    point: Dict[str, float]
-    samples: Dict[str, np.ndarray]  # metric -> (N_RESAMPLES,)
-    images: str  # digest of the test image ids: only equal digests can be paired
+
+@lru_cache(maxsize=None)
+def _t_integer(level: float, df: int) -> float:
+    return t_quantile(level, df)
+
+
+def t_one_sided(p: float, df: float) -> float:
+    """P(T_df <= q) = p, for p > 0.5."""
+    return t_two_sided(2 * p - 1, df)
 
 
 @dataclass(frozen=True)
@@ -59,114 +62,123 @@ class Interval:
     value: float
     lo: float
     hi: float
-    n: int
+    n: int  # seeds behind the value (the smaller side of a difference)
+    se: float = math.nan
+    df: float = math.inf
+    model: str = IMAGES_ONLY
+    seed_var: float = 0.0  # training-noise part of se^2 (0: images only)
+    image_var: float = math.nan  # test-image part of se^2
+
+    @property
+    def training_noise(self) -> bool:
+        """False for one seed: the interval covers test-image sampling only."""
+        return self.model != IMAGES_ONLY
 
     @property
     def excludes_zero(self) -> bool:
         return self.lo > 0 or self.hi < 0
 
+    @property
+    def significant(self) -> bool:
+        """The report's `*`: excludes 0 with training noise in the interval."""
+        return self.training_noise and self.excludes_zero
 
-def _file_key(path: str) -> str:
-    st = os.stat(path)
-    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def test_files(run: dict):
-    """(dataset, gt_json, detections) of the run's test split, or None when not recorded."""
-    dataset = run.get("test_dataset")
-    entry = (run.get("evaluation") or {}).get(dataset) or {}
-    gt, dets = entry.get("gt_json"), entry.get("detections")
-    if not (gt and dets and os.path.isfile(gt) and os.path.isfile(dets)):
-        return None
-    return dataset, gt, dets
+    @property
+    def mdd(self) -> float:
+        """Minimum detectable difference of this design: POWER to detect it at LEVEL."""
+        return (t_two_sided(LEVEL, self.df) + t_one_sided(POWER, self.df)) * self.se
 
 
-def cache_path(run: dict, dataset: str, iou_type: str = "bbox") -> Path:
-    """bootstrap_<dataset>.npz for box AP (the name older reports cached under),
-    bootstrap_<dataset>_segm.npz for mask AP."""
-    suffix = "" if iou_type == "bbox" else f"_{iou_type}"
-    return Path(run["source"]).parent / f"bootstrap_{dataset}{suffix}.npz"
+# ------------------------------------------------------------------ seed variance
+@dataclass(frozen=True)
+class SeedVariance:
+    """The seed variance of one run's AP, estimated from all settings of a sweep."""
+
+    variance: float  # one-way residual: pooled within-setting variance (nan when df 0)
+    df: int
+    paired_variance: float  # residual of setting + seed (seeds as blocks); nan when paired_df 0
+    paired_df: int
+    settings: int  # settings with >= 2 seeds
+    bartlett_p: float  # nan with fewer than 2 such settings
+    pooled: bool  # False: variances too unequal (or nothing to pool); per-setting variances
+
+    def as_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in self.__dict__.items()}
 
 
-def run_samples(run: dict, gt_cache: Optional[dict] = None, iou_type: str = "bbox") -> Optional[RunSamples]:
-    """Bootstrap samples of a finished run's box AP (iou_type "segm": mask AP), cached next
-    to it; None without its files, or for "segm" when the run recorded no mask AP."""
-    files = test_files(run) if run.get("status") == "finished" else None
-    if files is None:
-        return None
-    if iou_type != "bbox" and run.get(RECORDED_AP[iou_type]) is None:
-        # A box-only run's detections have no masks: loadRes would make masks of its boxes.
-        return None
-    dataset, gt_json, dets = files
-    key = f"v{CACHE_VERSION}|{_file_key(gt_json)}|{_file_key(dets)}|{N_RESAMPLES}|{BOOTSTRAP_SEED}"
-    cache = cache_path(run, dataset, iou_type)
-    if cache.is_file():
-        try:
-            with np.load(cache) as data:
-                if str(data["key"]) == key:
-                    return RunSamples({m: float(data[f"point_{m}"]) for m in METRICS},
-                                      {m: data[f"samples_{m}"] for m in METRICS}, str(data["images"]))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable bootstrap cache %s: %s", cache, e)
-    if gt_cache is not None:  # one ground-truth load per json for all runs of a report
-        if gt_json not in gt_cache:
-            gt_cache[gt_json] = load_gt(gt_json)
-        gt = gt_cache[gt_json]
-    else:
-        gt = gt_json
-    evaluation = PerImageEval.from_coco(gt, dets, iou_type)
-    point = evaluation.metrics()
-    _check_point_matches_record(run, point, RECORDED_AP[iou_type])
-    samples = evaluation.metrics_for_weights(bootstrap_weights(evaluation.n_images, N_RESAMPLES, BOOTSTRAP_SEED))
-    images = hashlib.sha256(evaluation.img_ids.tobytes()).hexdigest()[:16]
-    try:
-        np.savez(cache, key=key, images=images, **{f"point_{m}": point[m] for m in METRICS},
-                 **{f"samples_{m}": np.asarray(samples[m]) for m in METRICS})
-    except OSError as e:  # a read-only sweep folder still gets its report
-        log.warning("could not cache bootstrap samples in %s: %s", cache, e)
-    return RunSamples(point, {m: np.asarray(samples[m]) for m in METRICS}, images)
+def chi2_sf(x: float, k: int) -> float:
+    """P(chi2_k > x) for an integer k (closed form, no scipy)."""
+    if x <= 0:
+        return 1.0
+    if k % 2 == 0:
+        term = total = math.exp(-x / 2)
+        for i in range(1, k // 2):
+            term *= (x / 2) / i
+            total += term
+        return min(1.0, total)
+    total = 2 * (1 - NormalDist().cdf(math.sqrt(x)))
+    term = math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
+    for i in range(1, (k + 1) // 2):
+        total += term
+        term *= x / (2 * i + 1)
+    return min(1.0, total)
 
 
-def _check_point_matches_record(run: dict, point: Dict[str, float], key: str = "AP") -> None:
-    """The re-evaluated AP must be the AP the run recorded: else the files changed since."""
-    recorded = run.get(key)
-    if recorded is not None and math.isfinite(point["AP"]) and abs(point["AP"] - recorded) > 1e-6:
-        name = key.replace("_", " ")  # "AP", "mask AP"
-        raise ValueError(
-            f"{run['source']}: re-evaluating its detections gives {name} {point['AP']:.4f}, but the run recorded "
-            f"{recorded:.4f}; the detections or ground-truth files changed after the run"
-        )
+def bartlett_p(variances: Sequence[float], dfs: Sequence[int]) -> float:
+    """Bartlett's test that all variances are equal: its p value (0 when one is 0)."""
+    k = len(variances)
+    if k < 2:
+        return math.nan
+    v, d = np.asarray(variances, float), np.asarray(dfs, float)
+    if np.any(v <= 0):
+        return 0.0 if np.any(v > 0) else 1.0
+    total = d.sum()
+    pooled = float((d * v).sum() / total)
+    stat = total * math.log(pooled) - float((d * np.log(v)).sum())
+    correction = 1 + (float((1 / d).sum()) - 1 / total) / (3 * (k - 1))
+    return chi2_sf(stat / correction, k - 1)
 
 
-def _percentile_interval(value: float, samples: np.ndarray, n: int) -> Interval:
-    lo, hi, _ = percentiles(samples, LEVEL)
-    return Interval(value, lo, hi, n)
+def seed_variance(settings: Dict[Hashable, Sequence[Tuple[Hashable, float]]]) -> SeedVariance:
+    """{setting: [(seed, AP), ...]} -> the pooled seed variance and the homogeneity check.
+    Settings whose seeds are all known and distinct also enter the paired (setting + seed) fit."""
+    groups = [np.array([ap for _, ap in v], float) for v in settings.values() if len(v) > 1]
+    dfs = [len(g) - 1 for g in groups]
+    df = sum(dfs)
+    variances = [float(g.var(ddof=1)) for g in groups]
+    variance = sum(d * v for d, v in zip(dfs, variances)) / df if df else math.nan
+    p = bartlett_p(variances, dfs)
+    paired_variance, paired_df = _setting_plus_seed_residual(
+        {k: dict(v) for k, v in settings.items() if len(v) > 1 and _same_seeds([s for s, _ in v], [s for s, _ in v])})
+    pooled = df > 0 and not (p < HOMOGENEITY_ALPHA)
+    return SeedVariance(variance, df, paired_variance, paired_df, len(groups), p, pooled)
 
 
-def _z() -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + LEVEL / 2)
-
-
-def _combined_interval(value: float, seed_terms: Sequence[Tuple[float, int]], var_img: float, n: int) -> Interval:
-    """value +- q x sqrt(sum of seed variances of the mean + var_img); q from Student's t
-    with Welch-Satterthwaite's df over the seed terms (var_s2/n, n), normal without them."""
-    seed_var = sum(v for v, _ in seed_terms)
-    se = math.sqrt(seed_var + var_img)
-    if not math.isfinite(se):
-        return Interval(value, math.nan, math.nan, n)
-    denominator = sum(v * v / (k - 1) for v, k in seed_terms if k > 1 and v > 0)
-    if denominator == 0:
-        q = _z()
-    else:
-        df = (seed_var + var_img) ** 2 / denominator
-        q = t_quantile(LEVEL, max(1, int(df))) if df < 1e6 else _z()  # int: the conservative side
-    return Interval(value, value - q * se, value + q * se, n)
+def _setting_plus_seed_residual(settings: Dict[Hashable, Dict[Hashable, float]]) -> Tuple[float, int]:
+    """Residual variance and df of AP ~ setting + seed (least squares, any missing cells)."""
+    rows = [(s, seed, ap) for s, by_seed in settings.items() for seed, ap in by_seed.items()]
+    if not rows:
+        return math.nan, 0
+    s_index = {s: i for i, s in enumerate(settings)}
+    seeds = sorted({seed for _, seed, _ in rows}, key=str)
+    seed_index = {seed: i for i, seed in enumerate(seeds)}
+    X = np.zeros((len(rows), len(s_index) + len(seeds)))
+    for r, (s, seed, _) in enumerate(rows):
+        X[r, s_index[s]] = 1
+        X[r, len(s_index) + seed_index[seed]] = 1
+    y = np.array([ap for _, _, ap in rows])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    df = len(rows) - int(np.linalg.matrix_rank(X))
+    if df <= 0:
+        return math.nan, 0
+    return float(((y - X @ coef) ** 2).sum() / df), df
 
 
-def _pairable(runs: Sequence[RunSamples]) -> bool:
-    return len({r.images for r in runs}) == 1
+# ---------------------------------------------------------------- image variance
+def _finite_columns(boot: np.ndarray) -> np.ndarray:
+    boot = np.atleast_2d(np.asarray(boot, float))
+    return boot[:, np.all(np.isfinite(boot), axis=0)]
 
 
 def _var(samples: np.ndarray) -> float:
@@ -174,45 +186,137 @@ def _var(samples: np.ndarray) -> float:
     return float(np.var(finite, ddof=1)) if len(finite) > 1 else math.nan
 
 
-def setting_interval(runs: Sequence[RunSamples], metric: str = "AP") -> Optional[Interval]:
-    """Interval of a setting's seed-mean metric (see the module docstring)."""
-    if not runs or not _pairable(runs):
+def run_image_variance(boot: np.ndarray) -> Tuple[float, float]:
+    """(V, C) of the seeds' resampled APs (n, R): V the mean bootstrap variance of one
+    run, C the mean covariance between two seeds (the image noise they share; nan for
+    one seed), C clipped to [0, V]."""
+    b = _finite_columns(boot)
+    n = len(b)
+    if b.shape[1] < 2:
+        return math.nan, math.nan
+    cov = np.atleast_2d(np.cov(b))
+    V = float(np.trace(cov) / n)
+    if n < 2:
+        return V, math.nan
+    C = float((cov.sum() - np.trace(cov)) / (n * (n - 1)))
+    return V, min(max(C, 0.0), V)
+
+
+# --------------------------------------------------------------------- intervals
+def _combine(value: float, seed_terms: Sequence[Tuple[float, float]], image_var: float, n: int,
+             model: str) -> Interval:
+    """value +- t(df) sqrt(sum of seed terms + image_var); seed_terms: (variance of the
+    mean, its df); df by Welch-Satterthwaite, image term exact."""
+    seed_var = sum(v for v, _ in seed_terms)
+    se = math.sqrt(seed_var + image_var)
+    if not math.isfinite(se):
+        return Interval(value, math.nan, math.nan, n, se, math.nan, model, seed_var, image_var)
+    denominator = sum(v * v / d for v, d in seed_terms if v > 0)
+    df = (seed_var + image_var) ** 2 / denominator if denominator > 0 else math.inf
+    half = t_two_sided(LEVEL, df) * se
+    return Interval(value, value - half, value + half, n, se, df, model, seed_var, image_var)
+
+
+def setting_interval(values: Sequence[float], boot: np.ndarray, sv: Optional[SeedVariance] = None) -> Interval:
+    """Interval of a setting's seed-mean AP. values (n,): the seeds' APs; boot (n, R):
+    their resampled APs (the same resamples); sv: the sweep's seed variance."""
+    values = np.asarray(values, float)
+    n, value = len(values), float(np.mean(values))
+    V, C = run_image_variance(boot)
+    if n == 1:  # images only: mean +- z SE (a percentile interval can miss the biased point)
+        return _combine(value, [], V, 1, IMAGES_ONLY)
+    if sv is not None and sv.pooled:
+        return _combine(value, [(sv.variance / n, sv.df)], C, n, POOLED)
+    return _combine(value, [(float(values.var(ddof=1)) / n, n - 1)], C, n, PER_SETTING)
+
+
+def difference_interval(a: Sequence[float], a_boot: np.ndarray, b: Sequence[float], b_boot: np.ndarray,
+                        sv: Optional[SeedVariance] = None, a_seeds: Optional[Sequence] = None,
+                        b_seeds: Optional[Sequence] = None) -> Interval:
+    """Interval of mean(b) - mean(a); paired by seed when both ran the same seeds."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a_boot, b_boot = np.atleast_2d(a_boot), np.atleast_2d(b_boot)
+    value = float(b.mean() - a.mean())
+    boot_diff = b_boot.mean(axis=0) - a_boot.mean(axis=0)
+    na, nb = len(a), len(b)
+    if na == 1 or nb == 1:  # images only: the percentile interval (the bias cancels in a difference)
+        lo, hi, sd = percentiles(boot_diff, LEVEL)
+        return Interval(value, lo, hi, min(na, nb), sd, math.inf, IMAGES_ONLY, 0.0, sd * sd)
+    pooled = sv is not None and sv.pooled
+    if _same_seeds(a_seeds, b_seeds):
+        ia, ib = np.argsort([str(s) for s in a_seeds]), np.argsort([str(s) for s in b_seeds])
+        d = b[ib] - a[ia]
+        _, C = run_image_variance(b_boot[ib] - a_boot[ia])
+        n = len(d)
+        if pooled and sv.paired_df > 0:
+            return _combine(value, [(2 * sv.paired_variance / n, sv.paired_df)], C, n, PAIRED_POOLED)
+        return _combine(value, [(float(d.var(ddof=1)) / n, n - 1)], C, n, PAIRED_PER_PAIR)
+    Va, Ca = run_image_variance(a_boot)
+    Vb, Cb = run_image_variance(b_boot)
+    image = max(0.0, _var(boot_diff) - (Vb - Cb) / nb - (Va - Ca) / na)
+    if pooled:
+        return _combine(value, [(sv.variance * (1 / na + 1 / nb), sv.df)], image, min(na, nb), POOLED)
+    terms = [(float(a.var(ddof=1)) / na, na - 1), (float(b.var(ddof=1)) / nb, nb - 1)]
+    return _combine(value, terms, image, min(na, nb), PER_SETTING)
+
+
+def _same_seeds(a_seeds, b_seeds) -> bool:
+    if a_seeds is None or b_seeds is None or None in a_seeds or None in b_seeds:
+        return False
+    return len(set(a_seeds)) == len(a_seeds) and sorted(map(str, a_seeds)) == sorted(map(str, b_seeds))
+
+
+# ------------------------------------------------------------------------- power
+def seeds_needed(effect: float, per_seed_var: float, image_var: float, df_of: Callable[[int], float]
+                 ) -> Optional[int]:
+    """Smallest n with (t_{LEVEL}(df) + t_{POWER}(df)) sqrt(per_seed_var / n + image_var)
+    <= effect, df = df_of(n); None when no n up to MAX_SEEDS does (the test-image
+    variance alone is too large: more test images are needed) or nothing is known."""
+    if not (effect > 0 and math.isfinite(per_seed_var) and math.isfinite(image_var)):
         return None
-    values = np.array([r.point[metric] for r in runs])
-    boot_mean = np.mean([r.samples[metric] for r in runs], axis=0)
-    n = len(runs)
-    seed_terms = [(float(values.var(ddof=1)) / n, n)] if n > 1 else []
-    return _combined_interval(float(values.mean()), seed_terms, _var(boot_mean), n)
 
+    def detects(n: int) -> bool:
+        df = df_of(n)
+        se = math.sqrt(per_seed_var / n + image_var)
+        return df >= 1 and (t_two_sided(LEVEL, df) + t_one_sided(POWER, df)) * se <= effect
 
-def difference_interval(a: Sequence[RunSamples], b: Sequence[RunSamples], metric: str = "AP") -> Optional[Interval]:
-    """Interval of mean(b) - mean(a), paired over the resampled images."""
-    if not a or not b or not _pairable(list(a) + list(b)):
+    z = t_two_sided(LEVEL, math.inf) + t_one_sided(POWER, math.inf)
+    if z * math.sqrt(image_var) > effect or not detects(MAX_SEEDS):
         return None
-    va = np.array([r.point[metric] for r in a])
-    vb = np.array([r.point[metric] for r in b])
-    boot = np.mean([r.samples[metric] for r in b], axis=0) - np.mean([r.samples[metric] for r in a], axis=0)
-    diff = float(vb.mean() - va.mean())
-    if len(a) == 1 and len(b) == 1:
-        return _percentile_interval(diff, boot, 1)
-    seed_terms = [(float(v.var(ddof=1)) / len(v), len(v)) for v in (va, vb) if len(v) > 1]
-    return _combined_interval(diff, seed_terms, _var(boot), min(len(a), len(b)))
+    lo, hi = 1, MAX_SEEDS  # detects(hi) holds; bisect the smallest such n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if detects(mid) else (mid, hi)
+    return hi
 
 
-def attach_samples(runs: List[dict], iou_type: str = "bbox") -> Dict[str, RunSamples]:
-    """Samples per run source path for every finished run whose files are there (box AP;
-    iou_type "segm": mask AP, for the runs that recorded one)."""
-    out, gt_cache = {}, {}
-    finished = [r for r in runs if r.get("status") == "finished"]
-    what = "" if iou_type == "bbox" else f" ({iou_type})"
-    for i, run in enumerate(finished):
-        try:
-            samples = run_samples(run, gt_cache, iou_type)
-        except (OSError, ValueError) as e:
-            log.warning("no interval%s for %s: %s", what, run.get("run"), e)
-            continue
-        if samples is not None:
-            out[run["source"]] = samples
-        if len(finished) > 3:
-            log.info("bootstrap%s: %d/%d runs", what, i + 1, len(finished))
-    return out
+@dataclass(frozen=True)
+class Design:
+    """What seeds_needed needs for one comparison, taken from the design that ran."""
+
+    per_seed_var: float  # variance of one seed's difference (the seed term is this / n)
+    image_var: float  # image variance of the difference (does not shrink with seeds)
+    model: str
+    settings: int  # settings the seed variance is pooled over
+
+    def df(self, n: int) -> float:
+        """Degrees of freedom of the seed variance if every setting had n seeds."""
+        if self.model == PAIRED_POOLED:
+            return (self.settings - 1) * (n - 1)
+        if self.model == POOLED:
+            return self.settings * (n - 1)
+        return n - 1  # one pair's own variance (conservative for Welch)
+
+    def seeds_needed(self, effect: float) -> Optional[int]:
+        return seeds_needed(effect, self.per_seed_var, self.image_var, self.df)
+
+
+def difference_design(interval: Interval, sv: Optional[SeedVariance]) -> Optional[Design]:
+    """The design behind a difference interval, for planning; None without any seed variance."""
+    if interval.model == IMAGES_ONLY:
+        # One seed: borrow the sweep's pooled variance when there is one.
+        if sv is None or not sv.pooled:
+            return None
+        return Design(2 * sv.variance, interval.image_var, POOLED, sv.settings)
+    settings = sv.settings if interval.model in (POOLED, PAIRED_POOLED) else 2
+    return Design(interval.seed_var * interval.n, interval.image_var, interval.model, settings)

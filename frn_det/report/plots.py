@@ -14,6 +14,8 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .aggregate import Stat, distinct, group_runs, ims_in, norms_in  # noqa: E402
 from .intervals import Interval  # noqa: E402
+
+SEED_DOT_OFFSET = 2 ** 0.06  # seeds' dots sit this factor right of their mean's x
 from .load import has_masks  # noqa: E402
 
 FIXED_COLOURS = {"bn": "tab:blue", "gn": "tab:green", "frn": "tab:red"}
@@ -76,7 +78,8 @@ def ap_vs_ims_figure(runs: Sequence[dict], references: Sequence[dict] = (),
                      intervals: Optional[Dict[Tuple[str, int], Interval]] = None,
                      mask_intervals: Optional[Dict[Tuple[str, int], Interval]] = None):
     """AP against images per GPU, one line per norm. Error bars: the 95% intervals where
-    given, else the std over seeds. Runs with mask AP: box AP left, mask AP right."""
+    given, else the std over seeds; each seed's AP a small dot beside them. Runs with
+    mask AP: box AP left, mask AP right."""
     many = len(norms_in(runs)) > 4
     if not has_masks(runs):
         fig, ax = plt.subplots(figsize=(9, 4.8) if many else (7, 4.5), dpi=120)
@@ -113,7 +116,7 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
     colours, styles = norm_colours(norms), norm_linestyles(norms)
     many = len(norms) > 4
     at_bottom = blended_transform_factory(ax.transData, ax.transAxes)
-    any_fail = False
+    any_fail = any_seeds = False
     for k, norm in enumerate(norms):
         xs, ys, lows, highs = [], [], [], []
         for i in ims:
@@ -134,6 +137,16 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
                 ax.plot(i * nudge, FAIL_Y, "x", color=colours[norm], markersize=9,
                         markeredgewidth=2, transform=at_bottom, clip_on=False)
                 any_fail = True
+        seed_x, seed_y = [], []
+        for x, i in zip(xs, [i for i in ims if groups.get((norm, i)) is not None]):
+            values = [r[key] for r in groups[(norm, i)].finished if r.get(key) is not None]
+            if len(values) > 1:  # one seed is the mean itself
+                seed_x += [x * SEED_DOT_OFFSET] * len(values)
+                seed_y += values
+        if seed_x:
+            any_seeds = True
+            ax.plot(seed_x, seed_y, ".", color=colours[norm], markersize=4, alpha=0.6,
+                    label=f"_{norm} seeds")  # "_": no legend entry
         if any(math.isfinite(y) for y in ys):
             ax.errorbar(xs, ys, yerr=[lows, highs] if any(lows + highs) else None, color=colours[norm],
                         linestyle=styles[norm], marker="o", capsize=3, linewidth=1.5, label=norm)
@@ -164,6 +177,9 @@ def _ap_panel(ax, runs: Sequence[dict], key: str, intervals: Dict[Tuple[str, int
     if not legend:
         return
     handles, labels = ax.get_legend_handles_labels()
+    if any_seeds:
+        handles.append(Line2D([], [], linestyle="none", marker=".", color="grey", markersize=6))
+        labels.append("one seed each")
     if any_fail:
         handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
                               markersize=8, markeredgewidth=2))

@@ -1,4 +1,5 @@
-"""Render run records as CSV and as the Markdown report (pure string functions, no I/O)."""
+"""Render run records and the sweep's results (comparisons.sweep_results) as CSV and as the
+Markdown report (string functions, no I/O, no statistics)."""
 import csv
 import io
 import math
@@ -15,9 +16,11 @@ from .aggregate import (
     run_label,
     status_counts,
 )
-from .comparisons import differences, fixed_lr, fixed_lr_runs, lr_choices, setting_intervals
-from .intervals import Interval, RunSamples
+from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
+from .convergence import DROP, WINDOW
+from .intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
 from .load import MASK_KEYS, METRIC_KEYS, has_masks
+from .samples import RunSamples
 
 CSV_COLUMNS = (
     "run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status",
@@ -26,6 +29,8 @@ CSV_COLUMNS = (
 )
 MASK_CSV_COLUMNS = (*MASK_KEYS, "mask_AP_lo", "mask_AP_hi")  # after AP_hi, for runs with masks
 NOT_RUN = "–"
+ONE_SEED = "†"  # the interval covers test images only: training noise not included
+STILL_FALLING = "↓"  # the loss was still falling at the end of the schedule (convergence.py)
 STATUS_ORDER = (FINISHED, "diverged", "failed", "running")
 
 
@@ -77,11 +82,18 @@ def fmt_interval(interval: Interval) -> str:
 def fmt_difference(interval: Interval) -> str:
     if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
         return fmt_delta(interval.value)
-    mark = " *" if interval.excludes_zero else ""
+    mark = " *" if interval.significant else ""
     return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]{mark}"
 
 
-def main_cell(group: Optional[Group], interval: Optional[Interval] = None, key: str = "AP") -> str:
+def marks(interval: Optional[Interval], falling: bool = False) -> str:
+    """The markers after a value: one seed (no training noise) and a loss still falling."""
+    text = f" {ONE_SEED}" if interval is not None and not interval.training_noise else ""
+    return text + (f" {STILL_FALLING}" if falling else "")
+
+
+def main_cell(group: Optional[Group], interval: Optional[Interval] = None, key: str = "AP",
+              falling: bool = False) -> str:
     """AP cell (key "mask_AP": mask AP) of a main table: value [95% interval], or why
     there is no value."""
     if group is None:
@@ -97,7 +109,7 @@ def main_cell(group: Optional[Group], interval: Optional[Interval] = None, key: 
         for r in group.unfinished:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         text += " (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"
-    return text
+    return text + marks(interval, falling)
 
 
 def status_summary(group: Group) -> str:
@@ -125,7 +137,25 @@ def _md_escape(text: str, limit: int = 160) -> str:
 
 # ---------------------------------------------------------------- sections
 
-def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
+def machine_line(machines: Sequence[dict]) -> List[str]:
+    """One line naming the machine(s) the runs recorded (metrics.json "machine")."""
+    if not machines:
+        return []
+
+    def one(m: dict) -> str:
+        parts = [str(m.get("cpu") or "CPU ?")]
+        if m.get("cores") is not None or m.get("torch_threads") is not None:
+            parts[0] += f" ({m.get('cores', '?')} cores, {m.get('torch_threads', '?')} torch threads)"
+        if m.get("gpu"):
+            parts.append(f"{m['gpu']}" + (f" (driver {m['gpu_driver']})" if m.get("gpu_driver") else ""))
+        if m.get("git_commit"):
+            parts.append(f"commit {str(m['git_commit'])[:12]}" + (" (dirty tree)" if m.get("git_dirty") else ""))
+        return ", ".join(parts) + (f" [{m['runs']} runs]" if len(machines) > 1 else "")
+
+    return ["- Machine: " + "; ".join(_md_escape(one(m)) for m in machines)]
+
+
+def header_section(runs, skipped: int, sweep_dirs, machines: Sequence[dict] = ()) -> List[str]:
     counts = ", ".join(f"{s} {n}" for s, n in _ordered_counts(runs))
     # Any detector (RetinaNet, Faster/Mask R-CNN): the "Model" line below names it.
     title = ("# Normalization sweep: box AP and mask AP vs images per GPU" if has_masks(runs)
@@ -145,21 +175,37 @@ def header_section(runs, skipped: int, sweep_dirs) -> List[str]:
     if versions:
         lines.append("- Versions: " + ", ".join(
             f"{lib} {'/'.join(sorted(v))}" for lib, v in sorted(versions.items())))
-    return lines
+    return lines + machine_line(machines)
+
+
+def _falling(results: dict, key) -> bool:
+    return bool((results["convergence"].get(key) or {}).get("still_falling"))
+
+
+def _markers_note(intervals, falling: bool) -> List[str]:
+    """The note lines directly under a table for the markers it uses."""
+    lines = []
+    if any(iv is not None and not iv.training_noise for iv in intervals):
+        lines.append(f"{ONE_SEED} one seed: the interval covers the test images only; training noise is not "
+                     "included, so no `*` is given (docs/intervals.md).")
+    if falling:
+        lines.append(f"{STILL_FALLING} loss still falling over the last {WINDOW:.0%} of the schedule (fitted drop > "
+                     f"{DROP:.0%}): this measures speed of convergence, not final accuracy.")
+    return [part for line in lines for part in ("", line)]  # a paragraph each
 
 
 def _main_table(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
-                key: str, title: str) -> List[str]:
+                key: str, title: str, results: dict) -> List[str]:
     ims = ims_in(runs)
-    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i)), key) for i in ims]
-            for norm in norms_in(runs)]
+    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i)), key, _falling(results, (norm, i)))
+                      for i in ims] for norm in norms_in(runs)]
     lines = ["", f"## {title} by norm and images per GPU (95% confidence intervals)", ""]
-    return lines + _table(["norm / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+    lines += _table(["norm / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+    return lines + _markers_note(intervals.values(), any(_falling(results, k) for k in groups))
 
 
-def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
-                       lr_scale: float) -> List[str]:
-    lines = _main_table(runs, groups, intervals, "AP", "Box AP")
+def main_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict) -> List[str]:
+    lines = _main_table(runs, groups, results["settings"]["AP"], "AP", "Box AP", results)
     # Say how many seeds are behind each number: the common n, plus the exceptions.
     ns = {key: g.stat("AP").n for key, g in groups.items() if g.stat("AP") is not None}
     common = Counter(ns.values()).most_common(1)[0][0] if ns else 0
@@ -167,13 +213,13 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Di
     seeds = f"n={common} finished seed(s) per setting"
     if exceptions:
         seeds = "; ".join(exceptions) + f"; n={common} elsewhere"
+    lr_scale = results["fixed_lr_scale"]
     lr_note = f" All at lr_scale {lr_scale:g} (see the best-lr table for the others)." if len({
         r.get("lr_scale") for r in runs}) > 1 or lr_scale != 1 else ""
     lines += [
         "",
-        "AP in %, COCO style, on the test split. `AP [lo, hi]`: the value and its 95% interval: with one "
-        "seed a bootstrap over the test images (1,000 resamples), with several the seed mean with a t "
-        "interval that adds the seed and image variances (README, 'Intervals'). "
+        "AP in %, COCO style, on the test split. `AP [lo, hi]`: the seed mean and its 95% interval, which adds "
+        "the seeds' training noise and the test-image noise (bootstrap, 1,000 resamples; docs/intervals.md). "
         f"{seeds}. `diverged@N`: the loss became non-finite at iteration N; "
         "`(k diverged)` / `(k failed)`: k seeds of that setting ended without a result; "
         f"`{NOT_RUN}`: not run; `(no interval)`: the run's detections were not found.{lr_note}",
@@ -181,20 +227,48 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group], intervals: Di
     return lines
 
 
-def mask_table_section(runs, groups: Dict[Tuple[str, int], Group],
-                       intervals: Dict[Tuple[str, int], Interval]) -> List[str]:
+def mask_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict) -> List[str]:
     """The main table for mask AP (COCO "segm"), read like the box AP table above it."""
-    lines = _main_table(runs, groups, intervals, "mask_AP", "Mask AP")
+    lines = _main_table(runs, groups, results["settings"]["mask_AP"], "mask_AP", "Mask AP", results)
     return lines + ["", "Mask AP in %, COCO segm style, on the test split, from the same detections as the box AP; "
                         "intervals, seeds and labels as in the box AP table."]
 
 
-def differences_section(runs, diffs: Sequence[dict], title: str = "AP") -> List[str]:
+def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
+    """One paragraph: the seed noise the intervals used and whether it was pooled."""
+    sv: SeedVariance = results["seed_variance"][metric]
+    if sv.df == 0:
+        if metric != "AP":
+            return []  # said once, under the box AP table
+        return ["", "**Training noise:** no setting has two finished seeds, so no interval includes it "
+                    f"(every interval is marked {ONE_SEED}). Run `seed=0,1,2` to measure it."]
+    name = metric.replace("_", " ")
+    text = (f"**Training noise** ({name}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
+            f"{sv.settings} settings (df {sv.df})")
+    if math.isfinite(sv.paired_variance):
+        text += f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP (df {sv.paired_df})"
+    if math.isfinite(sv.bartlett_p):
+        text += f"; Bartlett's test of equal seed variances p = {sv.bartlett_p:.2g}"
+    if sv.pooled:
+        text += ": pooled."
+    else:
+        text += (f" < {HOMOGENEITY_ALPHA:g}: the settings' seed variances are too unequal to pool, so every "
+                 "interval uses its own settings' variances (Welch; per pair when paired by seed).")
+    return ["", text]
+
+
+def differences_section(runs, diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
     """Paired differences to BN and GN; title "Box AP" / "Mask AP" in a report with masks."""
     if not diffs:
         return []
     ims = ims_in(runs)
-    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): fmt_difference(d["interval"]) for d in diffs}
+
+    def cell(d: dict) -> str:
+        ims = d["ims_per_gpu"]
+        falling = _falling(results, (d["norm"], ims)) or _falling(results, (d["baseline"], ims))
+        return fmt_difference(d["interval"]) + marks(d["interval"], falling)
+
+    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): cell(d) for d in diffs}
     rows = []
     for norm in norms_in(runs):
         for base in ("bn", "gn"):
@@ -202,9 +276,38 @@ def differences_section(runs, diffs: Sequence[dict], title: str = "AP") -> List[
                 rows.append([f"{norm} − {base}"] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
     lines = ["", f"## {title} difference to BN and GN (paired, 95% intervals)", ""]
     lines += _table(["comparison / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
-    lines += ["", "Difference in AP points at the same images per GPU, both runs scored on the same bootstrap "
-                  "resamples of the test images. `*`: the interval excludes 0 (the difference is unlikely to be "
-                  "image-sampling noise alone)."]
+    lines += _markers_note([d["interval"] for d in diffs], any(STILL_FALLING in c for c in cells.values()))
+    lines += ["", "Difference in AP points at the same images per GPU: the seeds' training noise (paired by seed "
+                  "where both settings ran the same seeds) plus the test-image noise, both settings scored on the "
+                  "same bootstrap resamples. `*`: the interval excludes 0 and includes training noise."]
+    return lines
+
+
+def power_section(diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
+    """Per comparison: its noise model, the minimum detectable difference, the seeds needed."""
+    if not diffs:
+        return []
+    effect = results["effect"]
+    rows = []
+    order = {norm: k for k, norm in enumerate(dict.fromkeys(d["norm"] for d in diffs))}
+    for d in sorted(diffs, key=lambda d: (order[d["norm"]], d["baseline"], d["ims_per_gpu"])):
+        iv = d["interval"]
+        noise = (f"{iv.model} (df {int(iv.df)})" if math.isfinite(iv.df) else iv.model) \
+            if iv.training_noise else f"not included {ONE_SEED}"
+        mdd = NOT_RUN if d["mdd"] is None or not math.isfinite(d["mdd"]) else fmt_num(d["mdd"])
+        need = (str(d["seeds_needed"]) if d["seeds_needed"] is not None
+                else "more test images" if d["design"] else NOT_RUN)
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(iv.n), noise, mdd, need])
+    test = f"{results['power']:.0%} power, {1 - results['level']:.0%} two-sided"
+    lines = ["", f"## {title} power per comparison ({test})", ""]
+    lines += _table(["comparison", "ims/GPU", "seeds", "training noise", "min. detectable difference",
+                     f"seeds for {fmt_num(effect, 2)} AP"], rows, [":---", "---:", "---:", ":---", "---:", "---:"])
+    lines += _markers_note([d["interval"] for d in diffs], False)
+    lines += ["", "Minimum detectable difference: the true difference this design finds with "
+                  f"{results['power']:.0%} power, (t(0.975, df) + t(0.8, df)) x SE. Seeds needed: per setting, to "
+                  f"detect {fmt_num(effect, 2)} AP with the same test images (`--effect`); `more test images`: the "
+                  "test-image noise alone is too large for any number of seeds. `tools/report.py --plan-seeds DIR` "
+                  "prints it for other effects."]
     return lines
 
 
@@ -290,25 +393,33 @@ def references_section(references: Sequence[dict]) -> List[str]:
 def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 0,
                      references: Sequence[dict] = (), plot_name: Optional[str] = None,
                      samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None,
-                     mask_samples: Optional[Dict[str, RunSamples]] = None) -> str:
-    """The Markdown report; with box AP and mask AP tables when runs recorded mask AP
-    (mask_samples: their "segm" bootstrap samples)."""
-    samples, mask_samples = samples or {}, mask_samples or {}
+                     mask_samples: Optional[Dict[str, RunSamples]] = None, results: Optional[dict] = None,
+                     effect: float = DEFAULT_EFFECT) -> str:
+    """The Markdown report of `results` (comparisons.sweep_results; computed here from the
+    samples when not given); box AP and mask AP tables when runs recorded mask AP."""
     masks = has_masks(runs)
+    if results is None:
+        results = sweep_results(runs, samples or {}, mask_samples if masks else None, effect)
     fixed = fixed_lr_runs(runs)
     groups = group_runs(fixed)
-    lines = header_section(runs, skipped, sweep_dirs)
-    lines += main_table_section(fixed, groups, setting_intervals(fixed, samples), fixed_lr(runs))
-    if masks:
-        lines += mask_table_section(fixed, groups, setting_intervals(fixed, mask_samples))
+    lines = header_section(runs, skipped, sweep_dirs, results["machines"])
+    lines += main_table_section(fixed, groups, results)
+    lines += seed_variance_section(results)
+    if masks and "mask_AP" in results["settings"]:
+        lines += mask_table_section(fixed, groups, results)
+        lines += seed_variance_section(results, "mask_AP")
     if plot_name:
         lines += ["", f"![AP vs images per GPU]({plot_name})"]
-    if masks:
-        lines += differences_section(fixed, differences(fixed, samples), "Box AP")
-        lines += differences_section(fixed, differences(fixed, mask_samples), "Mask AP")
+    diffs = results["differences"]
+    if masks and "mask_AP" in diffs:
+        lines += differences_section(fixed, diffs["AP"], results, "Box AP")
+        lines += differences_section(fixed, diffs["mask_AP"], results, "Mask AP")
+        lines += power_section(diffs["AP"], results, "Box AP")
+        lines += power_section(diffs["mask_AP"], results, "Mask AP")
     else:
-        lines += differences_section(fixed, differences(fixed, samples))
-    lines += best_lr_section(lr_choices(runs, samples), masks)
+        lines += differences_section(fixed, diffs["AP"], results)
+        lines += power_section(diffs["AP"], results)
+    lines += best_lr_section(results["best_lr"], masks)
     if curves_name:
         lines += ["", "## Training curves", "", f"![training curves]({curves_name})"]
     if masks:
@@ -320,3 +431,23 @@ def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 
     lines += unfinished_section(runs)
     lines += references_section(references)
     return "\n".join(lines) + "\n"
+
+
+def plan_table(results: dict, effects: Sequence[float]) -> str:
+    """Seeds per setting needed to detect each effect, per box AP comparison (--plan-seeds)."""
+    sv: SeedVariance = results["seed_variance"]["AP"]
+    head = (f"Seed std {fmt_num(math.sqrt(sv.variance), 2)} AP (pooled over {sv.settings} settings, df {sv.df}"
+            + (f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP, df {sv.paired_df}"
+               if math.isfinite(sv.paired_variance) else "")
+            + ("" if sv.pooled else "; not pooled: settings too unequal, each pair's own variance") + ")"
+            if sv.df else "No setting has two finished seeds: the seed variance is unknown.")
+    rows = []
+    for d in results["differences"]["AP"]:
+        design = d["design"]
+        cells = [NOT_RUN if design is None else str(design.seeds_needed(e) or "more test images") for e in effects]
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(d["interval"].n)] + cells)
+    lines = [head, f"Seeds per setting for {results['power']:.0%} power at {1 - results['level']:.0%} "
+                   "two-sided (docs/intervals.md):", ""]
+    lines += _table(["comparison", "ims/GPU", "seeds now"] + [f"{fmt_num(e, 2)} AP" for e in effects], rows,
+                    [":---", "---:", "---:"] + ["---:"] * len(effects))
+    return "\n".join(lines)

@@ -9,21 +9,29 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import callbacks
-from .d2config import CONFIGS_DIR, run_name
+from ..utils.paths import CONFIGS_DIR
+from .d2config import run_name
 from .job_checks import override_value_error
 from .override_check import unknown_override_error
+from .parallel import local_jobs
 from .runner import run_job
 
-# Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml).
+# Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml); runs at once
+# (hydra/launcher/local.yaml).
 OmegaConf.register_new_resolver("frn_det.run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("frn_det.local_jobs", local_jobs, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS_DIR / "sweep"), config_name="sweep")
 def run(job: DictConfig) -> dict:
-    return run_job(job, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    # runs that share this machine's cores with this one: the local launcher's jobs in a multirun
+    runs_at_once = (hydra_cfg.launcher.get("n_jobs") or 1) if hydra_cfg.mode == RunMode.MULTIRUN else 1
+    return run_job(job, Path(hydra_cfg.runtime.output_dir), runs_at_once=runs_at_once)
 
 
 def main() -> None:

@@ -41,11 +41,12 @@ def report_dir_of_run(config: DictConfig) -> Path:
     return run_dir.parent if run_dir.parent.resolve() == Path(config.output_dir).resolve() else run_dir
 
 
-def write_sweep_report(report_dir: Path, references) -> None:
+def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
     from ..report import ReportError, write_report
 
     try:
-        paths = write_report([report_dir], references=references)
+        power = {} if config.get("effect") is None else {"effect": config.effect}  # None: the report's default
+        paths = write_report([report_dir], references=config.references, **power)
         logger.info("report: %s (plot: %s)", paths["md"], paths["png"])
     except ReportError as e:
         logger.warning("no report written: %s", e)
@@ -76,6 +77,7 @@ def _is_machine_zero(config: DictConfig) -> bool:
 class SweepCallback(Callback):
     def __init__(self):
         self.bar = None
+        self.total = None
         self.started = time.time()
 
     def __getstate__(self):
@@ -85,28 +87,32 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time()
         try:
-            total = count_sweep_jobs(sweep_overrides(config))
+            self.total = count_sweep_jobs(sweep_overrides(config))
         except Exception:  # noqa: BLE001  sweeps defined in other ways: a bar without total
-            total = None
-        self.bar = tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+            self.total = None
+        self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        record = job_return.return_value if job_return.status.name == "COMPLETED" else None
+        result = ""
+        if isinstance(record, dict):
+            ap = record.get("AP")
+            result = f": {record.get('status')}" + (f", AP {ap:.1f}" if isinstance(ap, float) else "")
         if self.bar is not None:
             self.bar.update(1)
-            record = job_return.return_value if job_return.status.name == "COMPLETED" else None
-            result = ""
-            if isinstance(record, dict):
-                ap = record.get("AP")
-                result = f": {record.get('status')}" + (f", AP {ap:.1f}" if isinstance(ap, float) else "")
-            self.bar.write(f"[sweep] job {self.bar.n}/{self.bar.total or '?'} "
-                           f"{Path(config.hydra.runtime.output_dir).name}{result}")
+            number = self.bar.n
+        elif self.total is not None:  # in a launcher's worker process (jobs at once): the job's own number
+            number = config.hydra.job.num + 1
+        else:  # a single run
+            return
+        tqdm.write(f"[sweep] job {number}/{self.total or '?'} {Path(config.hydra.runtime.output_dir).name}{result}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.bar is not None:
             self.bar.close()
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.report:
-            write_sweep_report(sweep_dir, config.references)
+            write_sweep_report(sweep_dir, config)
         FAILED_RUNS.extend(failed_runs(sorted(p.parent for p in sweep_dir.glob("*/metrics.json")), self.started))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
@@ -116,5 +122,5 @@ class SweepCallback(Callback):
         if not _is_machine_zero(config):  # machine 0 alone writes the report
             return
         if config.report:
-            write_sweep_report(report_dir_of_run(config), config.references)
+            write_sweep_report(report_dir_of_run(config), config)
         FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))

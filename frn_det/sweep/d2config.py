@@ -10,9 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.datasets import model_num_classes
 from ..engine.train_net import build_config
 from ..layers import NORM_ACT_LAYERS
+from ..utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
 BRN_RAMP_FRACTIONS = {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, "MODEL.BRN.R_MAX_END_ITER": 40000 / 125000,
                       "MODEL.BRN.D_MAX_END_ITER": 25000 / 125000}

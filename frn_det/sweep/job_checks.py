@@ -75,6 +75,7 @@ def _is_norm(value) -> bool:
 NORM = Rule(_is_norm, "a norm string of MODEL.*.NORM, e.g. 'FRN', 'GN', 'BN', 'GN+TLU', 'EvoNormS0' or '' "
                       "(frn_det/layers/factory.py lists them)")
 NAME = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
+AUTO_OR_COUNT = Rule(lambda v: v == "auto" or INT_MIN_1.test(v), "'auto' or an integer >= 1")
 
 # One rule per sweep key (keys of configs/sweep/sweep.yaml and of its groups' entries).
 SWEEP_RULES = {
@@ -88,6 +89,10 @@ SWEEP_RULES = {
     "machine_rank": INT_MIN_0.or_none().note("below num_machines; null: from the scheduler, or 0 on one machine"),
     "dist_url": Rule(lambda v: v is None or v == "auto" or re.fullmatch(r"(tcp|file)://\S+", v) is not None,
                      "'auto', null or an address such as tcp://HOST:PORT"),
+    "jobs": AUTO_OR_COUNT.note("runs at once with the local launcher"),
+    "threads": AUTO_OR_COUNT.note("torch threads per training process"),
+    "deterministic": BOOL,
+    "effect": POSITIVE.or_none().note("AP points; null: the report's default"),
     "output_dir": NAME,
     "rerun_failed": BOOL,
     "report": BOOL,

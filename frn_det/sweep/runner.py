@@ -25,8 +25,11 @@ from ..utils.atomic import write_json_atomic, write_text_atomic
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
+from .fresh_process import TrainingProcessError, run_in_fresh_process
 from .job_checks import check_job
 from .lock import RunLock
+from .machine import machine_record
+from .parallel import threads_per_worker
 from .worker import OUTCOME_FILE, train_worker
 
 logger = logging.getLogger("frn_det")
@@ -77,7 +80,8 @@ def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) ->
     return existing.get("status") in ("diverged", "failed") and not rerun_failed
 
 
-def run_job(job: DictConfig, run_dir: Path) -> dict:
+def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
+    """Skip, resume or train one run; `runs_at_once`: runs sharing this machine's cores."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
@@ -101,6 +105,8 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
         "scaling": sched.as_dict(),
         "config_hash": digest,
         "versions": library_versions(),
+        "machine": machine_record(threads_per_worker(job.get("threads", "auto"), runs_at_once, job.num_gpus)),
+        "deterministic": bool(job.get("deterministic", False)),
     }
     machine_rank, dist_url = resolve_distributed(job.num_machines, job.get("machine_rank"), job.dist_url)
     logger.info("%s: %s", name, sched.describe())
@@ -110,7 +116,7 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
         existing = read_metrics(run_dir)
         if _should_skip(existing, digest, job.rerun_failed):
             return existing
-        _launch(job, cfg, run_dir, name, machine_rank, dist_url)
+        _launch(job, cfg, run_dir, record, machine_rank, dist_url)
         return record
 
     with RunLock(run_dir) as lock:
@@ -121,11 +127,16 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
         return _run_locked(job, run_dir, cfg, sched, record, dist_url)
 
 
-def _launch(job: DictConfig, cfg, run_dir: Path, name: str, machine_rank: int, dist_url: str) -> None:
-    """Detectron2's launch. With worker processes, this process leaves SIGTERM/SIGUSR1 to
-    them (they checkpoint and stop together) instead of dying at once."""
-    spawns = job.num_gpus * job.num_machines > 1
-    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS} if spawns and _main_thread() else {}
+def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int, dist_url: str) -> None:
+    """Training in fresh processes: one for a single worker, else Detectron2's launch (one
+    spawned process per worker). This process leaves SIGTERM/SIGUSR1 to them (they
+    checkpoint and stop together) instead of dying at once."""
+    args = (cfg, str(run_dir), record["run"], bool(job.get("verbose", False)), record["machine"]["torch_threads"],
+            record["deterministic"])
+    if job.num_gpus * job.num_machines == 1:
+        run_in_fresh_process(train_worker, args)
+        return
+    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS} if _main_thread() else {}
     try:
         launch(
             train_worker,
@@ -133,7 +144,7 @@ def _launch(job: DictConfig, cfg, run_dir: Path, name: str, machine_rank: int, d
             num_machines=job.num_machines,
             machine_rank=machine_rank,
             dist_url=dist_url,
-            args=(cfg, str(run_dir), name, bool(job.get("verbose", False))),
+            args=args,
         )
     finally:
         for sig, handler in previous.items():
@@ -163,13 +174,17 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     write_json_atomic(run_dir / METRICS_FILE, {**record, "status": "running"})
     log_event(run_dir, "start", config_hash=digest)
     error = None
+    launched = time.perf_counter()
     try:
-        _launch(job, cfg, run_dir, name, 0, dist_url)
+        _launch(job, cfg, run_dir, record, 0, dist_url)
     except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
         error = e
         logger.exception("%s: training raised", name)
+    launch_s = time.perf_counter() - launched
     tune = tune_datasets(job)
     fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
+    if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
+        fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
     if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
         log_event(run_dir, "preempted", iteration=fields["iterations"])
         raise Preempted(fields["status_detail"])
@@ -199,7 +214,9 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
     try:
         outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
     except (OSError, ValueError):
-        outcome = {"status": "failed", "status_detail": f"{type(error).__name__}: {error}" if error else "no outcome written"}
+        # a failed training process reports its exception as "Type: message" already
+        detail = str(error) if isinstance(error, TrainingProcessError) else f"{type(error).__name__}: {error}"
+        outcome = {"status": "failed", "status_detail": detail if error else "no outcome written"}
     evaluation = outcome.pop("evaluation", None) or {}
     status, detail = outcome.get("status", "failed"), outcome.get("status_detail", "")
     metrics = _coco_metrics(evaluation, test)
@@ -225,6 +242,7 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
         iterations=outcome.get("iterations"),
         images_seen=(outcome.get("iterations") or 0) * sched.total_batch,
         wall_time_s=outcome.get("wall_time_s"),
+        time_breakdown_s=outcome.get("time_breakdown_s") or {},
         s_per_iter=outcome.get("s_per_iter"),
         peak_memory_mb=outcome.get("peak_memory_mb"),
         final_losses=outcome.get("final_losses", {}),

@@ -6,6 +6,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -29,8 +30,18 @@ logger = logging.getLogger("frn_det")
 
 
 class SweepTrainer(Trainer):
-    """Writes Detectron2's per-iteration JSON log under another name: a sweep run's
-    metrics.json is its result summary."""
+    """Writes Detectron2's per-iteration JSON log under another name (a sweep run's
+    metrics.json is its result summary), and times its evaluations."""
+
+    seconds_evaluating = 0.0
+
+    def test(self, cfg, model, evaluators=None):
+        # DefaultTrainer.test is a classmethod; its EvalHook calls it through the instance
+        start = time.perf_counter()
+        try:
+            return super().test(cfg, model, evaluators)
+        finally:
+            self.seconds_evaluating += time.perf_counter() - start
 
     def build_writers(self):
         return [
@@ -114,15 +125,33 @@ def evaluation_records(cfg, results) -> dict:
     return records
 
 
-def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False) -> None:
+def make_deterministic() -> None:
+    """PyTorch's deterministic algorithms (warn-only: an op without a deterministic version
+    warns in the run's log instead of stopping it), cuDNN without autotuning. With a fixed
+    thread count, the same seed then gives bit-identical results on the same machine."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic mode
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, threads: Optional[int] = None,
+                 deterministic: bool = False) -> None:
+    """One training process (a fresh interpreter: see fresh_process.py). `threads`: torch's
+    intra-op threads (None: its default, one per core); `deterministic`: see make_deterministic."""
     rank = comm.get_rank()
-    if comm.get_world_size() > 1:  # spawned processes have no logging set up
-        configure_worker_logging(str(Path(run_dir) / RUN_LOG), rank, verbose)
+    configure_worker_logging(str(Path(run_dir) / RUN_LOG), rank, verbose)  # spawned: no logging set up
+    if threads:
+        torch.set_num_threads(threads)
+    if deterministic:
+        make_deterministic()
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    prepare_datasets_distributed(cfg)
     start = time.perf_counter()
+    prepare_datasets_distributed(cfg)
+    datasets_done = time.perf_counter()
     trainer = SweepTrainer(cfg)
     trainer.resume_or_load(resume=True)
+    built = time.perf_counter()
     outcome = {"resumed_from_iter": trainer.start_iter}
     if trainer.start_iter:
         logger.info("%s: resuming from iteration %d", run_name, trainer.start_iter)
@@ -141,9 +170,15 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False) -> Non
         error = e
     if comm.is_main_process():
         losses, s_per_iter = _scalar_summary(trainer.storage)
+        end = time.perf_counter()
+        evaluating, saving = trainer.seconds_evaluating, trainer.checkpointer.seconds_saving
         outcome.update(
             iterations=int(min(trainer.iter + 1, cfg.SOLVER.MAX_ITER)),
-            wall_time_s=time.perf_counter() - start,
+            wall_time_s=end - start,
+            # where the run's time went (tools/benchmark_run_cost.py prints it)
+            time_breakdown_s={"dataset_checks": datasets_done - start, "model_and_data_build": built - datasets_done,
+                              "training": end - built - evaluating - saving, "evaluation": evaluating,
+                              "checkpoint_writes": saving},
             s_per_iter=s_per_iter,
             peak_memory_mb=_peak_memory_mb(cfg.MODEL.DEVICE),
             final_losses=losses,

@@ -3,7 +3,7 @@
 Each filter names a warning that a normal run cannot act on:
 - torch.jit.script is deprecated: Detectron2 scripts a few helpers at import time;
 - pkg_resources is deprecated: Detectron2's model_zoo imports it (setuptools<81 is pinned
-  for exactly that reason, see DESIGN.md);
+  for exactly that reason: the sal-detectron2 wheel imports pkg_resources);
 - torch.meshgrid without indexing: called inside Detectron2's anchor generator;
 - DDP's broadcast_buffers is deprecated: Detectron2's create_ddp_model passes it (False,
   as every Detectron2 trainer does); torch's replacement also syncs buffers at init.

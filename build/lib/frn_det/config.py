@@ -1,0 +1,76 @@
+"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`."""
+from detectron2.config import CfgNode as CN
+
+
+def add_frn_config(cfg):
+    """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
+    if "FRN" in cfg.MODEL:
+        return cfg
+    cfg.MODEL.FRN = CN()
+    # The paper's constant epsilon for conv layers.
+    cfg.MODEL.FRN.EPS = 1e-6
+    # eps + |eps_l| with learned eps_l (init 1e-4): the paper's fix for 1x1 activation maps.
+    cfg.MODEL.FRN.LEARNABLE_EPS = False
+    # Activation after a residual add in FRN ResNets: "TLU" (paper) or "ReLU".
+    cfg.MODEL.FRN.RESIDUAL_ACTIVATION = "TLU"
+    # "auto"/"fused" (fused autograd function: C++ kernels on CPU when they build, Triton
+    # kernels on CUDA when triton is installed), "reference" (plain ops), or force a fused
+    # backend: "torch", "cpp" or "triton".
+    cfg.MODEL.FRN.IMPL = "auto"
+
+    # Batch Renormalization ("BRN", "naiveSyncBRN"/"SyncBRN"; Ioffe 2017). r_max and d_max
+    # stay 1 and 0 (BRN = BN) up to WARMUP_START_ITER, then grow linearly to R_MAX (reached
+    # at R_MAX_END_ITER) and D_MAX (at D_MAX_END_ITER): the paper's 5k / 40k / 25k steps,
+    # which suit the 125k-step protocol of configs/Base-RetinaNet-FRN.yaml; scale them with
+    # SOLVER.MAX_ITER for other schedules. The iteration is each layer's own
+    # num_batches_tracked (saved in checkpoints).
+    cfg.MODEL.BRN = CN()
+    cfg.MODEL.BRN.R_MAX = 3.0
+    cfg.MODEL.BRN.D_MAX = 5.0
+    cfg.MODEL.BRN.WARMUP_START_ITER = 5000
+    cfg.MODEL.BRN.R_MAX_END_ITER = 40000
+    cfg.MODEL.BRN.D_MAX_END_ITER = 25000
+    # Moving-average momentum and eps, as BatchNorm2d's defaults.
+    cfg.MODEL.BRN.MOMENTUM = 0.1
+    cfg.MODEL.BRN.EPS = 1e-5
+    # EvoNorm-B0 / -S0 ("EvoNormB0", "EvoNormS0"; Liu et al. 2020): S0's group count, eps,
+    # B0's running-variance momentum, and "auto" (C++ kernels on CPU) or "reference".
+    cfg.MODEL.EVONORM = CN()
+    cfg.MODEL.EVONORM.GROUPS = 32
+    cfg.MODEL.EVONORM.EPS = 1e-5
+    cfg.MODEL.EVONORM.MOMENTUM = 0.1
+    cfg.MODEL.EVONORM.IMPL = "auto"
+    # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
+    cfg.MODEL.WS = CN()
+    cfg.MODEL.WS.EPS = 1e-5
+    # A Python LazyConfig (configs/lazy/*.py) whose `model` Trainer.build_model builds
+    # instead of MODEL.META_ARCHITECTURE, with this config's norm keys, MODEL.FRN/BRN/
+    # EVONORM/WS, class count, pixel mean/std and device applied: an absolute path, a path
+    # relative to configs/ (e.g. "lazy/tiny_retinanet_cpu.py") or to the current folder.
+    cfg.MODEL.LAZY_CONFIG = ""
+    # The R-CNN box head (FRNFastRCNNConvFCHead): True puts MODEL.ROI_BOX_HEAD.NORM after its
+    # FC layers too (norm, then the norm's activation in place of the ReLU). FRN there acts
+    # on 1x1 maps and always uses the learned eps (MODEL.FRN.LEARNABLE_EPS is for the convs).
+    # False is Detectron2's head: norms after the convs only.
+    cfg.MODEL.ROI_BOX_HEAD.NORM_FCS = False
+
+    # Extra COCO-format datasets to register by name: a list of
+    # (name, json_file, image_root) triples, e.g. from the command line:
+    #   DATASETS.REGISTER_COCO "[('mine_train','a.json','imgs/')]"
+    cfg.DATASETS.REGISTER_COCO = []
+    # What to do with boxes that are non-finite, have width/height <= 0 or lie outside
+    # their image by more than 1 px, in COCO-format datasets other than the built-in one:
+    # "drop" them with one warning per dataset (counts per reason), or stop with an "error".
+    cfg.DATASETS.INVALID_BOXES = "drop"
+    # Before training, decode every image of the COCO-format datasets in TRAIN and TEST
+    # and compare its size (after EXIF orientation) with the json's width/height; failures
+    # are one error listing the files. Parallel, and cached on disk per image folder by
+    # (path, size, mtime) under the cache folder, so a re-check of unchanged files only
+    # stats them. False skips it (for data you know to be good).
+    cfg.DATASETS.CHECK_IMAGES = True
+    # Annotations without the 'iscrowd'/'area' that COCO evaluation needs: "fill" them
+    # (iscrowd 0; area of the mask, else of the box) in a fixed copy of the json under the
+    # cache folder that training and evaluation read, with one warning per dataset; or
+    # stop with an "error" before training.
+    cfg.DATASETS.MISSING_EVAL_FIELDS = "fill"
+    return cfg

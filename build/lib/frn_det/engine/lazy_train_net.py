@@ -1,0 +1,269 @@
+"""The logic of tools/lazyconfig_train_net.py: Detectron2's LazyConfig training script
+with frn-det's pieces.
+
+Same command line and flow as Detectron2's tools/lazyconfig_train_net.py
+(default_argument_parser; `--config-file x.py`; overrides in Hydra's grammar, e.g.
+`train.max_iter=6 model.backbone.bottom_up.stages.norm=GN`; --eval-only, --resume,
+--num-gpus, launch; LazyConfig.load / apply_overrides / instantiate; AMPTrainer or
+SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det adds:
+
+- atomic checkpoints (SafeDetectionCheckpointer); --eval-only evaluates only weights that
+  were loaded (`load_for_evaluation`: --resume takes the last usable checkpoint of
+  train.output_dir, else train.init_checkpoint);
+- a checkpoint and a clean stop on SIGTERM / SIGUSR1 (PreemptionHook), resumable;
+- the datasets of dataloader.train / dataloader.test are registered (dataloader.prepare
+  .register_coco), generated (built-in set) and validated before anything is built, as
+  frn_det.data.prepare_datasets does for YAML configs;
+- without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
+  DDP over CPU (GLOO) workers works;
+- `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend;
+- a config whose model and data disagree on masks fails before anything is built
+  (check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
+  evaluation needs a mask head);
+- `train.precise_bn` (enabled, num_iter): Detectron2's PreciseBN hook, as TEST.PRECISE_BN
+  in YAML (the SyncBN R-CNN configs turn it on, as Detectron2's scratch SyncBN config does).
+"""
+import json
+import logging
+import os
+import sys
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from fvcore.nn.precise_bn import get_bn_modules
+from omegaconf import OmegaConf
+
+from ..modeling.lazy import lazy_model_has_masks
+from .checkpoint import SafeDetectionCheckpointer
+from .preemption import PreemptionHook
+from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
+
+logger = logging.getLogger("frn_det")
+
+__all__ = ["coco_evaluator", "load_config", "check_masks", "prepare_lazy_datasets", "precise_bn_hook", "do_test",
+           "do_train", "main", "run"]
+
+
+def load_config(config_file: str, opts=()):
+    """LazyConfig.load + apply_overrides (Hydra grammar), check_masks, and a CPU fallback
+    for train.device=cuda* without CUDA."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"LazyConfig {config_file!r} not found")
+    cfg = LazyConfig.load(config_file)
+    cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    check_masks(cfg)
+    device = OmegaConf.select(cfg, "train.device", default=None)
+    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("train.device=%s but CUDA is not available: running on CPU", device)
+        cfg.train.device = "cpu"
+    return cfg
+
+
+def check_masks(cfg) -> None:
+    """Raise ValueError where the model and the data disagree on instance masks: a model
+    with a mask head (model.roi_heads.mask_head, Mask R-CNN) trained by a mapper that does
+    not load them (dataloader.train.mapper.use_instance_mask), which would fail at the
+    first step for want of gt_masks, or mask AP asked of a model without a mask head
+    (dataloader.evaluator.tasks with "segm"), which would fail after inference. Warns when
+    a Mask R-CNN is evaluated without "segm". Keys a config lacks are not checked."""
+    has_mask = lazy_model_has_masks(cfg)
+    use_mask = OmegaConf.select(cfg, "dataloader.train.mapper.use_instance_mask", default=None)
+    if has_mask and use_mask is not None and not use_mask:
+        raise ValueError(
+            "the model has a mask head (model.roi_heads.mask_head) but dataloader.train.mapper.use_instance_mask="
+            f"{use_mask}: Mask R-CNN trains on the instance masks; set it True (configs/lazy/common/data/"
+            "coco_masks.py and shapes_masks.py do)"
+        )
+    tasks = OmegaConf.select(cfg, "dataloader.evaluator.tasks", default=None)
+    if tasks is None:
+        return
+    tasks = _names(tasks)
+    if "segm" in tasks and not has_mask:
+        raise ValueError(
+            f"dataloader.evaluator.tasks={tasks} asks for mask AP (segm) but the model has no mask head "
+            "(model.roi_heads.mask_head); evaluate [bbox] only"
+        )
+    if has_mask and "segm" not in tasks:
+        logger.warning("dataloader.evaluator.tasks=%s: the Mask R-CNN's masks are not evaluated (no \"segm\")", tasks)
+
+
+def _names(value):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _num_classes(cfg):
+    """(yacs key, value) for the model's class count, where the LazyConfig has one."""
+    for path, key in (("model.num_classes", "MODEL.RETINANET.NUM_CLASSES"),
+                      ("model.roi_heads.num_classes", "MODEL.ROI_HEADS.NUM_CLASSES")):
+        value = OmegaConf.select(cfg, path, default=None)
+        if isinstance(value, int):
+            return key, value
+    return None, None
+
+
+def prepare_lazy_datasets(cfg) -> list:
+    """frn_det.data.prepare_datasets for a LazyConfig: registers dataloader.prepare
+    .register_coco, generates the built-in set and validates (json, boxes, evaluation
+    fields, class count against the model's, images) the datasets of dataloader.train
+    and dataloader.test, before anything is built. Returns the dataset names.
+
+    prepare_datasets takes a yacs config; it gets one that holds the LazyConfig's values.
+    """
+    from detectron2.config import get_cfg
+
+    from ..config import add_frn_config
+    from ..data import prepare_datasets_distributed
+
+    train = _names(OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None))
+    test = _names(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None))
+    prep = OmegaConf.select(cfg, "dataloader.prepare", default=None) or {}
+    shim = add_frn_config(get_cfg())
+    shim.DATASETS.TRAIN, shim.DATASETS.TEST = tuple(train), tuple(test)
+    shim.DATASETS.REGISTER_COCO = [tuple(t) for t in prep.get("register_coco", [])]
+    shim.DATASETS.INVALID_BOXES = prep.get("invalid_boxes", "drop")
+    shim.DATASETS.MISSING_EVAL_FIELDS = prep.get("missing_eval_fields", "fill")
+    shim.DATASETS.CHECK_IMAGES = bool(prep.get("check_images", True))
+    key, num_classes = _num_classes(cfg)
+    target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
+    if key == "MODEL.RETINANET.NUM_CLASSES":
+        shim.MODEL.META_ARCHITECTURE = target.rpartition(".")[2] if "RetinaNet" in target else "RetinaNet"
+        shim.MODEL.RETINANET.NUM_CLASSES = num_classes
+    elif key is not None:
+        shim.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+        shim.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    else:  # a model without a class count frn-det knows where to find: no class check
+        shim.MODEL.META_ARCHITECTURE = "RetinaNet"
+        shim.MODEL.RETINANET.NUM_CLASSES = 1 << 30
+    prepare_datasets_distributed(shim)
+    return train + test
+
+
+def _ddp(model, cfg):
+    kwargs = dict(OmegaConf.select(cfg, "train.ddp", default=None) or {})
+    return ddp_model(model, str(OmegaConf.select(cfg, "train.device", default="cuda")).startswith("cuda"), **kwargs)
+
+
+def precise_bn_hook(cfg, model):
+    """Detectron2's PreciseBN hook (BN statistics recomputed on `train.precise_bn.num_iter`
+    training batches before each evaluation and at the end) when `train.precise_bn.enabled`
+    and the model has BN layers, else None: TEST.PRECISE_BN of the YAML configs, placed
+    as DefaultTrainer places it."""
+    options = OmegaConf.select(cfg, "train.precise_bn", default=None) or {}
+    if not options.get("enabled", False) or not get_bn_modules(model):
+        return None
+    return hooks.PreciseBN(cfg.train.eval_period, model, instantiate(cfg.dataloader.train),
+                           options.get("num_iter", 200))
+
+
+def do_test(cfg, model):
+    """COCO (or the config's) evaluation of dataloader.test with dataloader.evaluator."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process() and ret:
+        print_csv_format(ret)
+    return ret
+
+
+def do_train(args, cfg):
+    """Detectron2's lazyconfig do_train, with frn-det's checkpointer and preemption hook."""
+    model = instantiate(cfg.model)
+    logging.getLogger("detectron2").info("Model:\n%s", model)
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = _ddp(model, cfg)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.checkpointer = checkpointer  # PreemptionHook saves through trainer.checkpointer
+    results = {}
+
+    def test_and_keep():
+        results.clear()
+        results.update(do_test(cfg, model))
+        return results
+
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            precise_bn_hook(cfg, model),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, test_and_keep),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+            )
+            if comm.is_main_process()
+            else None,
+            PreemptionHook(),
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    # The checkpoint stores the iteration that just finished: start at the next one.
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return dict(results)
+
+
+def main(args):
+    cfg = load_config(args.config_file, args.opts)
+    default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir
+    prepare_lazy_datasets(cfg)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        SafeDetectionCheckpointer(model, save_dir=cfg.train.output_dir).load_for_evaluation(
+            cfg.train.init_checkpoint, resume=args.resume
+        )
+        model = _ddp(model, cfg)
+        results = do_test(cfg, model)
+    else:
+        results = do_train(args, cfg)
+    if comm.is_main_process() and results:
+        print("Evaluation results: " + json.dumps(_plain(results), sort_keys=True))
+        sys.stdout.flush()
+    return results
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    try:
+        return float(obj) if not isinstance(obj, (str, bool, int)) else obj
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def run(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    # A broken config fails here, once, before any worker process starts.
+    load_config(args.config_file, args.opts)
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,85 @@
+"""Norm and activation layers for Detectron2 models, and the norm-string factory.
+
+    factory.py      config norm strings ("FRN", "GN+TLU", "EvoNormS0", ...) -> NormFactory
+    frn/            Filter Response Normalization: the layer and its reference, fused
+                    PyTorch, C++ (CPU) and Triton (CUDA) backends
+    norms/          comparator norms: Batch Renormalization (+ synced), EvoNorm-B0/S0,
+                    Weight Standardization (for GNWS)
+    activations/    TLU
+    cpu_ops.py      builds and loads the C++ CPU library of csrc/ (FRN, TLU, EvoNorm kernels)
+    autograd_utils.py  shared autograd helpers of the fused functions
+
+Dependencies point one way: factory -> frn, norms, activations -> cpu_ops, autograd_utils.
+"""
+from . import cpu_ops
+from .activations import TLU
+from .factory import (
+    ACCEPTED_NORMS,
+    ACTIVATIONS,
+    COMPARATOR_NORMS,
+    DETECTRON2_NORMS,
+    FRN_NORMS,
+    NORM_ACT_LAYERS,
+    NORM_KEYS,
+    PER_LEVEL_NORMS,
+    BRNOptions,
+    EvoNormOptions,
+    FRNOptions,
+    NormFactory,
+    NormOptions,
+    activation_after,
+    check_norm_config,
+    parse_norm,
+    residual_activation,
+    resolve_norm,
+)
+from .frn import FRN_IMPLS, FilterResponseNorm2d, frn_fused, frn_reference
+from .norms import (
+    EVONORM_IMPLS,
+    BatchRenorm2d,
+    CycleBatchRenormList,
+    EvoNorm2dB0,
+    EvoNorm2dS0,
+    NaiveSyncBatchRenorm2d,
+    WSConv2d,
+    brn_limits,
+    standardize_convs,
+    standardize_weight,
+)
+
+__all__ = [
+    "FilterResponseNorm2d",
+    "TLU",
+    "FRN_IMPLS",
+    "frn_reference",
+    "frn_fused",
+    "BatchRenorm2d",
+    "NaiveSyncBatchRenorm2d",
+    "CycleBatchRenormList",
+    "brn_limits",
+    "EvoNorm2dB0",
+    "EvoNorm2dS0",
+    "EVONORM_IMPLS",
+    "WSConv2d",
+    "standardize_convs",
+    "standardize_weight",
+    "ACCEPTED_NORMS",
+    "ACTIVATIONS",
+    "COMPARATOR_NORMS",
+    "DETECTRON2_NORMS",
+    "FRN_NORMS",
+    "NORM_ACT_LAYERS",
+    "NORM_KEYS",
+    "PER_LEVEL_NORMS",
+    "FRNOptions",
+    "BRNOptions",
+    "EvoNormOptions",
+    "NormOptions",
+    "NormFactory",
+    "parse_norm",
+    "check_norm_config",
+    "resolve_norm",
+    "activation_after",
+    "residual_activation",
+    "cpu_ops",
+]

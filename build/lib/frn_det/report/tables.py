@@ -1,0 +1,453 @@
+"""Render run records and the sweep's results (comparisons.sweep_results) as CSV and as the
+Markdown report (string functions, no I/O, no statistics)."""
+import csv
+import io
+import math
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .aggregate import (
+    FINISHED,
+    Group,
+    distinct,
+    group_runs,
+    ims_in,
+    norms_in,
+    run_label,
+    status_counts,
+)
+from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
+from .convergence import DROP, WINDOW
+from .intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
+from .load import MASK_KEYS, METRIC_KEYS, has_masks
+from .samples import RunSamples
+
+CSV_COLUMNS = (
+    "run", "norm", "ims_per_gpu", "lr_scale", "total_batch", "seed", "status",
+    *METRIC_KEYS, "AP_lo", "AP_hi", "tune_AP",
+    "iterations", "images_seen", "wall_time_s", "s_per_iter", "peak_memory_mb", "config_hash",
+)
+MASK_CSV_COLUMNS = (*MASK_KEYS, "mask_AP_lo", "mask_AP_hi")  # after AP_hi, for runs with masks
+NOT_RUN = "–"
+ONE_SEED = "†"  # the interval covers test images only: training noise not included
+STILL_FALLING = "↓"  # the loss was still falling at the end of the schedule (convergence.py)
+STATUS_ORDER = (FINISHED, "diverged", "failed", "running")
+
+
+def csv_columns(runs: Sequence[dict]) -> Tuple[str, ...]:
+    """CSV_COLUMNS; with the mask columns after the box AP interval when runs have mask AP."""
+    if not has_masks(runs):
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("AP_hi") + 1
+    return CSV_COLUMNS[:at] + MASK_CSV_COLUMNS + CSV_COLUMNS[at:]
+
+
+def runs_to_csv(runs: Sequence[dict]) -> str:
+    columns = csv_columns(runs)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for run in runs:
+        row = {**run, "tune_AP": (run.get("tune") or {}).get("AP")}
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- cell formatting
+
+def fmt_num(value: float, digits: int = 1) -> str:
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def fmt_delta(delta: float) -> str:
+    text = f"{delta:+.1f}"
+    return "+0.0" if float(text) == 0 else text
+
+
+def fmt_stat(group: Group, key: str, digits: int = 1) -> str:
+    stat = group.stat(key)
+    if stat is None:
+        return NOT_RUN
+    text = fmt_num(stat.mean, digits)
+    return f"{text} ± {fmt_num(stat.std, digits)}" if stat.n > 1 else text
+
+
+def fmt_interval(interval: Interval) -> str:
+    if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return fmt_num(interval.value)
+    return f"{fmt_num(interval.value)} [{fmt_num(interval.lo)}, {fmt_num(interval.hi)}]"
+
+
+def fmt_difference(interval: Interval) -> str:
+    if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return fmt_delta(interval.value)
+    mark = " *" if interval.significant else ""
+    return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]{mark}"
+
+
+def marks(interval: Optional[Interval], falling: bool = False) -> str:
+    """The markers after a value: one seed (no training noise) and a loss still falling."""
+    text = f" {ONE_SEED}" if interval is not None and not interval.training_noise else ""
+    return text + (f" {STILL_FALLING}" if falling else "")
+
+
+def main_cell(group: Optional[Group], interval: Optional[Interval] = None, key: str = "AP",
+              falling: bool = False) -> str:
+    """AP cell (key "mask_AP": mask AP) of a main table: value [95% interval], or why
+    there is no value."""
+    if group is None:
+        return NOT_RUN
+    labels = [run_label(r) for r in group.unfinished]
+    ap = group.stat(key)
+    if ap is None:
+        # No number to show: say what happened instead of printing a 0 or leaving a blank.
+        return ", ".join(labels) if labels else "n/a"
+    text = fmt_interval(interval) if interval is not None else fmt_stat(group, key) + " (no interval)"
+    if labels:
+        counts: Dict[str, int] = {}
+        for r in group.unfinished:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        text += " (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"
+    return text + marks(interval, falling)
+
+
+def status_summary(group: Group) -> str:
+    parts = [f"{len(group.finished)} finished"] if group.finished else []
+    parts += [run_label(r) for r in group.unfinished]
+    return ", ".join(parts)
+
+
+def _ordered_counts(runs: Sequence[dict]) -> List[Tuple[str, int]]:
+    counts = status_counts(runs)
+    order = list(STATUS_ORDER) + sorted(s for s in counts if s not in STATUS_ORDER)
+    return [(s, counts[s]) for s in order if counts.get(s)]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _md_escape(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- sections
+
+def machine_line(machines: Sequence[dict]) -> List[str]:
+    """One line naming the machine(s) the runs recorded (metrics.json "machine")."""
+    if not machines:
+        return []
+
+    def one(m: dict) -> str:
+        parts = [str(m.get("cpu") or "CPU ?")]
+        if m.get("cores") is not None or m.get("torch_threads") is not None:
+            parts[0] += f" ({m.get('cores', '?')} cores, {m.get('torch_threads', '?')} torch threads)"
+        if m.get("gpu"):
+            parts.append(f"{m['gpu']}" + (f" (driver {m['gpu_driver']})" if m.get("gpu_driver") else ""))
+        if m.get("git_commit"):
+            parts.append(f"commit {str(m['git_commit'])[:12]}" + (" (dirty tree)" if m.get("git_dirty") else ""))
+        return ", ".join(parts) + (f" [{m['runs']} runs]" if len(machines) > 1 else "")
+
+    return ["- Machine: " + "; ".join(_md_escape(one(m)) for m in machines)]
+
+
+def header_section(runs, skipped: int, sweep_dirs, machines: Sequence[dict] = ()) -> List[str]:
+    counts = ", ".join(f"{s} {n}" for s, n in _ordered_counts(runs))
+    # Any detector (RetinaNet, Faster/Mask R-CNN): the "Model" line below names it.
+    title = ("# Normalization sweep: box AP and mask AP vs images per GPU" if has_masks(runs)
+             else "# Normalization sweep: box AP vs images per GPU")
+    lines = [
+        title,
+        "",
+        "- Sweep dir(s): " + ", ".join(f"`{d}`" for d in sweep_dirs),
+        f"- Model: {', '.join(distinct(runs, 'model')) or 'unknown'}; "
+        f"dataset: {', '.join(distinct(runs, 'dataset')) or 'unknown'}",
+        f"- Runs: {len(runs)} ({counts}); skipped (unreadable): {skipped}",
+    ]
+    versions = {}
+    for run in runs:
+        for lib, ver in (run.get("versions") or {}).items():
+            versions.setdefault(lib, set()).add(str(ver))
+    if versions:
+        lines.append("- Versions: " + ", ".join(
+            f"{lib} {'/'.join(sorted(v))}" for lib, v in sorted(versions.items())))
+    return lines + machine_line(machines)
+
+
+def _falling(results: dict, key) -> bool:
+    return bool((results["convergence"].get(key) or {}).get("still_falling"))
+
+
+def _markers_note(intervals, falling: bool) -> List[str]:
+    """The note lines directly under a table for the markers it uses."""
+    lines = []
+    if any(iv is not None and not iv.training_noise for iv in intervals):
+        lines.append(f"{ONE_SEED} one seed: the interval covers the test images only; training noise is not "
+                     "included, so no `*` is given (docs/intervals.md).")
+    if falling:
+        lines.append(f"{STILL_FALLING} loss still falling over the last {WINDOW:.0%} of the schedule (fitted drop > "
+                     f"{DROP:.0%}): this measures speed of convergence, not final accuracy.")
+    return [part for line in lines for part in ("", line)]  # a paragraph each
+
+
+def _main_table(runs, groups: Dict[Tuple[str, int], Group], intervals: Dict[Tuple[str, int], Interval],
+                key: str, title: str, results: dict) -> List[str]:
+    ims = ims_in(runs)
+    rows = [[norm] + [main_cell(groups.get((norm, i)), intervals.get((norm, i)), key, _falling(results, (norm, i)))
+                      for i in ims] for norm in norms_in(runs)]
+    lines = ["", f"## {title} by norm and images per GPU (95% confidence intervals)", ""]
+    lines += _table(["norm / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+    return lines + _markers_note(intervals.values(), any(_falling(results, k) for k in groups))
+
+
+def main_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict) -> List[str]:
+    lines = _main_table(runs, groups, results["settings"]["AP"], "AP", "Box AP", results)
+    # Say how many seeds are behind each number: the common n, plus the exceptions.
+    ns = {key: g.stat("AP").n for key, g in groups.items() if g.stat("AP") is not None}
+    common = Counter(ns.values()).most_common(1)[0][0] if ns else 0
+    exceptions = [f"n={n} for {norm}@{i}" for (norm, i), n in ns.items() if n != common]
+    seeds = f"n={common} finished seed(s) per setting"
+    if exceptions:
+        seeds = "; ".join(exceptions) + f"; n={common} elsewhere"
+    lr_scale = results["fixed_lr_scale"]
+    lr_note = f" All at lr_scale {lr_scale:g} (see the best-lr table for the others)." if len({
+        r.get("lr_scale") for r in runs}) > 1 or lr_scale != 1 else ""
+    lines += [
+        "",
+        "AP in %, COCO style, on the test split. `AP [lo, hi]`: the seed mean and its 95% interval, which adds "
+        "the seeds' training noise and the test-image noise (bootstrap, 1,000 resamples; docs/intervals.md). "
+        f"{seeds}. `diverged@N`: the loss became non-finite at iteration N; "
+        "`(k diverged)` / `(k failed)`: k seeds of that setting ended without a result; "
+        f"`{NOT_RUN}`: not run; `(no interval)`: the run's detections were not found.{lr_note}",
+    ]
+    return lines
+
+
+def mask_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict) -> List[str]:
+    """The main table for mask AP (COCO "segm"), read like the box AP table above it."""
+    lines = _main_table(runs, groups, results["settings"]["mask_AP"], "mask_AP", "Mask AP", results)
+    return lines + ["", "Mask AP in %, COCO segm style, on the test split, from the same detections as the box AP; "
+                        "intervals, seeds and labels as in the box AP table."]
+
+
+def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
+    """One paragraph: the seed noise the intervals used and whether it was pooled."""
+    sv: SeedVariance = results["seed_variance"][metric]
+    if sv.df == 0:
+        if metric != "AP":
+            return []  # said once, under the box AP table
+        return ["", "**Training noise:** no setting has two finished seeds, so no interval includes it "
+                    f"(every interval is marked {ONE_SEED}). Run `seed=0,1,2` to measure it."]
+    name = metric.replace("_", " ")
+    text = (f"**Training noise** ({name}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
+            f"{sv.settings} settings (df {sv.df})")
+    if math.isfinite(sv.paired_variance):
+        text += f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP (df {sv.paired_df})"
+    if math.isfinite(sv.bartlett_p):
+        text += f"; Bartlett's test of equal seed variances p = {sv.bartlett_p:.2g}"
+    if sv.pooled:
+        text += ": pooled."
+    else:
+        text += (f" < {HOMOGENEITY_ALPHA:g}: the settings' seed variances are too unequal to pool, so every "
+                 "interval uses its own settings' variances (Welch; per pair when paired by seed).")
+    return ["", text]
+
+
+def differences_section(runs, diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
+    """Paired differences to BN and GN; title "Box AP" / "Mask AP" in a report with masks."""
+    if not diffs:
+        return []
+    ims = ims_in(runs)
+
+    def cell(d: dict) -> str:
+        ims = d["ims_per_gpu"]
+        falling = _falling(results, (d["norm"], ims)) or _falling(results, (d["baseline"], ims))
+        return fmt_difference(d["interval"]) + marks(d["interval"], falling)
+
+    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): cell(d) for d in diffs}
+    rows = []
+    for norm in norms_in(runs):
+        for base in ("bn", "gn"):
+            if any((norm, base, i) in cells for i in ims):
+                rows.append([f"{norm} − {base}"] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
+    lines = ["", f"## {title} difference to BN and GN (paired, 95% intervals)", ""]
+    lines += _table(["comparison / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
+    lines += _markers_note([d["interval"] for d in diffs], any(STILL_FALLING in c for c in cells.values()))
+    lines += ["", "Difference in AP points at the same images per GPU: the seeds' training noise (paired by seed "
+                  "where both settings ran the same seeds) plus the test-image noise, both settings scored on the "
+                  "same bootstrap resamples. `*`: the interval excludes 0 and includes training noise."]
+    return lines
+
+
+def power_section(diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
+    """Per comparison: its noise model, the minimum detectable difference, the seeds needed."""
+    if not diffs:
+        return []
+    effect = results["effect"]
+    rows = []
+    order = {norm: k for k, norm in enumerate(dict.fromkeys(d["norm"] for d in diffs))}
+    for d in sorted(diffs, key=lambda d: (order[d["norm"]], d["baseline"], d["ims_per_gpu"])):
+        iv = d["interval"]
+        noise = (f"{iv.model} (df {int(iv.df)})" if math.isfinite(iv.df) else iv.model) \
+            if iv.training_noise else f"not included {ONE_SEED}"
+        mdd = NOT_RUN if d["mdd"] is None or not math.isfinite(d["mdd"]) else fmt_num(d["mdd"])
+        need = (str(d["seeds_needed"]) if d["seeds_needed"] is not None
+                else "more test images" if d["design"] else NOT_RUN)
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(iv.n), noise, mdd, need])
+    test = f"{results['power']:.0%} power, {1 - results['level']:.0%} two-sided"
+    lines = ["", f"## {title} power per comparison ({test})", ""]
+    lines += _table(["comparison", "ims/GPU", "seeds", "training noise", "min. detectable difference",
+                     f"seeds for {fmt_num(effect, 2)} AP"], rows, [":---", "---:", "---:", ":---", "---:", "---:"])
+    lines += _markers_note([d["interval"] for d in diffs], False)
+    lines += ["", "Minimum detectable difference: the true difference this design finds with "
+                  f"{results['power']:.0%} power, (t(0.975, df) + t(0.8, df)) x SE. Seeds needed: per setting, to "
+                  f"detect {fmt_num(effect, 2)} AP with the same test images (`--effect`); `more test images`: the "
+                  "test-image noise alone is too large for any number of seeds. `tools/report.py --plan-seeds DIR` "
+                  "prints it for other effects."]
+    return lines
+
+
+def best_lr_section(choices: Sequence[dict], masks: bool = False) -> List[str]:
+    if not choices or all(len(c["lr_scales"]) < 2 for c in choices):
+        return []
+    rows = []
+    for c in choices:
+        scores = ", ".join(f"{lr:g}: {NOT_RUN if v is None else fmt_num(v)}" for lr, v in c["scores"].items())
+        if c["lr_scale"] is None:
+            rows.append([c["norm"], str(c["ims_per_gpu"]), NOT_RUN, NOT_RUN, scores])
+            continue
+        ap = fmt_interval(c["interval"]) if c["interval"] is not None else fmt_num(c["AP"])
+        chosen = f"{c['lr_scale']:g}" + (" (chosen on test)" if c["chosen_on"] == "test" else "")
+        rows.append([c["norm"], str(c["ims_per_gpu"]), chosen, ap, scores])
+    on_test = any(c["chosen_on"] == "test" for c in choices)
+    lines = ["", "## Best learning rate per norm", ""]
+    lines += _table(["norm", "ims/GPU", "best lr_scale", "test AP at that lr", "AP per lr_scale (where chosen)"],
+                    rows, [":---", "---:", "---:", "---:", ":---"])
+    lines += ["", "Each norm gets its own learning rate: the lr_scale (times the linearly scaled lr) with the "
+                  "best mean AP on the tuning split, reported with its AP on the test split."
+              + (" Where marked *chosen on test*, no tuning split was given and the value is optimistic."
+                 if on_test else "")
+              + (" The choice and the AP shown are box AP, also for the runs with masks." if masks else "")]
+    return lines
+
+
+def detail_table_section(groups: Dict[Tuple[str, int], Group], keys: Sequence[str] = METRIC_KEYS,
+                         title: str = "All COCO metrics per setting") -> List[str]:
+    rows = []
+    for g in groups.values():
+        batches = "/".join(str(b) for b in g.total_batches()) or NOT_RUN
+        rows.append([g.norm, str(g.ims_per_gpu), batches, f"{len(g.finished)}/{len(g.runs)}"]
+                    + [fmt_stat(g, k) for k in keys] + [status_summary(g)])
+    lines = ["", f"## {title}", ""]
+    lines += _table(["norm", "ims/GPU", "total batch", "finished/runs", *METRIC_KEYS, "status"],
+                    rows, [":---", "---:", "---:", "---:"] + ["---:"] * len(keys) + [":---"])
+    return lines
+
+
+def cost_table_section(groups: Dict[Tuple[str, int], Group]) -> List[str]:
+    def mean(g: Group, key: str, digits: int) -> str:
+        # Unfinished runs cost time too, so they count here.
+        stat = g.stat(key, finished_only=False)
+        return NOT_RUN if stat is None else fmt_num(stat.mean, digits)
+
+    rows = [[g.norm, str(g.ims_per_gpu), str(len(g.runs)), mean(g, "s_per_iter", 3),
+             mean(g, "wall_time_s", 1), mean(g, "peak_memory_mb", 0)] for g in groups.values()]
+    lines = ["", "## Run cost (mean over runs)", ""]
+    lines += _table(["norm", "ims/GPU", "runs", "s/iter", "wall time (s)", "peak memory (MB)"],
+                    rows, [":---", "---:", "---:", "---:", "---:", "---:"])
+    return lines
+
+
+def unfinished_section(runs) -> List[str]:
+    bad = [r for r in runs if r["status"] != FINISHED]
+    if not bad:
+        return []
+    rows = [[_md_escape(r.get("run", "")), run_label(r), _md_escape(r.get("status_detail") or "")]
+            for r in bad]
+    return ["", "## Runs without a result", ""] + _table(["run", "status", "detail"], rows,
+                                                           [":---", ":---", ":---"])
+
+
+def references_section(references: Sequence[dict]) -> List[str]:
+    if not references:
+        return []
+    with_masks = any(ref.get("mask_AP") is not None for ref in references)
+    rows = [[_md_escape(ref["label"]), fmt_num(ref["AP"])]
+            + ([fmt_num(ref["mask_AP"]) if ref.get("mask_AP") is not None else NOT_RUN] if with_masks else [])
+            + [str(ref.get("norm") or NOT_RUN), str(ref.get("ims_per_gpu") or NOT_RUN),
+               str(ref.get("total_batch") or NOT_RUN), _md_escape(ref.get("source") or "")]
+            for ref in references]
+    lines = ["", "## Reference values", ""]
+    headers = ["reference", "box AP", "mask AP"] if with_masks else ["reference", "AP"]
+    lines += _table(headers + ["norm", "ims/GPU", "total batch", "source"], rows,
+                    [":---"] + ["---:"] * (len(headers) - 1) + [":---", "---:", "---:", ":---"])
+    lines += ["", "For context only: published numbers may use a different protocol "
+                  "(schedule, pretraining, dataset) than this sweep."]
+    return lines
+
+
+def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 0,
+                     references: Sequence[dict] = (), plot_name: Optional[str] = None,
+                     samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None,
+                     mask_samples: Optional[Dict[str, RunSamples]] = None, results: Optional[dict] = None,
+                     effect: float = DEFAULT_EFFECT) -> str:
+    """The Markdown report of `results` (comparisons.sweep_results; computed here from the
+    samples when not given); box AP and mask AP tables when runs recorded mask AP."""
+    masks = has_masks(runs)
+    if results is None:
+        results = sweep_results(runs, samples or {}, mask_samples if masks else None, effect)
+    fixed = fixed_lr_runs(runs)
+    groups = group_runs(fixed)
+    lines = header_section(runs, skipped, sweep_dirs, results["machines"])
+    lines += main_table_section(fixed, groups, results)
+    lines += seed_variance_section(results)
+    if masks and "mask_AP" in results["settings"]:
+        lines += mask_table_section(fixed, groups, results)
+        lines += seed_variance_section(results, "mask_AP")
+    if plot_name:
+        lines += ["", f"![AP vs images per GPU]({plot_name})"]
+    diffs = results["differences"]
+    if masks and "mask_AP" in diffs:
+        lines += differences_section(fixed, diffs["AP"], results, "Box AP")
+        lines += differences_section(fixed, diffs["mask_AP"], results, "Mask AP")
+        lines += power_section(diffs["AP"], results, "Box AP")
+        lines += power_section(diffs["mask_AP"], results, "Mask AP")
+    else:
+        lines += differences_section(fixed, diffs["AP"], results)
+        lines += power_section(diffs["AP"], results)
+    lines += best_lr_section(results["best_lr"], masks)
+    if curves_name:
+        lines += ["", "## Training curves", "", f"![training curves]({curves_name})"]
+    if masks:
+        lines += detail_table_section(groups, METRIC_KEYS, "All COCO box metrics per setting")
+        lines += detail_table_section(groups, MASK_KEYS, "All COCO mask (segm) metrics per setting")
+    else:
+        lines += detail_table_section(groups)
+    lines += cost_table_section(group_runs(runs))
+    lines += unfinished_section(runs)
+    lines += references_section(references)
+    return "\n".join(lines) + "\n"
+
+
+def plan_table(results: dict, effects: Sequence[float]) -> str:
+    """Seeds per setting needed to detect each effect, per box AP comparison (--plan-seeds)."""
+    sv: SeedVariance = results["seed_variance"]["AP"]
+    head = (f"Seed std {fmt_num(math.sqrt(sv.variance), 2)} AP (pooled over {sv.settings} settings, df {sv.df}"
+            + (f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP, df {sv.paired_df}"
+               if math.isfinite(sv.paired_variance) else "")
+            + ("" if sv.pooled else "; not pooled: settings too unequal, each pair's own variance") + ")"
+            if sv.df else "No setting has two finished seeds: the seed variance is unknown.")
+    rows = []
+    for d in results["differences"]["AP"]:
+        design = d["design"]
+        cells = [NOT_RUN if design is None else str(design.seeds_needed(e) or "more test images") for e in effects]
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(d["interval"].n)] + cells)
+    lines = [head, f"Seeds per setting for {results['power']:.0%} power at {1 - results['level']:.0%} "
+                   "two-sided (docs/intervals.md):", ""]
+    lines += _table(["comparison", "ims/GPU", "seeds now"] + [f"{fmt_num(e, 2)} AP" for e in effects], rows,
+                    [":---", "---:", "---:"] + ["---:"] * len(effects))
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Write every report file for a set of sweep dirs (the one entry point that does I/O)."""
+import json
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ..utils.atomic import write_atomic, write_text_atomic
+from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, results_json, sweep_results
+from .curves import has_training_logs, plot_training_curves
+from .intervals import setting_interval
+from .load import ReportError, has_masks, load_runs_and_skipped
+from .plots import plot_ap_vs_ims
+from .references import load_references
+from .samples import attach_samples
+from .tables import runs_to_csv, runs_to_markdown
+
+PLOT_NAME = "ap_vs_ims_per_gpu.png"
+CURVES_NAME = "training_curves.png"
+
+
+def _with_interval(run: dict, samples, prefix: str = "") -> dict:
+    """The run record plus its own AP interval (one run, bootstrap over test images);
+    prefix "mask_": its mask AP interval (mask_AP_lo, mask_AP_hi)."""
+    s = samples.get(run["source"])
+    interval = setting_interval([s.point["AP"]], s.samples["AP"][None]) if s is not None else None
+    return {**run, f"{prefix}AP_lo": interval.lo if interval else None,
+            f"{prefix}AP_hi": interval.hi if interval else None}
+
+
+def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
+                 references: Optional[Path] = None, effect: float = DEFAULT_EFFECT) -> Dict[str, Path]:
+    """Write results.json/.csv/.md, comparisons.json and the plots; return {"json"|"csv"|"md"|"png"|
+    "comparisons"|"curves": path} ("curves" only when some run has a training log).
+
+    ``out_dir`` defaults to the first sweep dir, so the report sits next to its runs.
+    ``effect``: the difference (AP points) the power columns ask seeds for.
+    """
+    if isinstance(sweep_dirs, (str, Path)):
+        sweep_dirs = [sweep_dirs]
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    runs, skipped = load_runs_and_skipped(sweep_dirs)
+    refs = load_references(references)
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"cannot create output directory {out_dir}: {e}") from e
+
+    samples = attach_samples(runs)
+    runs = [_with_interval(r, samples) for r in runs]
+    # Mask AP (Mask R-CNN): its own bootstrap of the same detections; None keeps the box-only report.
+    mask_samples = attach_samples(runs, "segm") if has_masks(runs) else None
+    if mask_samples is not None:
+        runs = [_with_interval(r, mask_samples, "mask_") for r in runs]
+    results = sweep_results(runs, samples, mask_samples, effect)  # the one place the answer is computed
+    fixed = fixed_lr_runs(runs)
+    paths = {
+        "json": write_text_atomic(out_dir / "results.json", json.dumps(runs, indent=2) + "\n"),
+        "csv": write_text_atomic(out_dir / "results.csv", runs_to_csv(runs)),
+        "comparisons": write_text_atomic(out_dir / "comparisons.json",
+                                         json.dumps(results_json(results), indent=2) + "\n"),
+        "png": write_atomic(out_dir / PLOT_NAME, lambda tmp: plot_ap_vs_ims(
+            fixed, tmp, refs, results["settings"]["AP"], results["settings"].get("mask_AP"))),
+    }
+    has_curves = has_training_logs(runs)
+    if has_curves:
+        paths["curves"] = write_atomic(out_dir / CURVES_NAME, lambda tmp: plot_training_curves(runs, tmp))
+    md = runs_to_markdown(runs, sweep_dirs, skipped=len(skipped), references=refs, plot_name=PLOT_NAME,
+                          curves_name=CURVES_NAME if has_curves else None, results=results)
+    paths["md"] = write_text_atomic(out_dir / "results.md", md)
+    return paths

@@ -1,0 +1,48 @@
+"""tools/sweep.py: the Hydra app that runs one sweep job (see configs/sweep/sweep.yaml).
+
+Exit status: 0 when every run of the sweep finished or diverged (a diverged run is a
+result); 1 when any run failed, after the other runs and the report are done.
+"""
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from . import callbacks
+from ..utils.paths import CONFIGS_DIR
+from .d2config import run_name
+from .override_check import unknown_override_error
+from .parallel import local_jobs
+from .runner import run_job
+
+# Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml); runs at once
+# (hydra/launcher/local.yaml).
+OmegaConf.register_new_resolver("frn_det.run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("frn_det.local_jobs", local_jobs, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIGS_DIR / "sweep"), config_name="sweep")
+def run(job: DictConfig) -> dict:
+    hydra_cfg = HydraConfig.get()
+    # runs that share this machine's cores with this one: the local launcher's jobs in a multirun
+    runs_at_once = (hydra_cfg.launcher.get("n_jobs") or 1) if hydra_cfg.mode == RunMode.MULTIRUN else 1
+    return run_job(job, Path(hydra_cfg.runtime.output_dir), runs_at_once=runs_at_once)
+
+
+def main() -> None:
+    from hydra._internal.utils import get_args_parser
+
+    overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    run()
+    if callbacks.FAILED_RUNS:
+        log = logging.getLogger("frn_det")
+        log.error("%d run(s) failed:\n  %s", len(callbacks.FAILED_RUNS), "\n  ".join(callbacks.FAILED_RUNS))
+        sys.exit(1)

@@ -1,0 +1,179 @@
+"""Hydra job config -> Detectron2 config (and its hash, which identifies a run)."""
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.datasets import model_num_classes
+from ..engine.train_net import build_config
+from ..layers import NORM_ACT_LAYERS
+from ..utils.paths import CONFIGS_DIR
+from .scaling import ScaledSchedule, scale_schedule
+
+ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
+BRN_RAMP_FRACTIONS = {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, "MODEL.BRN.R_MAX_END_ITER": 40000 / 125000,
+                      "MODEL.BRN.D_MAX_END_ITER": 25000 / 125000}
+
+
+def schedule_from(job: DictConfig) -> ScaledSchedule:
+    s = job.schedule
+    return scale_schedule(
+        ims_per_gpu=job.ims_per_gpu,
+        num_gpus=job.num_gpus,
+        num_machines=job.num_machines,
+        reference_batch=s.reference_batch,
+        base_lr=s.base_lr,
+        max_iter=s.max_iter,
+        steps=list(s.steps),
+        warmup_iters=s.warmup_iters,
+        eval_period=s.eval_period,
+        checkpoint_period=s.checkpoint_period,
+        lr_scale=job.lr_scale,
+    )
+
+
+def model_config_file(job: DictConfig) -> str:
+    """An absolute path, a path relative to configs/, or one of Detectron2's model zoo
+    (e.g. COCO-Detection/retinanet_R_50_FPN_1x.yaml)."""
+    path = Path(job.model.config_file)
+    if path.is_absolute() or not (CONFIGS_DIR / path).is_file():
+        return str(path)
+    return str(CONFIGS_DIR / path)
+
+
+def with_activation(norm: str, act) -> str:
+    """The sweep's activation axis: "GN" with act "tlu" -> "GN+TLU"; no norm, and the
+    norm+activation layers (EvoNorm), stay as they are."""
+    if not act or not norm or norm in NORM_ACT_LAYERS:
+        return norm
+    return f"{norm}+{ACTIVATION_NAMES.get(str(act).lower(), act)}"
+
+
+def norm_label(job: DictConfig) -> str:
+    """The norm as reports name it: the group entry's name, plus "+act" on the activation axis."""
+    return job.norm.name + (f"+{str(job.act).lower()}" if job.get("act") else "")
+
+
+def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
+    """A run's folder name: <norm>[+<act>]_ims<N>[_lr<scale>]_seed<S> (lr only when not 1)."""
+    name = norm + (f"+{str(act).lower()}" if act else "") + f"_ims{ims_per_gpu}"
+    if float(lr_scale) != 1.0:
+        name += f"_lr{float(lr_scale):g}"
+    return f"{name}_seed{seed}"
+
+
+def tune_datasets(job: DictConfig) -> tuple:
+    return tuple(dataset_spec(job)["tune"])
+
+
+def _category_count(json_file: str, key: str) -> int:
+    try:
+        st = os.stat(json_file)
+        categories = _read_categories(json_file, st.st_mtime_ns, st.st_size)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{key}={json_file}: cannot read it as a COCO json ({e})") from None
+    if not isinstance(categories, list) or not categories:
+        raise ValueError(f"{key}={json_file} has no 'categories' list to read the classes from")
+    return len(categories)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_categories(json_file: str, mtime_ns: int, size: int):
+    """The json's categories; cached by file state: a COCO train json takes seconds to parse
+    and the runner asks for the dataset spec more than once per job."""
+    with open(json_file) as f:
+        return json.load(f).get("categories")
+
+
+def dataset_spec(job: DictConfig) -> dict:
+    """train/test/tune dataset names, the (name, json, images) triples to register and the
+    class count; for a dataset given by paths (dataset=coco_json) all are derived from them."""
+    d = job.dataset
+    if "train_json" not in d:
+        return {"train": list(d.train), "test": list(d.test), "tune": list(d.get("tune") or ()),
+                "register": [tuple(t) for t in d.register], "num_classes": d.num_classes}
+    splits = {"train": (d.train_json, d.train_images), "test": (d.test_json, d.test_images),
+              "tune": (d.get("tune_json"), d.get("tune_images"))}
+    if bool(splits["tune"][0]) != bool(splits["tune"][1]):
+        raise ValueError("dataset.tune_json and dataset.tune_images go together: give both or neither")
+    spec = {"register": [], "train": [], "test": [], "tune": []}
+    for split, (json_file, images) in splits.items():
+        if json_file:
+            name = f"{d.name}_{split}"
+            spec["register"].append((name, str(json_file), str(images)))
+            spec[split].append(name)
+    found = _category_count(str(d.train_json), "dataset.train_json")
+    if d.get("num_classes") is not None and d.num_classes != found:
+        raise ValueError(
+            f"dataset.num_classes={d.num_classes} disagrees with the {found} categories in {d.train_json}; "
+            "leave dataset.num_classes out to read it from the json"
+        )
+    spec["num_classes"] = found
+    return spec
+
+
+# The keys the norm entry's `head` goes to: the heads of the model's meta architecture.
+RETINANET_HEAD_NORM_KEYS = ("MODEL.RETINANET.NORM",)
+RCNN_HEAD_NORM_KEYS = ("MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+
+
+def head_keys(config_file: str) -> tuple:
+    """(head norm keys, class count key) of the model in `config_file`: RetinaNet's, or the
+    R-CNN box and mask heads' (the mask head's norm is unused without MODEL.MASK_ON)."""
+    cfg = build_config(config_file, announce=False)
+    classes_key, _ = model_num_classes(cfg)
+    retinanet = classes_key == "MODEL.RETINANET.NUM_CLASSES"
+    return (RETINANET_HEAD_NORM_KEYS if retinanet else RCNN_HEAD_NORM_KEYS), classes_key
+
+
+def build_detectron2_config(job: DictConfig, output_dir: str):
+    """The Detectron2 config of one sweep job; everything the run does is in here."""
+    sched = schedule_from(job)
+    data = dataset_spec(job)
+    act = job.get("act")
+    config_file = model_config_file(job)
+    head_norm_keys, classes_key = head_keys(config_file)
+    opts = [
+        "MODEL.DEVICE", job.model.device,
+        # A LazyConfig model (configs/lazy/...) built by Trainer.build_model; "" for the YAML's.
+        "MODEL.LAZY_CONFIG", job.model.get("lazy_config") or "",
+        "MODEL.RESNETS.NORM", with_activation(job.norm.backbone, act),
+        "MODEL.FPN.NORM", with_activation(job.norm.fpn, act),
+        *[item for key in head_norm_keys for item in (key, with_activation(job.norm.head, act))],
+        classes_key, data["num_classes"],
+        "DATASETS.TRAIN", tuple(data["train"]),
+        # The test split first (its AP is the result), then the tuning split the lr is chosen on.
+        "DATASETS.TEST", tuple(data["test"]) + tuple(data["tune"]),
+        "DATASETS.REGISTER_COCO", data["register"],
+        "SOLVER.IMS_PER_BATCH", sched.total_batch,
+        "SOLVER.REFERENCE_WORLD_SIZE", 0,  # we scale ourselves; keep Detectron2 from rescaling
+        "SOLVER.BASE_LR", sched.lr,
+        "SOLVER.MAX_ITER", sched.max_iter,
+        "SOLVER.STEPS", sched.steps,
+        "SOLVER.WARMUP_ITERS", sched.warmup_iters,
+        "SOLVER.CHECKPOINT_PERIOD", sched.checkpoint_period,
+        "SOLVER.WEIGHT_DECAY", job.schedule.weight_decay,
+        "SOLVER.MOMENTUM", job.schedule.momentum,
+        "TEST.EVAL_PERIOD", sched.eval_period if job.schedule.eval_period else 0,
+        "SEED", job.seed,
+        # Batch Renorm's r_max/d_max ramp: the paper's 5k/40k/25k of 125k steps, as fractions
+        # of this run's schedule (opts still override them).
+        *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],
+    ]
+    # merge_from_list literal_evals strings and takes other values as they are.
+    opts += list(OmegaConf.to_container(job.opts))
+    cfg = build_config(config_file, opts)
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.freeze()
+    return cfg, sched
+
+
+def config_hash(cfg) -> str:
+    """Hash of everything that affects the result: the config without its output folder."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR = ""
+    return hashlib.sha256(c.dump().encode()).hexdigest()[:12]

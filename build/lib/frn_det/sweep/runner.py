@@ -1,0 +1,249 @@
+"""One sweep job: skip, resume or train a run, then record its metrics.json.
+
+A run is identified by the hash of its Detectron2 config. Re-running a sweep skips
+finished runs with the same hash, resumes interrupted ones from their last checkpoint,
+and re-runs failed or diverged ones only with rerun_failed=true. A run folder holding a
+result for a different config is moved aside, never overwritten. A lock per run keeps
+two sweeps on the same folder from training the same run twice.
+"""
+import json
+import logging
+import platform
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from detectron2.engine import launch
+from omegaconf import DictConfig
+
+from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
+from ..engine.train_net import check_config
+from ..utils.atomic import write_json_atomic, write_text_atomic
+from .cluster import resolve_distributed
+from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
+from .events import log_event
+from .fresh_process import TrainingProcessError, run_in_fresh_process
+from .lock import RunLock
+from .machine import machine_record
+from .parallel import threads_per_worker
+from .worker import OUTCOME_FILE, train_worker
+
+logger = logging.getLogger("frn_det")
+METRICS_FILE = "metrics.json"
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+KEEP_ON_ARCHIVE = {".hydra", ".lock", "events.jsonl"}
+
+
+def library_versions() -> dict:
+    import detectron2
+    import hydra
+    import torch
+
+    import frn_det
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "detectron2": detectron2.__version__,
+        "hydra": hydra.__version__,
+        "frn_det": frn_det.__version__,
+    }
+
+
+def read_metrics(run_dir: Path) -> Optional[dict]:
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
+    """Move a result made with another config into a sub-folder, so nothing is lost."""
+    dest = run_dir / f"stale-{old_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir()
+    for entry in run_dir.iterdir():
+        if entry != dest and entry.name not in KEEP_ON_ARCHIVE and not entry.name.startswith("stale-") and entry.suffix != ".log":
+            shutil.move(str(entry), dest / entry.name)
+    logger.warning("%s held a result for another config (hash %s); moved it to %s", run_dir, old_hash, dest)
+    return dest
+
+
+def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
+    if not existing or existing.get("config_hash") != new_hash:
+        return False
+    if existing.get("status") == "finished":
+        return True
+    return existing.get("status") in ("diverged", "failed") and not rerun_failed
+
+
+def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
+    """Skip, resume or train one run; `runs_at_once`: runs sharing this machine's cores."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = run_dir.name
+    cfg, sched = build_detectron2_config(job, run_dir)
+    check_config(cfg, sched.num_workers)
+    digest = config_hash(cfg)
+    record = {
+        "run": name,
+        "norm": norm_label(job),
+        "act": job.get("act"),
+        "ims_per_gpu": sched.ims_per_gpu,
+        "lr_scale": sched.lr_scale,
+        "num_gpus": job.num_gpus,
+        "num_machines": job.num_machines,
+        "total_batch": sched.total_batch,
+        "seed": job.seed,
+        "model": job.model.name,
+        "dataset": job.dataset.name,
+        "schedule": job.schedule.name,
+        "scaling": sched.as_dict(),
+        "config_hash": digest,
+        "versions": library_versions(),
+        "machine": machine_record(threads_per_worker(job.get("threads", "auto"), runs_at_once, job.num_gpus)),
+        "deterministic": bool(job.get("deterministic", False)),
+    }
+    machine_rank, dist_url = resolve_distributed(job.num_machines, job.get("machine_rank"), job.dist_url)
+    logger.info("%s: %s", name, sched.describe())
+    if machine_rank != 0:
+        # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
+        # it does from the same metrics.json, then train with it.
+        existing = read_metrics(run_dir)
+        if _should_skip(existing, digest, job.rerun_failed):
+            return existing
+        _launch(job, cfg, run_dir, record, machine_rank, dist_url)
+        return record
+
+    with RunLock(run_dir) as lock:
+        if not lock.acquire():
+            logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
+            log_event(run_dir, "busy", holder=lock.holder())
+            return read_metrics(run_dir) or {**record, "status": "running"}
+        return _run_locked(job, run_dir, cfg, sched, record, dist_url)
+
+
+def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int, dist_url: str) -> None:
+    """Training in fresh processes: one for a single worker, else Detectron2's launch (one
+    spawned process per worker). This process leaves SIGTERM/SIGUSR1 to them (they
+    checkpoint and stop together) instead of dying at once."""
+    args = (cfg, str(run_dir), record["run"], bool(job.get("verbose", False)), record["machine"]["torch_threads"],
+            record["deterministic"])
+    if job.num_gpus * job.num_machines == 1:
+        run_in_fresh_process(train_worker, args)
+        return
+    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS} if _main_thread() else {}
+    try:
+        launch(
+            train_worker,
+            job.num_gpus,
+            num_machines=job.num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=args,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _note_signal(signum, frame) -> None:
+    logger.warning("received %s: the workers checkpoint and stop", signal.Signals(signum).name)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str) -> dict:
+    name, digest = record["run"], record["config_hash"]
+    existing = read_metrics(run_dir)
+    if _should_skip(existing, digest, job.rerun_failed):
+        logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
+        log_event(run_dir, "skip", status=existing["status"])
+        return existing
+    if existing and existing.get("config_hash") != digest:
+        archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
+
+    write_text_atomic(run_dir / "config.yaml", cfg.dump())
+    (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
+    write_json_atomic(run_dir / METRICS_FILE, {**record, "status": "running"})
+    log_event(run_dir, "start", config_hash=digest)
+    error = None
+    launched = time.perf_counter()
+    try:
+        _launch(job, cfg, run_dir, record, 0, dist_url)
+    except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
+        error = e
+        logger.exception("%s: training raised", name)
+    launch_s = time.perf_counter() - launched
+    tune = tune_datasets(job)
+    fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
+    if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
+        fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
+    if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
+        log_event(run_dir, "preempted", iteration=fields["iterations"])
+        raise Preempted(fields["status_detail"])
+    record.update(fields)
+    write_json_atomic(run_dir / METRICS_FILE, record)
+    log_event(run_dir, "end", status=record["status"], resumed_from_iter=record["resumed_from_iter"])
+    logger.info("%s: %s %s", name, record["status"], {k: record.get(k) for k in ("AP", "AP50", "AP75")})
+    return record
+
+
+def _coco_metrics(evaluation: dict, dataset: str, kind: str = "metrics") -> Optional[dict]:
+    """The six COCO box metrics (kind "segm_metrics": mask metrics) of one evaluated
+    dataset; None when it was not evaluated.
+
+    COCOEvaluator reports NaN when the model made no detection at all: that is AP 0.
+    """
+    metrics = (evaluation.get(dataset) or {}).get(kind)
+    if not metrics:
+        return None
+    values = {k: metrics.get(k) for k in METRIC_KEYS}
+    if all(v is None for v in values.values()):
+        return {k: 0.0 for k in METRIC_KEYS}
+    return values
+
+
+def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: str, tune: Optional[str]) -> dict:
+    try:
+        outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
+    except (OSError, ValueError):
+        # a failed training process reports its exception as "Type: message" already
+        detail = str(error) if isinstance(error, TrainingProcessError) else f"{type(error).__name__}: {error}"
+        outcome = {"status": "failed", "status_detail": detail if error else "no outcome written"}
+    evaluation = outcome.pop("evaluation", None) or {}
+    status, detail = outcome.get("status", "failed"), outcome.get("status_detail", "")
+    metrics = _coco_metrics(evaluation, test)
+    if status == "finished" and metrics is None:
+        # Never a number for a model that was not evaluated: a finished run without
+        # COCO results on its test set is a failure, not AP 0.
+        status, detail = "failed", f"training finished but no COCO evaluation results for {test!r}"
+    elif status == "finished" and all(v == 0.0 for v in metrics.values()):
+        detail = "the model made no detections"
+    fields = dict(metrics or {k: None for k in METRIC_KEYS})
+    # Box metrics stay at the top level (old runs, box-only models); a mask model adds "segm".
+    segm = _coco_metrics(evaluation, test, "segm_metrics") if status == "finished" else None
+    if segm is not None:
+        fields["segm"] = segm
+    fields.update(
+        status=status,
+        status_detail=detail,
+        test_dataset=test,
+        tune_dataset=tune,
+        tune=_coco_metrics(evaluation, tune) if tune and status == "finished" else None,
+        evaluation=evaluation if status == "finished" else {},
+        diverged_at_iter=outcome.get("diverged_at_iter"),
+        iterations=outcome.get("iterations"),
+        images_seen=(outcome.get("iterations") or 0) * sched.total_batch,
+        wall_time_s=outcome.get("wall_time_s"),
+        time_breakdown_s=outcome.get("time_breakdown_s") or {},
+        s_per_iter=outcome.get("s_per_iter"),
+        peak_memory_mb=outcome.get("peak_memory_mb"),
+        final_losses=outcome.get("final_losses", {}),
+        resumed_from_iter=outcome.get("resumed_from_iter", 0),
+    )
+    return fields
