@@ -20,8 +20,9 @@ from frn_det.report.samples import run_samples
 from frn_det.report.load import MASK_KEYS, load_runs
 from frn_det.report.plots import ap_vs_ims_figure
 from frn_det.report.tables import CSV_COLUMNS
-from frn_det.sweep.runner import METRIC_KEYS, _result_fields
-from frn_det.sweep.worker import DETECTIONS_FILE, OUTCOME_FILE, evaluation_records
+from frn_det.run_record import DETECTIONS_FILE, METRIC_KEYS, OUTCOME_FILE
+from frn_det.sweep.runner import _result_fields
+from frn_det.sweep.worker import evaluation_records
 
 N_IMAGES, SIZE = 40, 160
 DATASET = "frn_masks_test_val"  # registered once (Detectron2's metadata refuses a second json_file)

@@ -99,7 +99,7 @@ def test_run_names_show_the_lr_and_activation_only_when_set():
     assert run_name("gn", "tlu", 1, 0.5, 2) == "gn+tlu_ims1_lr0.5_seed2"
 
 
-def test_default_grid_is_bn_gn_frn_at_1_and_4_images_per_worker():
+def test_default_grid_is_bn_gn_frn_at_1_and_4_images_per_worker_with_3_seeds():
     from hydra import compose as hydra_compose
     from omegaconf import OmegaConf
 
@@ -108,7 +108,10 @@ def test_default_grid_is_bn_gn_frn_at_1_and_4_images_per_worker():
     with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
         cfg = hydra_compose(config_name="sweep", return_hydra_config=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert count_sweep_jobs(sweep_overrides(cfg)) == 6
+    assert count_sweep_jobs(sweep_overrides(cfg)) == 18
+    assert cfg.hydra.sweeper.params.seed == "0,1,2"
+    # the local launcher: Hydra's joblib launcher, `jobs` runs at once
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.jobs == "auto"
     # Command-line keys replace the config's params; the others stay (as Hydra's basic sweeper does).
     cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["norm=frn,gn", "seed=0,1"]},
                                       "sweeper": {"params": OmegaConf.to_container(cfg.hydra.sweeper.params)}}})
@@ -246,6 +249,18 @@ def test_scratch_9x_schedule_scales_from_a_total_batch_of_64():
     cfg, sched = build_detectron2_config(job, "/tmp/x")
     assert (sched.total_batch, sched.lr, sched.max_iter) == (16, pytest.approx(0.02), 810000)
     assert list(cfg.SOLVER.STEPS) == [750000, 790000]
+
+
+def test_runs_at_once_and_threads_share_the_cores(monkeypatch):
+    from frn_det.sweep import parallel
+
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 8)
+    assert parallel.local_jobs("auto", "cpu", 1) == 8 and parallel.local_jobs("auto", "cpu", 2) == 4
+    assert parallel.local_jobs("auto", "cuda", 1) == 1 and parallel.local_jobs(3, "cpu", 1) == 3
+    assert parallel.threads_per_worker("auto", 2, 1) == 4 and parallel.threads_per_worker("auto", 8, 2) == 1
+    assert parallel.threads_per_worker(2, 8, 1) == 2
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 64)
+    assert parallel.local_jobs("auto", "cpu", 1) == parallel.MAX_LOCAL_JOBS
 
 
 # ------------------------------------------------ sweep keys: type and range, in the sweep's words

@@ -4,11 +4,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..run_record import DIVERGED, FAILED, FINISHED
+
 # Report order: the BN family first (BN is the baseline), then the batch-independent norms.
 # A variant of a listed norm ("gn_tlu", "gn+tlu", "frn_relu") follows its norm.
 NORM_ORDER = ("bn", "syncbn", "frozenbn", "brn", "syncbrn", "gn", "gnws", "evonorm_b0", "evonorm_s0", "frn")
 
-FINISHED = "finished"
 
 
 def norm_sort_key(norm: str) -> Tuple[int, str]:
@@ -54,7 +55,7 @@ class Stat:
 def run_label(run: dict) -> str:
     """Short label for a run that did not finish, e.g. ``diverged@37``."""
     status = run["status"]
-    if status == "diverged" and run.get("diverged_at_iter") is not None:
+    if status == DIVERGED and run.get("diverged_at_iter") is not None:
         return f"diverged@{run['diverged_at_iter']}"
     return status
 
@@ -78,7 +79,7 @@ class Group:
     @property
     def has_failure(self) -> bool:
         """True when any seed diverged or failed (i.e. ended without a result)."""
-        return any(r["status"] in ("diverged", "failed") for r in self.runs)
+        return any(r["status"] in (DIVERGED, FAILED) for r in self.runs)
 
     def stat(self, key: str, finished_only: bool = True) -> Optional[Stat]:
         runs = self.finished if finished_only else self.runs

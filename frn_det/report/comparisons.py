@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .aggregate import FINISHED, group_runs, norm_sort_key
+from ..run_record import FINISHED
+from .aggregate import group_runs, norm_sort_key
 from .convergence import loss_trend
 from .intervals import (LEVEL, POWER, Interval, SeedVariance, difference_design, difference_interval,
                         seed_variance, setting_interval)

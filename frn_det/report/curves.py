@@ -12,11 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..run_record import TRAINING_LOG  # noqa: E402
 from .aggregate import ims_in, norms_in, run_sort_key  # noqa: E402
 from .plots import norm_colours, norm_linestyles  # noqa: E402
 
 log = logging.getLogger(__name__)
-TRAINING_LOG = "training_metrics.json"  # the sweep's name for Detectron2's JSON log
 SMOOTHING = 0.9  # exponential moving average weight of the previous value
 
 

@@ -5,12 +5,12 @@ import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from ..run_record import METRIC_KEYS, METRICS_FILE
 from .aggregate import run_sort_key
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("norm", "ims_per_gpu", "status")
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # Mask metrics of a model that predicts masks (metrics.json "segm"), flattened into the record.
 MASK_KEYS = tuple(f"mask_{k}" for k in METRIC_KEYS)
 # Numeric fields other than AP that may be NaN/garbage; normalised the same way.
@@ -36,9 +36,9 @@ def find_metrics_files(sweep_dir: Path) -> List[Path]:
             f"sweep directory {sweep_dir} does not exist or is not a directory "
             "(expected a sweep directory containing <run_name>/metrics.json, or a run directory)"
         )
-    if (sweep_dir / "metrics.json").is_file():  # a single run's folder (e.g. Hydra's run dir)
-        return [sweep_dir / "metrics.json"]
-    files = sorted(p for p in sweep_dir.glob("*/metrics.json") if p.is_file())
+    if (sweep_dir / METRICS_FILE).is_file():  # a single run's folder (e.g. Hydra's run dir)
+        return [sweep_dir / METRICS_FILE]
+    files = sorted(p for p in sweep_dir.glob(f"*/{METRICS_FILE}") if p.is_file())
     if not files:
         raise ReportError(
             f"no metrics.json found in {sweep_dir} "

@@ -6,8 +6,8 @@ import math
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..run_record import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
 from .aggregate import (
-    FINISHED,
     Group,
     distinct,
     group_runs,
@@ -19,7 +19,7 @@ from .aggregate import (
 from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
 from .convergence import DROP, WINDOW
 from .intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
-from .load import MASK_KEYS, METRIC_KEYS, has_masks
+from .load import MASK_KEYS, has_masks
 from .samples import RunSamples
 
 CSV_COLUMNS = (
@@ -31,7 +31,7 @@ MASK_CSV_COLUMNS = (*MASK_KEYS, "mask_AP_lo", "mask_AP_hi")  # after AP_hi, for 
 NOT_RUN = "–"
 ONE_SEED = "†"  # the interval covers test images only: training noise not included
 STILL_FALLING = "↓"  # the loss was still falling at the end of the schedule (convergence.py)
-STATUS_ORDER = (FINISHED, "diverged", "failed", "running")
+STATUS_ORDER = (FINISHED, DIVERGED, FAILED, RUNNING)
 
 
 def csv_columns(runs: Sequence[dict]) -> Tuple[str, ...]:

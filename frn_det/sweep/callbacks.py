@@ -54,13 +54,13 @@ def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
 
 def failed_runs(run_dirs, since: float) -> List[str]:
     """Runs among run_dirs that this sweep (events at or after `since`) left failed."""
-    from .runner import read_metrics
+    from ..run_record import FAILED, read_metrics
 
     failed = []
     for run_dir in run_dirs:
         touched = any(e.get("time", 0) >= since for e in read_events(run_dir))
         metrics = read_metrics(run_dir) or {}
-        if touched and metrics.get("status") == "failed":
+        if touched and metrics.get("status") == FAILED:
             failed.append(f"{run_dir.name}: {metrics.get('status_detail') or 'failed'}")
     return failed
 

@@ -19,6 +19,8 @@ from typing import Optional
 from detectron2.engine import launch
 from omegaconf import DictConfig
 
+from ..run_record import (DIVERGED, FAILED, FINISHED, METRIC_KEYS, METRICS_FILE, OUTCOME_FILE, PREEMPTED, RUNNING,
+                          read_metrics)
 from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
 from ..engine.train_net import check_config
 from ..utils.atomic import write_json_atomic, write_text_atomic
@@ -30,11 +32,9 @@ from .job_checks import check_job
 from .lock import RunLock
 from .machine import machine_record
 from .parallel import threads_per_worker
-from .worker import OUTCOME_FILE, train_worker
+from .worker import train_worker
 
 logger = logging.getLogger("frn_det")
-METRICS_FILE = "metrics.json"
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KEEP_ON_ARCHIVE = {".hydra", ".lock", "events.jsonl"}
 
 
@@ -54,13 +54,6 @@ def library_versions() -> dict:
     }
 
 
-def read_metrics(run_dir: Path) -> Optional[dict]:
-    try:
-        return json.loads((run_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
     """Move a result made with another config into a sub-folder, so nothing is lost."""
     dest = run_dir / f"stale-{old_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -75,9 +68,9 @@ def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
 def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
     if not existing or existing.get("config_hash") != new_hash:
         return False
-    if existing.get("status") == "finished":
+    if existing.get("status") == FINISHED:
         return True
-    return existing.get("status") in ("diverged", "failed") and not rerun_failed
+    return existing.get("status") in (DIVERGED, FAILED) and not rerun_failed
 
 
 def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
@@ -123,7 +116,7 @@ def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
         if not lock.acquire():
             logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
             log_event(run_dir, "busy", holder=lock.holder())
-            return read_metrics(run_dir) or {**record, "status": "running"}
+            return read_metrics(run_dir) or {**record, "status": RUNNING}
         return _run_locked(job, run_dir, cfg, sched, record, dist_url)
 
 
@@ -171,7 +164,7 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
 
     write_text_atomic(run_dir / "config.yaml", cfg.dump())
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
-    write_json_atomic(run_dir / METRICS_FILE, {**record, "status": "running"})
+    write_json_atomic(run_dir / METRICS_FILE, {**record, "status": RUNNING})
     log_event(run_dir, "start", config_hash=digest)
     error = None
     launched = time.perf_counter()
@@ -185,7 +178,7 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
     if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
         fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
-    if fields["status"] == "preempted":  # metrics.json stays "running": the next sweep resumes it
+    if fields["status"] == PREEMPTED:  # metrics.json stays "running": the next sweep resumes it
         log_event(run_dir, "preempted", iteration=fields["iterations"])
         raise Preempted(fields["status_detail"])
     record.update(fields)
@@ -216,19 +209,19 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
     except (OSError, ValueError):
         # a failed training process reports its exception as "Type: message" already
         detail = str(error) if isinstance(error, TrainingProcessError) else f"{type(error).__name__}: {error}"
-        outcome = {"status": "failed", "status_detail": detail if error else "no outcome written"}
+        outcome = {"status": FAILED, "status_detail": detail if error else "no outcome written"}
     evaluation = outcome.pop("evaluation", None) or {}
-    status, detail = outcome.get("status", "failed"), outcome.get("status_detail", "")
+    status, detail = outcome.get("status", FAILED), outcome.get("status_detail", "")
     metrics = _coco_metrics(evaluation, test)
-    if status == "finished" and metrics is None:
+    if status == FINISHED and metrics is None:
         # Never a number for a model that was not evaluated: a finished run without
         # COCO results on its test set is a failure, not AP 0.
-        status, detail = "failed", f"training finished but no COCO evaluation results for {test!r}"
-    elif status == "finished" and all(v == 0.0 for v in metrics.values()):
+        status, detail = FAILED, f"training finished but no COCO evaluation results for {test!r}"
+    elif status == FINISHED and all(v == 0.0 for v in metrics.values()):
         detail = "the model made no detections"
     fields = dict(metrics or {k: None for k in METRIC_KEYS})
     # Box metrics stay at the top level (old runs, box-only models); a mask model adds "segm".
-    segm = _coco_metrics(evaluation, test, "segm_metrics") if status == "finished" else None
+    segm = _coco_metrics(evaluation, test, "segm_metrics") if status == FINISHED else None
     if segm is not None:
         fields["segm"] = segm
     fields.update(
@@ -236,8 +229,8 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
         status_detail=detail,
         test_dataset=test,
         tune_dataset=tune,
-        tune=_coco_metrics(evaluation, tune) if tune and status == "finished" else None,
-        evaluation=evaluation if status == "finished" else {},
+        tune=_coco_metrics(evaluation, tune) if tune and status == FINISHED else None,
+        evaluation=evaluation if status == FINISHED else {},
         diverged_at_iter=outcome.get("diverged_at_iter"),
         iterations=outcome.get("iterations"),
         images_seen=(outcome.get("iterations") or 0) * sched.total_batch,

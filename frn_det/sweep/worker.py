@@ -19,13 +19,10 @@ from tqdm import tqdm
 from ..data import prepare_datasets_distributed
 from ..engine import Trainer
 from ..engine.preemption import Preempted
+from ..run_record import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
 from ..utils.atomic import write_json_atomic
 from .console import configure_worker_logging
 
-OUTCOME_FILE = "outcome.json"  # written by rank 0, turned into metrics.json by the runner
-TRAINING_LOG = "training_metrics.json"
-RUN_LOG = "sweep.log"  # Hydra's job log file (hydra.job_logging in sweep.yaml)
-DETECTIONS_FILE = "coco_instances_results.json"  # written by Detectron2's COCOEvaluator
 logger = logging.getLogger("frn_det")
 
 
@@ -161,12 +158,12 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, thread
     try:
         trainer.train()
         # EvalHook keeps the results of the evaluation it runs after the last iteration.
-        outcome.update(status="finished", evaluation=evaluation_records(cfg, getattr(trainer, "_last_eval_results", None)))
+        outcome.update(status=FINISHED, evaluation=evaluation_records(cfg, getattr(trainer, "_last_eval_results", None)))
     except FloatingPointError as e:  # Detectron2 raises it when the loss is not finite
-        outcome.update(status="diverged", diverged_at_iter=int(trainer.iter), status_detail=str(e))
+        outcome.update(status=DIVERGED, diverged_at_iter=int(trainer.iter), status_detail=str(e))
         error = e
     except Preempted as e:
-        outcome.update(status="preempted", status_detail=str(e))
+        outcome.update(status=PREEMPTED, status_detail=str(e))
         error = e
     if comm.is_main_process():
         losses, s_per_iter = _scalar_summary(trainer.storage)
