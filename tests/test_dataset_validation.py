@@ -288,6 +288,114 @@ def test_prepare_datasets_missing_file(tmp_path):
         prepare_datasets(_cfg(name, str(tmp_path / "nope.json"), img_dir))
 
 
+# Every wrong kind of dataset path, made in tmp_path: (json, image folder) -> the problem.
+def _broken_paths(tmp_path, case):
+    json_file, img_dir = make_coco(tmp_path)
+    if case == "json is a folder":
+        (tmp_path / "train_json_dir").mkdir()
+        return str(tmp_path / "train_json_dir"), img_dir, "annotation file", "is a folder, not a file"
+    if case == "json missing":
+        return str(tmp_path / "nope.json"), img_dir, "annotation file", "does not exist"
+    if case == "json is a symlink loop":
+        os.symlink(tmp_path / "loop.json", tmp_path / "loop.json")
+        return str(tmp_path / "loop.json"), img_dir, "annotation file", "cannot be read (Too many levels of symbolic links)"
+    if case == "images are a file":
+        return json_file, json_file, "image folder", "is a file, not a folder"
+    if case == "images missing":
+        return json_file, str(tmp_path / "train2017"), "image folder", "does not exist"
+    raise AssertionError(case)
+
+
+PATH_CASES = ["json is a folder", "json missing", "json is a symlink loop", "images are a file", "images missing"]
+EXPECTED = {"annotation file": "expected a readable COCO instances json file",
+            "image folder": "expected a readable folder holding the json's images"}
+
+
+@pytest.mark.parametrize("case", PATH_CASES)
+def test_register_coco_path_errors_name_dataset_key_path_and_what_is_expected(tmp_path, case):
+    from frn_det.data import DatasetPathError, prepare_datasets
+
+    name = unique("paths")
+    json_file, img_dir, what, problem = _broken_paths(tmp_path, case)
+    path = json_file if what == "annotation file" else img_dir
+    with pytest.raises(DatasetPathError) as err:
+        prepare_datasets(_cfg(name, json_file, img_dir))
+    assert str(err.value) == (f"Dataset '{name}': {what} {path} {problem} (set by DATASETS.REGISTER_COCO); "
+                              f"{EXPECTED[what]}")
+
+
+@pytest.mark.parametrize("case", ["json is a folder", "images are a file"])
+def test_validate_coco_json_path_errors_say_what_is_expected(tmp_path, case):
+    from frn_det.data import DatasetPathError
+
+    json_file, img_dir, what, problem = _broken_paths(tmp_path, case)
+    with pytest.raises(DatasetPathError, match=rf"Dataset 'ds_kind': {what} .* {problem}; {EXPECTED[what]}$"):
+        validate_coco_json(json_file, img_dir, "ds_kind")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_json_is_named(tmp_path):
+    from frn_det.data import DatasetPathError, prepare_datasets
+
+    name = unique("unreadable")
+    json_file, img_dir = make_coco(tmp_path)
+    os.chmod(json_file, 0)
+    with pytest.raises(DatasetPathError, match=rf"Dataset '{name}': annotation file .* cannot be read \(Permission "
+                                               r"denied\) \(set by DATASETS.REGISTER_COCO\)"):
+        prepare_datasets(_cfg(name, json_file, img_dir))
+
+
+def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
+    from frn_det.data import DatasetPathError
+    from frn_det.engine.lazy_train_net import load_config, prepare_lazy_datasets
+
+    name = unique("lazy_paths")
+    json_file, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
+    cfg = load_config("configs/lazy/tiny_retinanet_cpu.py", [
+        f"dataloader.prepare.register_coco=[[{name},{json_file},{img_dir}]]", f"dataloader.train.dataset.names={name}"])
+    with pytest.raises(DatasetPathError, match=rf"Dataset '{name}': annotation file {re.escape(json_file)} is a folder, "
+                                               r"not a file \(set by dataloader.prepare.register_coco\); expected"):
+        prepare_lazy_datasets(cfg)
+
+
+def test_other_format_dataset_paths_are_checked_too(tmp_path):
+    """A dataset registered elsewhere in another format than COCO instances (e.g. LVIS)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from frn_det.data import DatasetPathError, prepare_datasets
+
+    name = unique("lvis_like")
+    (tmp_path / "ann_dir").mkdir()
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(json_file=str(tmp_path / "ann_dir"), image_root=str(tmp_path), evaluator_type="lvis")
+    cfg = _cfg(unique("unused"), *make_coco(tmp_path / "good"))
+    with pytest.raises(DatasetPathError) as err:
+        prepare_datasets(cfg, names=[name])
+    assert str(err.value) == f"Dataset '{name}': json_file {tmp_path / 'ann_dir'} is a folder, not a file; expected a readable file"
+
+
+@pytest.mark.parametrize("tool", ["train_net.py", "lazyconfig_train_net.py"])
+def test_tools_stop_on_a_bad_dataset_path_before_making_any_folder(tmp_path, tool):
+    from conftest import run_tool
+
+    json_dir, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
+    out = tmp_path / "out"
+    if tool == "train_net.py":
+        key, args = "DATASETS.REGISTER_COCO", ["--config-file", "configs/tiny_retinanet_cpu.yaml", "DATASETS.REGISTER_COCO",
+                                               f"[('mine_train','{json_dir}','{img_dir}')]", "DATASETS.TRAIN",
+                                               "('mine_train',)", "OUTPUT_DIR", out]
+    else:
+        key, args = "dataloader.prepare.register_coco", [
+            "--config-file", "configs/lazy/tiny_retinanet_cpu.py", f"train.output_dir={out}",
+            f"dataloader.prepare.register_coco=[[mine_train,{json_dir},{img_dir}]]",
+            "dataloader.train.dataset.names=mine_train"]
+    proc = run_tool(tool, *args, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert (f"DatasetPathError: Dataset 'mine_train': annotation file {json_dir} is a folder, not a file (set by {key}); "
+            "expected a readable COCO instances json file") in proc.stderr
+    assert not out.exists()
+
+
 def test_prepare_datasets_drops_boxes_of_datasets_registered_elsewhere(tmp_path):
     """Datasets registered by Detectron2 itself (like coco_2017_train) are validated and filtered too."""
     from detectron2.data import DatasetCatalog

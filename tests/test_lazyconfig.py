@@ -714,3 +714,120 @@ def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
     assert isinstance(model.backbone.bottom_up.stem.conv1.norm, nn.GroupNorm)
     if "mask" in entry_name:
         assert isinstance(model.roi_heads.mask_head.mask_fcn1.norm, nn.GroupNorm) and model.roi_heads.num_classes == 4
+
+
+# ------------------------------------------- overrides and values checked like yacs ones
+
+@pytest.mark.parametrize("typo,suggestion", [
+    ("train.max_iterr=3", "train.max_iter"),
+    ("optimizer.lrr=0.1", "optimizer.lr"),
+    (f"{NORM_KEY}m=GN", NORM_KEY),
+    ("dataloader.train.total_batch_sise=4", "dataloader.train.total_batch_size"),
+])
+def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
+    from frn_det.engine.config_checks import ConfigError
+    from frn_det.engine.lazy_train_net import load_config
+
+    key = typo.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"unknown config key {re.escape(key)} \(in the command-line overrides\); "
+                                          rf"did you mean {re.escape(suggestion)}\b.*\+{re.escape(typo)}"):
+        load_config(str(TINY_LAZY), [typo])
+
+
+def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
+    from frn_det.engine.lazy_train_net import load_config
+
+    cfg = load_config(str(TINY_LAZY), [
+        "dataloader.train.aspect_ratio_grouping=false",  # an argument of the LazyCall's target, at its default
+        "dataloader.train.pin_memory=true",  # its **kwargs (for torch's DataLoader): not a near miss of a name
+        "train.seed=7",  # read by Detectron2's default_setup with a default
+        "+train.note=hello",  # Hydra's grammar for a new key
+        "model.anchor_generator.sizes.0.0=20",  # a list element
+    ])
+    assert cfg.dataloader.train.aspect_ratio_grouping is False and cfg.dataloader.train.pin_memory is True
+    assert cfg.train.seed == 7 and cfg.train.note == "hello"
+    assert cfg.model.anchor_generator.sizes[0][0] == 20
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size=0 is not allowed: expected an integer >= 1"),
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed: expected a finite number > 0"),
+    ("train.max_iter=0", "train.max_iter=0 is not allowed: expected an integer >= 1"),
+    ("lr_multiplier.scheduler.milestones=[200,100,300]", "lr_multiplier.scheduler.milestones=[200, 100, 300] is not "
+                                                          "allowed: expected increasing positive integers"),
+    ("lr_multiplier.warmup_length=2", "lr_multiplier.warmup_length=2 is not allowed: expected a number in [0, 1]"),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5 is not allowed: expected a number in [0, 1)"),
+    ("train.checkpointer.period=0", "train.checkpointer.period=0 is not allowed: expected an integer >= 1"),
+    ("dataloader.train.num_workers=-1", "dataloader.train.num_workers=-1 is not allowed: expected an integer >= 0"),
+    ("dataloader.train.mapper.augmentations.0.short_edge_length=[0]",
+     "dataloader.train.mapper.augmentations[0].short_edge_length=[0] is not allowed: expected a non-empty list of "
+     "positive integers"),
+    ("dataloader.test.mapper.augmentations.0.max_size=-5",
+     "dataloader.test.mapper.augmentations[0].max_size=-5 is not allowed: expected an integer > 0"),
+    ("model.num_classes=0", "model.num_classes=0 is not allowed: expected an integer >= 1"),
+    ("train.device=gpu", "train.device='gpu' is not allowed: expected 'cpu', 'cuda' or 'cuda:N'"),
+    ("train.seed=abc", "train.seed='abc' is not allowed: expected an integer"),
+    (f"{NORM_KEY}.norm_options.frn.eps=0".replace(".norm.", "."),
+     "model.backbone.bottom_up.stages.norm_options.frn.eps=0 is not allowed: expected a finite number > 0"),
+    ("dataloader.train.dataset.names=[]", "dataloader.train.dataset.names=[] is not allowed: expected a non-empty list"),
+    (f"{NORM_KEY}=FRNN", "model.backbone.bottom_up.stages.norm='FRNN' is not a known norm"),
+])
+def test_lazy_values_get_the_yacs_checks(override, message):
+    from frn_det.engine.config_checks import check_config
+    from frn_det.engine.lazy_train_net import load_config
+
+    with pytest.raises(ValueError) as err:
+        check_config(load_config(str(TINY_LAZY), [override]), 1)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("yacs,lazy", [
+    (("SOLVER.IMS_PER_BATCH", "0"), "dataloader.train.total_batch_size=0"),
+    (("SOLVER.BASE_LR", "-1.0"), "optimizer.lr=-1.0"),
+    (("SOLVER.STEPS", "(300, 100)"), "lr_multiplier.scheduler.milestones=[300,100]"),
+    (("TEST.DETECTIONS_PER_IMAGE", "0"), "model.max_detections_per_image=0"),
+    (("INPUT.MIN_SIZE_TRAIN", "(0,)"), "dataloader.train.mapper.augmentations.0.short_edge_length=[0]"),
+    (("MODEL.RETINANET.NUM_CLASSES", "0"), "model.num_classes=0"),
+])
+def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
+    """One table of rules: the same bad value gets the same "expected ..." in both kinds of config."""
+    from frn_det.engine.config_checks import ConfigError, check_config
+    from frn_det.engine.lazy_train_net import load_config
+
+    with pytest.raises(ConfigError) as from_yacs:
+        check_config(tiny_cfg("FRN", *yacs), 1)
+    with pytest.raises(ConfigError) as from_lazy:
+        check_config(load_config(str(TINY_LAZY), [lazy]), 1)
+    expected = str(from_yacs.value).partition(" is not allowed: ")[2]
+    assert expected and str(from_lazy.value).partition(" is not allowed: ")[2] == expected
+
+
+def test_lazy_total_batch_must_divide_over_the_workers():
+    from frn_det.engine.config_checks import ConfigError, check_config
+    from frn_det.engine.lazy_train_net import load_config
+
+    cfg = load_config(str(TINY_LAZY), ["dataloader.train.total_batch_size=5"])
+    check_config(cfg, 1)
+    with pytest.raises(ConfigError, match=r"dataloader.train.total_batch_size=5 \(the total batch\) must be a positive "
+                                          r"multiple of the number of workers \(2\)"):
+        check_config(cfg, 2)
+
+
+def test_every_shipped_lazy_config_passes_the_checks():
+    from frn_det.engine.config_checks import check_config
+    from frn_det.engine.lazy_train_net import load_config
+
+    files = sorted(LAZY.glob("*.py"))
+    assert len(files) >= 15
+    for path in files:
+        check_config(load_config(str(path)), 8)
+
+
+def test_lazy_tool_stops_on_a_typo_before_training(tmp_path):
+    out = tmp_path / "out"
+    proc = run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, f"train.output_dir={out}",
+                    "train.max_iter=2", "train.max_iterr=3", check=False, timeout=300)
+    assert proc.returncode != 0
+    assert ("unknown config key train.max_iterr (in the command-line overrides); did you mean train.max_iter"
+            in proc.stderr)
+    assert not out.exists()  # nothing was set up, let alone trained

@@ -1,4 +1,6 @@
 """Hydra composition -> Detectron2 config values, the scaling rule and run identity."""
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -275,5 +277,125 @@ def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
     cfg, _ = build_detectron2_config(compose_job("amp=true"), "/tmp/x")
     with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE='cpu'"):
         check_config(cfg, 1)
-    with pytest.raises(ValueError, match=r"amp='yes' is not allowed: expected true or false"):
-        build_detectron2_config(compose_job("amp=yes"), "/tmp/x")
+    from frn_det.sweep.job_checks import override_value_error
+
+    assert override_value_error(["amp=yes"], CONFIGS_DIR / "sweep").startswith("amp='yes' is not allowed: expected true or false")
+
+
+# ------------------------------------------------ sweep keys: type and range, in the sweep's words
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=abc", "seed='abc' is not allowed: expected an integer"),
+    ("seed=0,1,abc", "seed='abc' is not allowed: expected an integer"),  # every value of a sweep
+    ("num_gpus=0", "num_gpus=0 is not allowed: expected an integer >= 1"),
+    ("num_machines=two", "num_machines='two' is not allowed: expected an integer >= 1"),
+    ("machine_rank=-1", "machine_rank=-1 is not allowed: expected null or an integer >= 0"),
+    ("act=gelu", "act='gelu' is not allowed: expected null (the norm's own activation) or one of 'relu', 'tlu'"),
+    ("lr_scale=-1", "lr_scale=-1 is not allowed: expected a finite number > 0"),
+    ("ims_per_gpu=1,abc", "ims_per_gpu='abc' is not allowed: expected an integer >= 1"),
+    ("schedule.steps=[30,20]", "schedule.steps=[30, 20] is not allowed: expected increasing positive integers"),
+    ("schedule.max_iter=0", "schedule.max_iter=0 is not allowed: expected an integer >= 1"),
+    ("schedule.base_lr=fast", "schedule.base_lr='fast' is not allowed: expected a finite number > 0"),
+    ("schedule.momentum=1", "schedule.momentum=1 is not allowed: expected a number in [0, 1)"),
+    ("schedule.checkpoint_period=0", "schedule.checkpoint_period=0 is not allowed: expected an integer >= 1"),
+    ("norm.backbone=FRNN", "norm.backbone='FRNN' is not allowed: expected a norm string"),
+    ("model.device=gpu", "model.device='gpu' is not allowed: expected 'cpu', 'cuda' or 'cuda:N'"),
+    ("verbose=yes", "verbose='yes' is not allowed: expected true or false"),
+    ("opts=[TEST.DETECTIONS_PER_IMAGE]", "opts=['TEST.DETECTIONS_PER_IMAGE'] is not allowed: expected a list of "
+                                         "Detectron2 KEY, VALUE pairs"),
+])
+def test_bad_sweep_values_name_the_sweep_key_and_what_is_allowed(override, message):
+    from frn_det.engine.config_checks import ConfigError
+    from frn_det.sweep.job_checks import check_job, override_value_error
+
+    assert override_value_error([override], CONFIGS_DIR / "sweep").startswith(message)
+    if "," not in override.partition("=")[2] or override.startswith(("schedule.steps", "opts")):
+        # the job check sees the same value, whatever put it in the job (here: compose, as Hydra does)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_job(compose_job(override))
+
+
+def test_good_sweep_overrides_pass_the_value_check():
+    from frn_det.sweep.job_checks import check_job, override_value_error
+
+    ok = ["norm=bn,gn,frn", "ims_per_gpu=1,4", "lr_scale=0.5,1,2", "seed=range(0,3)", "act=TLU", "machine_rank=null",
+          "schedule=paper", "model=retinanet_r50_fpn", "num_gpus=8", "hydra.mode=RUN", "opts=[TEST.DETECTIONS_PER_IMAGE,50]"]
+    assert override_value_error(ok, CONFIGS_DIR / "sweep") is None
+    for name in ("tiny_cpu", "retinanet_r50_fpn", "tiny_mask_rcnn_cpu"):
+        for schedule in ("cpu_short", "paper", "scratch_9x"):
+            check_job(compose_job(f"model={name}", f"schedule={schedule}", "act=relu"))
+
+
+def test_every_sweep_key_has_a_rule():
+    """A new key of sweep.yaml or of a group entry needs its line in SWEEP_RULES."""
+    from frn_det.sweep.job_checks import SWEEP_RULES
+    from frn_det.sweep.override_check import known_keys
+
+    groups = {p.name for p in (CONFIGS_DIR / "sweep").iterdir() if p.is_dir()}
+    keys = {k for k in known_keys(CONFIGS_DIR / "sweep") if k not in groups}
+    missing = sorted(k for k in keys if k not in SWEEP_RULES)
+    assert missing == [] and len(keys) > 30
+
+
+def coco_paths(tmp_path):
+    train = write_coco(tmp_path / "train.json", 3)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "train_json_dir").mkdir()
+    return {"json": str(train), "images": str(tmp_path / "images"), "dir": str(tmp_path / "train_json_dir"),
+            "missing": str(tmp_path / "nope.json")}
+
+
+@pytest.mark.parametrize("split,json_key,images_key,problem", [
+    ("train", "dir", "images", "annotation file {dir} is a folder, not a file (set by dataset.train_json); "
+                               "expected a readable COCO instances json file"),
+    ("train", "json", "json", "image folder {json} is a file, not a folder (set by dataset.train_images); "
+                              "expected a readable folder holding the json's images"),
+    ("test", "missing", "images", "annotation file {missing} does not exist (set by dataset.test_json); "
+                                  "expected a readable COCO instances json file"),
+    ("tune", "dir", "images", "annotation file {dir} is a folder, not a file (set by dataset.tune_json); "
+                              "expected a readable COCO instances json file"),
+])
+def test_coco_json_dataset_paths_name_the_dataset_key_path_and_what_is_expected(tmp_path, split, json_key, images_key,
+                                                                                problem):
+    from frn_det.data import DatasetPathError
+    from frn_det.sweep.job_checks import check_job, override_value_error
+
+    p = coco_paths(tmp_path)
+    paths = {f"dataset.{s}_{kind}": p["json"] if kind == "json" else p["images"] for s in ("train", "test")
+             for kind in ("json", "images")}
+    paths[f"dataset.{split}_json"], paths[f"dataset.{split}_images"] = p[json_key], p[images_key]
+    overrides = ["dataset=coco_json", "dataset.name=mine"] + [f"{k}={v}" for k, v in paths.items()]
+    expected = f"Dataset 'mine_{split}': " + problem.format(**p)
+    assert override_value_error(overrides, CONFIGS_DIR / "sweep") == expected
+    with pytest.raises(DatasetPathError) as err:
+        check_job(compose_job(*overrides))
+    assert str(err.value) == expected
+
+
+def test_coco_json_dataset_without_its_paths_names_the_missing_key(tmp_path):
+    from frn_det.sweep.job_checks import override_value_error
+
+    p = coco_paths(tmp_path)
+    message = override_value_error(["dataset=coco_json", f"dataset.train_json={p['json']}",
+                                    f"dataset.train_images={p['images']}"], CONFIGS_DIR / "sweep")
+    assert message == "dataset.test_json is not set: expected a readable COCO instances json file"
+
+
+def test_custom_dataset_register_paths_are_checked(tmp_path):
+    from frn_det.sweep.job_checks import override_value_error
+
+    p = coco_paths(tmp_path)
+    message = override_value_error(["dataset=custom", "dataset.num_classes=3", "dataset.train=[a]", "dataset.test=[a]",
+                                    f"dataset.register=[[a,{p['json']},{p['images']}],[b,{p['dir']},{p['images']}]]"],
+                                   CONFIGS_DIR / "sweep")
+    assert message == (f"Dataset 'b': annotation file {p['dir']} is a folder, not a file (set by dataset.register[1]); "
+                       "expected a readable COCO instances json file")
+
+
+def test_sweep_cli_stops_on_a_bad_value_before_any_job(tmp_path):
+    from conftest import run_tool
+
+    proc = run_tool("sweep.py", "seed=0,abc", f"output_dir={tmp_path}", check=False, timeout=120)
+    assert proc.returncode == 2
+    assert "error: seed='abc' is not allowed: expected an integer (< 0: a random seed)" in proc.stderr
+    assert "Type mismatch" not in proc.stderr and not any(tmp_path.iterdir())

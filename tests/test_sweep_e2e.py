@@ -111,20 +111,33 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert list((tmp_path / ".submitit").glob("*/*_log.out")), "the job did not run through submitit"
 
 
+def val_set_without_its_images(tmp_path: Path) -> str:
+    """A dataset=custom register entry whose json and folder exist (the sweep's path checks
+    pass) but whose image is missing: its run fails in its worker's dataset check."""
+    images = tmp_path / "no_images"
+    images.mkdir()
+    json_file = tmp_path / "instances.json"
+    json_file.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "gone.jpg", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "circle"}]}))
+    return f"dataset.register=[[missing_val,{json_file},{images}]]"
+
+
 def test_a_failed_run_fails_the_sweep_after_the_others_and_the_report(tmp_path):
     """Exit status policy: the other runs finish and the report is written, then exit 1.
     The report follows hydra.sweep.dir, not output_dir."""
     sweep_dir = tmp_path / "elsewhere"
     proc = run_tool("sweep.py", "-m", "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path / 'unused'}",
                     f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${dataset.test.0}",
-                    "dataset.register=[[missing_val,/nonexistent/instances.json,/nonexistent]]",
-                    "dataset.test=[frn_shapes_val],[missing_val]", *SHORT, check=False)
+                    val_set_without_its_images(tmp_path), "dataset.test=[frn_shapes_val],[missing_val]", *SHORT,
+                    check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-3000:]
     assert metrics(sweep_dir / "frn_shapes_val")["status"] == "finished"
     failed = metrics(sweep_dir / "missing_val")
     assert failed["status"] == "failed" and failed["AP"] is None
-    assert "/nonexistent/instances.json" in failed["status_detail"]
+    assert "gone.jpg" in failed["status_detail"]
     assert "1 run(s) failed" in log and "missing_val" in log
     results = json.loads((sweep_dir / "results.json").read_text())
     assert sorted(r["status"] for r in results) == ["failed", "finished"]
@@ -134,8 +147,7 @@ def test_a_failed_run_fails_the_sweep_after_the_others_and_the_report(tmp_path):
 def test_single_run_reports_in_its_own_hydra_run_dir(tmp_path):
     run_dir = tmp_path / "my_run"
     proc = run_tool("sweep.py", "hydra.mode=RUN", f"hydra.run.dir={run_dir}", f"output_dir={tmp_path / 'unused'}",
-                    "dataset.register=[[missing_val,/nonexistent/instances.json,/nonexistent]]",
-                    "dataset.test=[missing_val]", *SHORT, check=False)
+                    val_set_without_its_images(tmp_path), "dataset.test=[missing_val]", *SHORT, check=False)
     assert proc.returncode == 1
     assert metrics(run_dir)["status"] == "failed"
     assert "failed" in (run_dir / "results.md").read_text()

@@ -1,5 +1,6 @@
 from .datasets import (
     BUILTIN_SHAPES,
+    check_register_coco,
     check_num_classes,
     model_num_classes,
     prepare_datasets,
@@ -9,7 +10,11 @@ from .datasets import (
 )
 from .image_check import ImageCheckError, check_images
 from .validate import (
+    ANNOTATION_FILE,
+    IMAGE_FOLDER,
     INVALID_BOXES_CHOICES,
+    DatasetPathError,
+    check_dataset_path,
     MISSING_EVAL_FIELDS_CHOICES,
     ValidationReport,
     load_validated_coco,

@@ -17,8 +17,11 @@ from detectron2.data.datasets import load_coco_json
 
 from .synthetic import SHAPES_CATEGORIES, ShapesSpec, dataset_paths, dataset_root, ensure_shapes_dataset
 from .validate import (
+    ANNOTATION_FILE,
+    IMAGE_FOLDER,
+    PathKind,
     check_dataset_images,
-    check_exists,
+    check_dataset_path,
     check_masks_for_mask_model,
     check_invalid_boxes_setting,
     check_missing_eval_fields_setting,
@@ -62,21 +65,38 @@ _REGISTERED = {}
 _FILTERED = set()
 
 
-def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxes: str = "drop",
-                           missing_eval_fields: str = "fill") -> None:
-    """Register (name, json_file, image_root) triples from DATASETS.REGISTER_COCO.
+REGISTER_KEY = "DATASETS.REGISTER_COCO"
+# The paths of datasets in other formats than COCO instances (e.g. LVIS), by metadata attribute.
+OTHER_FORMAT_PATHS = (PathKind("json_file", "a readable file", folder=False),
+                      PathKind("image_root", "a readable folder", folder=True))
 
-    Their loader validates the files and drops invalid boxes (or raises, per
-    `invalid_boxes`), so training only sees valid boxes; it reads the fixed copy of the
-    json where fields were filled (`missing_eval_fields`).
+
+def check_register_coco(triples: Iterable[Tuple[str, str, str]], key: str = REGISTER_KEY) -> None:
+    """Each (name, json_file, image_root) triple has a name, a readable json file and a
+    readable image folder (DatasetPathError naming the dataset, `key` and the path)."""
+    for triple in triples:
+        if len(triple) != 3 or not isinstance(triple[0], str) or not triple[0]:
+            raise ValueError(f"{key} entries must be (name, json_file, image_root), got {triple!r}")
+        name, json_file, image_root = triple
+        check_dataset_path(name, json_file, ANNOTATION_FILE, key)
+        check_dataset_path(name, image_root, IMAGE_FOLDER, key)
+
+
+def register_coco_datasets(triples: Iterable[Tuple[str, str, str]], invalid_boxes: str = "drop",
+                           missing_eval_fields: str = "fill", key: str = REGISTER_KEY) -> None:
+    """Register (name, json_file, image_root) triples from DATASETS.REGISTER_COCO (`key`:
+    the config key they came from, for the messages).
+
+    Each json must be a readable file and each image root a readable folder
+    (check_register_coco). Their loader validates the files and drops invalid boxes (or
+    raises, per `invalid_boxes`), so training only sees valid boxes; it reads the fixed
+    copy of the json where fields were filled (`missing_eval_fields`).
     """
     check_invalid_boxes_setting(invalid_boxes)
     check_missing_eval_fields_setting(missing_eval_fields)
+    triples = [tuple(t) for t in triples]
+    check_register_coco(triples, key)
     for triple in triples:
-        if len(triple) != 3:
-            raise ValueError(
-                f"DATASETS.REGISTER_COCO entries must be (name, json_file, image_root), got {triple!r}"
-            )
         name, json_file, image_root = triple
         args = (json_file, image_root, invalid_boxes, missing_eval_fields)
         if name in DatasetCatalog.list():
@@ -172,7 +192,7 @@ def _check_images_setting(value) -> bool:
     return value
 
 
-def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
+def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: str = REGISTER_KEY) -> None:
     """Register the config's extra datasets, generate built-in ones and validate the rest.
 
     Runs before any training so that a missing file, a bad annotation, too many
@@ -184,7 +204,7 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
     invalid_boxes = check_invalid_boxes_setting(cfg.DATASETS.INVALID_BOXES)
     missing_eval_fields = check_missing_eval_fields_setting(cfg.DATASETS.get("MISSING_EVAL_FIELDS", "fill"))
     check_images = _check_images_setting(cfg.DATASETS.get("CHECK_IMAGES", True))
-    register_coco_datasets(cfg.DATASETS.REGISTER_COCO, invalid_boxes, missing_eval_fields)
+    register_coco_datasets(cfg.DATASETS.REGISTER_COCO, invalid_boxes, missing_eval_fields, register_key)
     names = list(names if names is not None else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     reports = []
     classes = {}  # dataset -> category names in id order
@@ -221,10 +241,10 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
         thing_classes = getattr(meta, "thing_classes", None)
         if thing_classes:
             check_num_classes(cfg, name, getattr(meta, "json_file", "(no json)"), len(thing_classes))
-        for attr in ("json_file", "image_root"):  # other formats: at least the files must exist
-            path = getattr(meta, attr, None)
+        for kind in OTHER_FORMAT_PATHS:  # other formats: at least the files must be there
+            path = getattr(meta, kind.label, None)
             if path is not None:
-                check_exists(name, attr, path)
+                check_dataset_path(name, path, kind)
     _warn_if_categories_differ(classes, list(cfg.DATASETS.TRAIN))
     if check_images:
         for report in reports:
@@ -234,14 +254,14 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None) -> None:
 register_builtin_shapes()
 
 
-def prepare_datasets_distributed(cfg) -> None:
+def prepare_datasets_distributed(cfg, register_key: str = REGISTER_KEY) -> None:
     """prepare_datasets in every worker, local rank 0 first: the first (uncached) image
     check runs once per machine and the other ranks then read its cache."""
     from detectron2.utils import comm
 
     first = comm.get_local_rank() == 0
     if first:
-        prepare_datasets(cfg)
+        prepare_datasets(cfg, register_key=register_key)
     comm.synchronize()
     if not first:
-        prepare_datasets(cfg)
+        prepare_datasets(cfg, register_key=register_key)

@@ -31,10 +31,11 @@ import json
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from ..utils.paths import cache_dir
 
@@ -123,19 +124,70 @@ def check_missing_eval_fields_setting(value: str) -> str:
     return value
 
 
-def check_exists(name: str, what: str, path: str) -> None:
-    """FileNotFoundError naming the path and where Detectron2 expects COCO 2017."""
-    if os.path.exists(path):
+class DatasetPathError(FileNotFoundError):
+    """A dataset path that is missing, a folder where a file is expected (or the reverse),
+    or unreadable; the message names the dataset, the key, the path and what is expected."""
+
+
+class PathKind(NamedTuple):
+    """What a dataset path must be, in the words of the error messages."""
+
+    label: str
+    expected: str
+    folder: bool
+
+
+ANNOTATION_FILE = PathKind("annotation file", "a readable COCO instances json file", folder=False)
+IMAGE_FOLDER = PathKind("image folder", "a readable folder holding the json's images", folder=True)
+
+
+def path_problem(path: str, folder: bool) -> Optional[str]:
+    """Why `path` is not a readable file (folder=False) or folder, in words; None when it is."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except OSError as e:  # e.g. a symlink loop, a folder on the way without permission
+        return f"cannot be read ({e.strerror})"
+    if folder != stat.S_ISDIR(st.st_mode):
+        return "is a file, not a folder" if folder else "is a folder, not a file"
+    try:
+        if folder:
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    return None
+
+
+def check_dataset_path(name: str, path, kind: PathKind = ANNOTATION_FILE, key: Optional[str] = None) -> None:
+    """DatasetPathError unless `path` is what `kind` (ANNOTATION_FILE, IMAGE_FOLDER) expects.
+    `key`: the config key that set the path (None: a dataset registered by Detectron2 or
+    another library; the message then says where Detectron2 reads COCO 2017 from)."""
+    what, expected, folder = kind
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise DatasetPathError(f"Dataset {name!r}: {what} {path!r}{_set_by(key)} is not a path; expected {expected}")
+    problem = path_problem(str(path), folder)
+    if problem is None:
         return
-    root = os.environ.get("DETECTRON2_DATASETS")
-    raise FileNotFoundError(
-        f"Dataset {name!r}: {what} {path} does not exist. Detectron2's COCO datasets are read from "
-        "$DETECTRON2_DATASETS/coco/annotations/instances_train2017.json with images in "
-        "$DETECTRON2_DATASETS/coco/train2017/ (val2017 likewise); DETECTRON2_DATASETS is "
-        + (f"{root!r}" if root else "not set, so 'datasets' relative to the working directory is used")
-        + ". Register other COCO-format files with "
-        "DATASETS.REGISTER_COCO \"[('name', 'instances.json', 'images/')]\"."
-    )
+    message = f"Dataset {name!r}: {what} {path} {problem}{_set_by(key)}; expected {expected}"
+    if key is None and problem == "does not exist":
+        root = os.environ.get("DETECTRON2_DATASETS")
+        message += (
+            ". Detectron2's COCO datasets are read from "
+            "$DETECTRON2_DATASETS/coco/annotations/instances_train2017.json with images in "
+            "$DETECTRON2_DATASETS/coco/train2017/ (val2017 likewise); DETECTRON2_DATASETS is "
+            + (f"{root!r}" if root else "not set, so 'datasets' relative to the working directory is used")
+            + ". Register other COCO-format files with "
+            "DATASETS.REGISTER_COCO \"[('name', 'instances.json', 'images/')]\"."
+        )
+    raise DatasetPathError(message)
+
+
+def _set_by(key: Optional[str]) -> str:
+    return f" (set by {key})" if key else ""
 
 
 def box_problem(bbox, width, height) -> Optional[str]:
@@ -499,8 +551,8 @@ def validate_coco_json(json_file: str, image_root: str, name: str, invalid_boxes
     check_invalid_boxes_setting(invalid_boxes)
     check_missing_eval_fields_setting(missing_eval_fields)
     json_file, image_root = str(json_file), str(image_root)
-    check_exists(name, "annotation file", json_file)
-    check_exists(name, "image folder", image_root)
+    check_dataset_path(name, json_file, ANNOTATION_FILE)
+    check_dataset_path(name, image_root, IMAGE_FOLDER)
     st = os.stat(json_file)
     key = (os.path.abspath(json_file), st.st_mtime_ns, st.st_size, os.path.abspath(image_root), name)
     if key not in _CACHE:

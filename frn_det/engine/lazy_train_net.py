@@ -17,6 +17,9 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
 - without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
   DDP over CPU (GLOO) workers works;
 - `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend;
+- overrides of keys the config does not have are errors with the nearest keys, and the
+  values get the YAML path's checks (config_checks.check_config: batch, lr, iterations,
+  steps, sizes, classes, norms, ...), before anything is built;
 - a config whose model and data disagree on masks fails before anything is built
   (check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
   evaluation needs a mask head);
@@ -44,8 +47,10 @@ from detectron2.utils import comm
 from fvcore.nn.precise_bn import get_bn_modules
 from omegaconf import OmegaConf
 
+from ..data import check_register_coco
 from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
+from .config_checks import check_config, check_lazy_overrides
 from .preemption import PreemptionHook
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
@@ -56,11 +61,13 @@ __all__ = ["coco_evaluator", "load_config", "check_masks", "prepare_lazy_dataset
 
 
 def load_config(config_file: str, opts=()):
-    """LazyConfig.load + apply_overrides (Hydra grammar), check_masks, and a CPU fallback
-    for train.device=cuda* without CUDA."""
+    """LazyConfig.load + apply_overrides (Hydra grammar; an override of an unknown key is a
+    ConfigError with the nearest keys), check_masks, and a CPU fallback for
+    train.device=cuda* without CUDA. The values are checked by check_config."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"LazyConfig {config_file!r} not found")
     cfg = LazyConfig.load(config_file)
+    check_lazy_overrides(cfg, list(opts))
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     check_masks(cfg)
     device = OmegaConf.select(cfg, "train.device", default=None)
@@ -116,6 +123,14 @@ def _num_classes(cfg):
     return None, None
 
 
+REGISTER_KEY = "dataloader.prepare.register_coco"
+
+
+def _register_coco(cfg) -> list:
+    """The (name, json_file, image_root) triples of dataloader.prepare.register_coco."""
+    return [tuple(t) for t in OmegaConf.select(cfg, REGISTER_KEY, default=None) or []]
+
+
 def prepare_lazy_datasets(cfg) -> list:
     """frn_det.data.prepare_datasets for a LazyConfig: registers dataloader.prepare
     .register_coco, generates the built-in set and validates (json, boxes, evaluation
@@ -134,7 +149,7 @@ def prepare_lazy_datasets(cfg) -> list:
     prep = OmegaConf.select(cfg, "dataloader.prepare", default=None) or {}
     shim = add_frn_config(get_cfg())
     shim.DATASETS.TRAIN, shim.DATASETS.TEST = tuple(train), tuple(test)
-    shim.DATASETS.REGISTER_COCO = [tuple(t) for t in prep.get("register_coco", [])]
+    shim.DATASETS.REGISTER_COCO = _register_coco(cfg)
     shim.DATASETS.INVALID_BOXES = prep.get("invalid_boxes", "drop")
     shim.DATASETS.MISSING_EVAL_FIELDS = prep.get("missing_eval_fields", "fill")
     shim.DATASETS.CHECK_IMAGES = bool(prep.get("check_images", True))
@@ -149,7 +164,7 @@ def prepare_lazy_datasets(cfg) -> list:
     else:  # a model without a class count frn-det knows where to find: no class check
         shim.MODEL.META_ARCHITECTURE = "RetinaNet"
         shim.MODEL.RETINANET.NUM_CLASSES = 1 << 30
-    prepare_datasets_distributed(shim)
+    prepare_datasets_distributed(shim, register_key=REGISTER_KEY)
     return train + test
 
 
@@ -225,6 +240,7 @@ def do_train(args, cfg):
 
 def main(args):
     cfg = load_config(args.config_file, args.opts)
+    check_config(cfg, comm.get_world_size())
     default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir
     prepare_lazy_datasets(cfg)
     if args.eval_only:
@@ -257,8 +273,10 @@ def _plain(obj):
 def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    # A broken config fails here, once, before any worker process starts.
-    load_config(args.config_file, args.opts)
+    # A broken config fails here, once, before any worker process starts or any folder is made.
+    cfg = load_config(args.config_file, args.opts)
+    check_config(cfg, args.num_gpus * args.num_machines)
+    check_register_coco(_register_coco(cfg), REGISTER_KEY)
     return launch(
         main,
         args.num_gpus,

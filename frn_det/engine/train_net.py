@@ -16,7 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_frn_config
-from ..data import prepare_datasets_distributed
+from ..data import check_register_coco, prepare_datasets_distributed
 from ..utils.paths import CONFIGS_DIR
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
@@ -98,8 +98,10 @@ def run(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
-    # Bad configs fail here, once, before any worker process starts.
-    check_config(build_config(args.config_file, args.opts), args.num_gpus * args.num_machines)
+    # Bad configs fail here, once, before any worker process starts or any folder is made.
+    cfg = build_config(args.config_file, args.opts)
+    check_config(cfg, args.num_gpus * args.num_machines)
+    check_register_coco(cfg.DATASETS.REGISTER_COCO)
     return launch(
         main,
         args.num_gpus,

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import callbacks
 from ..utils.paths import CONFIGS_DIR
 from .d2config import run_name
+from .job_checks import override_value_error
 from .override_check import unknown_override_error
 from .parallel import local_jobs
 from .runner import run_job
@@ -37,7 +38,9 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
-    error = unknown_override_error(overrides, CONFIGS_DIR / "sweep")
+    # Unknown keys and bad values stop the sweep here, before Hydra starts any job.
+    config_dir = CONFIGS_DIR / "sweep"
+    error = unknown_override_error(overrides, config_dir) or override_value_error(overrides, config_dir)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -65,6 +65,11 @@ def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
     return f"{name}_seed{seed}"
 
 
+def split_dataset_name(dataset_name: str, split: str) -> str:
+    """The registered name of a split of a dataset given by paths (dataset=coco_json)."""
+    return f"{dataset_name}_{split}"
+
+
 def tune_datasets(job: DictConfig) -> tuple:
     return tuple(dataset_spec(job)["tune"])
 
@@ -102,7 +107,7 @@ def dataset_spec(job: DictConfig) -> dict:
     spec = {"register": [], "train": [], "test": [], "tune": []}
     for split, (json_file, images) in splits.items():
         if json_file:
-            name = f"{d.name}_{split}"
+            name = split_dataset_name(d.name, split)
             spec["register"].append((name, str(json_file), str(images)))
             spec[split].append(name)
     found = _category_count(str(d.train_json), "dataset.train_json")
@@ -134,9 +139,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
     sched = schedule_from(job)
     data = dataset_spec(job)
     act = job.get("act")
-    amp = job.get("amp", False)
-    if not isinstance(amp, bool):
-        raise ValueError(f"amp={amp!r} is not allowed: expected true or false (mixed precision, CUDA only)")
+    amp = job.get("amp", False)  # checked with the other sweep keys (job_checks.py)
     config_file = model_config_file(job)
     head_norm_keys, classes_key = head_keys(config_file)
     opts = [

@@ -28,6 +28,7 @@ from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
 from .fresh_process import TrainingProcessError, run_in_fresh_process
+from .job_checks import check_job
 from .lock import RunLock
 from .machine import machine_record
 from .parallel import threads_per_worker
@@ -77,6 +78,7 @@ def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
+    check_job(job)  # the sweep's keys, in its words, before Detectron2 sees their values
     cfg, sched = build_detectron2_config(job, run_dir)
     check_config(cfg, sched.num_workers)
     digest = config_hash(cfg)
