@@ -97,6 +97,10 @@ stage_install() {
         echo "dry run: not installing; $("$PY" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)')"
     else
         bash .gpu-kit/install.sh || return 1
+        # the sweep's default launcher (joblib is on the machine; the kit carries the plugin's wheel)
+        "$PY" -c "import hydra_plugins.hydra_joblib_launcher" 2>/dev/null \
+            || PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install -q --no-index --no-deps .gpu-kit/wheels/hydra_joblib_launcher-*.whl \
+            || return 1
     fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
     "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" || true
@@ -150,7 +154,7 @@ stage_sweep() {
     local dir="$WORK/sweep_${DEV}"
     rm -rf "$dir"
     local rc=0
-    "$PY" tools/sweep.py model=tiny_cpu model.device="$DEV" norm=bn,gn,frn ims_per_gpu=2,8 \
+    "$PY" tools/sweep.py model=tiny_cpu model.device="$DEV" norm=bn,gn,frn ims_per_gpu=2,8 seed=0 \
         "${SWEEP_SCHEDULE[@]}" output_dir="$dir" || rc=$?
     sweep_report "$dir"
     return $rc
@@ -165,7 +169,7 @@ stage_amp() {
     rm -rf "$dir"
     norms="$(cd configs/sweep/norm && ls *.yaml | sed 's/\.yaml$//' | paste -sd, -)"
     echo "every norm entry with amp=true: $norms"
-    "$PY" tools/sweep.py model=tiny_cpu model.device=cuda amp=true norm="$norms" ims_per_gpu=2 \
+    "$PY" tools/sweep.py model=tiny_cpu model.device=cuda amp=true norm="$norms" ims_per_gpu=2 seed=0 \
         schedule.max_iter=5 schedule.steps=[4] schedule.warmup_iters=1 output_dir="$dir" || rc=$?
     sweep_report "$dir"
     echo
