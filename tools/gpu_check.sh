@@ -79,8 +79,10 @@ if [[ "$DRY" == 1 ]]; then
     SWEEP_SCHEDULE=(schedule.max_iter=2 schedule.steps=[1] schedule.warmup_iters=1)
 else
     DEV=cuda
-    FRN_ARGS=(--shapes all --batch 1 2 4 8 16 --dtype float32 bfloat16 float16 --repeats 5 --warmup 2
-              --min-seconds 0.02 --cuda-graphs)
+    # no --cuda-graphs: on torch 2.11 a capture left the CUDA generator unusable for the next
+    # shape's torch.randn ("Offset increment outside graph capture"), measured on the H200
+    FRN_ARGS=(--shapes all --batch 1 4 16 --dtype float32 bfloat16 float16 --repeats 5 --warmup 2
+              --min-seconds 0.02)
     FRN_ALL_ARGS=(--shapes all --batch 2 8 --dtype float32 bfloat16 --repeats 5 --warmup 2 --min-seconds 0.02)
     MODEL_ARGS=(--model r50 mask_rcnn_r50 --size 800 --batch 2 8 --precision fp32 amp --rounds 3)
     # 100 iterations at the reference batch 8: 400 at 2 images per GPU, 100 at 8
