@@ -11,6 +11,7 @@ import re
 from typing import Iterable, List
 
 from ..layers import NORM_KEYS, check_norm_config, parse_norm
+from .trackers import check_loggers
 
 logger = logging.getLogger("frn_det")
 
@@ -121,6 +122,11 @@ def check_config(cfg, world_size: int) -> None:
     """All checks, including those that need the number of workers, before anything is built."""
     check_values(cfg)
     check_norm_config(cfg)  # the norm strings and their option keys, with the choices
+    if "TRACKING" in cfg:
+        try:
+            check_loggers(cfg.TRACKING.LOGGERS)  # names, and the chosen trackers' libraries installed
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if not _is_int(world_size) or world_size < 1:
         raise ConfigError(f"the number of workers must be an integer >= 1, got {world_size!r}")
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
