@@ -33,6 +33,11 @@ def main() -> None:
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if any(o.replace(" ", "").lower() == "plan=true" for o in overrides):  # the grid and its cost; nothing trained or submitted
+        from .plan import make_plan, render
+
+        print(render(make_plan(overrides)))
+        return
     run()
     if callbacks.FAILED_RUNS:
         log = logging.getLogger("frn_det")
