@@ -7,6 +7,7 @@ from ..utils.atomic import write_atomic, write_text_atomic
 from .comparisons import comparisons_json, fixed_lr_runs, setting_intervals
 from .curves import has_training_logs, plot_training_curves
 from .intervals import attach_samples, setting_interval
+from .latex import runs_to_latex
 from .load import ReportError, has_masks, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references
@@ -27,8 +28,8 @@ def _with_interval(run: dict, samples, prefix: str = "") -> dict:
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
                  references: Optional[Path] = None) -> Dict[str, Path]:
-    """Write results.json/.csv/.md, comparisons.json and the plots; return {"json"|"csv"|"md"|"png"|
-    "comparisons"|"curves": path} ("curves" only when some run has a training log).
+    """Write results.json/.csv/.md/.tex, comparisons.json and the plots; return {"json"|"csv"|"md"|"tex"|
+    "png"|"comparisons"|"curves": path} ("curves" only when some run has a training log).
 
     ``out_dir`` defaults to the first sweep dir, so the report sits next to its runs.
     """
@@ -66,4 +67,5 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
                           samples=samples, curves_name=CURVES_NAME if has_curves else None,
                           mask_samples=mask_samples)
     paths["md"] = write_text_atomic(out_dir / "results.md", md)
+    paths["tex"] = write_text_atomic(out_dir / "results.tex", runs_to_latex(runs, samples, mask_samples))
     return paths
