@@ -25,9 +25,12 @@ OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
 @pytest.fixture(autouse=True)
-def wandb_offline(monkeypatch):
+def tracker_env(monkeypatch):
+    """W&B offline; and no MLflow URI in the environment: mlflow.set_tracking_uri (the
+    read-back) exports one, which the tools started later would inherit and log to."""
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
 
 
 def test_unknown_logger_and_missing_library_fail_before_training(monkeypatch):
@@ -82,14 +85,14 @@ def test_writer_and_result_on_wandb_and_mlflow_resume_the_same_runs(tmp_path):
     writer = TrackerWriter(opts, params)  # the resumed run
     _write_scalars(writer, [3, 4])
     writer.close()
-    record_result(opts, params, "diverged@4", box={"AP": 1.5, "AP50": None})
+    record_result(opts, params, "diverged@4", box={"AP": 1.5, "AP50": None, "APs": float("nan")})
     assert json.loads((run_dir / TRACKER_IDS_FILE).read_text()) == ids
 
     (run,) = mlflow_runs(tmp_path / "mlflow.db", "sweep_a")
     assert run.info.run_id == ids["mlflow"] and run.info.run_name == "frn_ims2_seed0"
     assert run.data.params == {"norm": "frn", "ims_per_gpu": "2", "lr": "0.02", "config_hash": "abc"}
     assert run.data.tags["status"] == "diverged@4" and run.info.status == "FINISHED"
-    assert run.data.metrics["box/AP"] == 1.5 and "box/AP50" not in run.data.metrics
+    assert run.data.metrics["box/AP"] == 1.5 and "box/AP50" not in run.data.metrics and "box/APs" not in run.data.metrics
     assert mlflow_metric_history(tmp_path / "mlflow.db", ids["mlflow"], "total_loss") == [
         (0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0)]
 

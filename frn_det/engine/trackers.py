@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -86,12 +87,16 @@ def _require(module: str):
 
 
 def final_metrics(box: Optional[dict], mask: Optional[dict]) -> Dict[str, float]:
-    """The six COCO numbers of the box and mask evaluations as box/AP, ..., mask/APl."""
+    """The six COCO numbers of the box and mask evaluations as box/AP, ..., mask/APl.
+
+    As in metrics.json (runner._coco_metrics): all NaN means the model made no detection,
+    AP 0; a single NaN (an empty size range) is left out."""
     out = {}
     for prefix, metrics in (("box", box), ("mask", mask)):
-        for k in METRIC_KEYS:
-            if metrics and metrics.get(k) is not None:
-                out[f"{prefix}/{k}"] = float(metrics[k])
+        values = {k: float(metrics[k]) for k in METRIC_KEYS if metrics and metrics.get(k) is not None}
+        if values and all(math.isnan(v) for v in values.values()):
+            values = dict.fromkeys(values, 0.0)
+        out.update({f"{prefix}/{k}": v for k, v in values.items() if not math.isnan(v)})
     return out
 
 
