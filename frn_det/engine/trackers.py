@@ -136,7 +136,8 @@ class _Mlflow:
 
     def log(self, scalars: dict, step: int):
         now = int(time.time() * 1000)
-        self.client.log_batch(self.id, metrics=[self.entities.Metric(k, float(v), now, step) for k, v in scalars.items()])
+        metrics = [self.entities.Metric(k, float(v), now, step) for k, v in scalars.items()]
+        self.client.log_batch(self.id, metrics=metrics)
 
     def finish(self, metrics: dict, status: Optional[str]):
         if status is not None:
@@ -315,7 +316,8 @@ def record_sweep_result(cfg, world_size: int, record: dict) -> None:
     if not opts.remote:
         return
     try:
-        record_result(opts, yacs_params(cfg, world_size), status_label(record["status"], record.get("diverged_at_iter")),
-                      box={k: record.get(k) for k in METRIC_KEYS}, mask=record.get("segm"))
+        status = status_label(record["status"], record.get("diverged_at_iter"))
+        record_result(opts, yacs_params(cfg, world_size), status, box={k: record.get(k) for k in METRIC_KEYS},
+                      mask=record.get("segm"))
     except Exception:  # noqa: BLE001
         logging.getLogger("frn_det").exception("%s: could not record the result on %s", cfg.OUTPUT_DIR, opts.remote)

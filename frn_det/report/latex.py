@@ -111,7 +111,8 @@ def runs_to_latex(runs: Sequence[dict], samples: Optional[Dict[str, RunSamples]]
     lr = fixed_lr(runs)
     lines = [
         "% Written by frn-det's report (frn_det/report/latex.py) from the runs of results.md.",
-        "% \\input it in a document with \\usepackage{booktabs}." + (f" All runs at lr_scale {lr:g}." if lr != 1 else ""),
+        "% \\input it in a document with \\usepackage{booktabs}."
+        + (f" All runs at lr_scale {lr:g}." if lr != 1 else ""),
         "",
     ]
     lines += main_table(fixed, groups, setting_intervals(fixed, samples), "AP", "Box AP", "tab:box-ap")

@@ -129,7 +129,7 @@ def head_keys(config_file: str) -> tuple:
     return (RETINANET_HEAD_NORM_KEYS if retinanet else RCNN_HEAD_NORM_KEYS), classes_key
 
 
-def tracking_opts(job: DictConfig, sched: ScaledSchedule) -> list:
+def tracking_opts(job: DictConfig) -> list:
     """TRACKING.* from the sweep's `logger` group: the chosen loggers, the W&B project and
     the sweep (its output folder's name) as the W&B group and MLflow experiment."""
     loggers = OmegaConf.to_container(job.get("logger") or {"tensorboard": {}})
@@ -183,7 +183,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         # of this run's schedule (opts still override them).
         *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],
     ]
-    opts += tracking_opts(job, sched)
+    opts += tracking_opts(job)
     # merge_from_list literal_evals strings and takes other values as they are.
     opts += list(OmegaConf.to_container(job.opts))
     cfg = build_config(config_file, opts)
