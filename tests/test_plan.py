@@ -45,7 +45,7 @@ def test_reference_figures_scale_with_images_per_worker(tmp_path, table):
     assert [r.hours * 3600 for r in (bn1, bn4, frn1, frn4)] == pytest.approx([600, 600, 1800, 1800])
     assert all(r.state == "new" and r.source in ("bn figure", "any norm") for r in rows.values())
     text = render(rows.values())
-    assert "total: 1.3 GPU-hours" in text  # 4800 s
+    assert "total: 1.33 GPU-hours" in text  # 4800 s
     assert "longest job: frn_ims1_seed0, 0.5 hours on 1 workers" in text
 
 

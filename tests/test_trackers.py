@@ -150,3 +150,22 @@ def test_train_net_logs_its_result_to_mlflow(tmp_path):
     assert run.data.tags["status"] == "finished" and run.data.params["total_batch"] == "2"
     assert 0 <= run.data.metrics["box/AP"] <= 100 and "total_loss" in run.data.metrics
     assert not (out / "wandb").exists() and not list(out.glob("events.out.tfevents*"))  # only the chosen logger
+
+
+@pytest.mark.slow
+def test_lazyconfig_tool_logs_its_run_to_wandb_and_mlflow(tmp_path):
+    from test_lazyconfig import TINY_LAZY, small_val_set
+
+    out = tmp_path / "run"
+    run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, f"train.output_dir={out}",
+             f"dataloader.prepare.register_coco={small_val_set(tmp_path)}", "dataloader.test.dataset.names=small_val",
+             "train.max_iter=4", "dataloader.train.total_batch_size=2", "train.log_period=1",
+             "train.tracking.loggers=[wandb,mlflow]", "train.tracking.group=lazy", env=OFFLINE)
+    (run,) = mlflow_runs(tmp_path / "mlflow.db", "lazy")
+    assert run.data.tags["status"] == "finished" and run.data.params["total_batch"] == "2"
+    assert run.data.params["norm"] == "FRN" and "box/AP" in run.data.metrics
+    steps = [s for s, _ in mlflow_metric_history(tmp_path / "mlflow.db", run.info.run_id, "total_loss")]
+    assert steps == [0, 1, 2, 3]
+    (session, result) = wandb_offline_runs(out)
+    assert session["run_id"] == result["run_id"] and sorted(session["history"])[:4] == [0, 1, 2, 3]
+    assert result["summary"]["status"] == "finished" and result["summary"]["box/AP"] == run.data.metrics["box/AP"]

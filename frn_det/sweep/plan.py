@@ -166,7 +166,10 @@ def make_plan(cli_overrides: Sequence[str], table: Path = REFERENCE_TIMES) -> Li
 
 
 def _fmt_hours(h: Optional[float]) -> str:
-    return "?" if h is None else f"{h:,.1f}"
+    """Hours with three significant digits below 10 (a CPU job of minutes is not 0.0)."""
+    if h is None:
+        return "?"
+    return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
 
 
 def render(rows: Sequence[PlanRow]) -> str:
@@ -186,11 +189,11 @@ def render(rows: Sequence[PlanRow]) -> str:
     todo = [r for r in rows if r.remaining_iter]
     lines.append("")
     lines.append(f"{len(rows)} jobs: {len(todo)} to train, {len(rows) - len(todo)} done or skipped")
-    lines.append(f"total: {sum(r.gpu_hours for r in known):,.1f} GPU-hours "
-                 f"({sum(r.hours for r in known):,.1f} hours if the jobs ran one after another)")
+    lines.append(f"total: {_fmt_hours(sum(r.gpu_hours for r in known))} GPU-hours "
+                 f"({_fmt_hours(sum(r.hours for r in known))} hours if the jobs ran one after another)")
     if known and todo:
         longest = max(known, key=lambda r: r.hours)
-        lines.append(f"longest job: {longest.run}, {longest.hours:,.1f} hours on {longest.workers} workers")
+        lines.append(f"longest job: {longest.run}, {_fmt_hours(longest.hours)} hours on {longest.workers} workers")
     if unknown:
         lines.append(f"no s/iter figure for {len(unknown)} job(s), left out of the totals: {', '.join(unknown)}")
     sources = sorted({r.source for r in rows if r.source and r.remaining_iter})
