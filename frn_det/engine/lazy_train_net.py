@@ -47,7 +47,8 @@ from omegaconf import OmegaConf
 from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .preemption import PreemptionHook
-from .trackers import DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result, tracking_writers
+from .trackers import (DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result,
+                       tracking_writers)
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
 logger = logging.getLogger("frn_det")

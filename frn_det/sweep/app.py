@@ -33,7 +33,8 @@ def main() -> None:
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    if any(o.replace(" ", "").lower() == "plan=true" for o in overrides):  # the grid and its cost; nothing trained or submitted
+    # plan=true: the grid and its cost, nothing trained or submitted to a launcher.
+    if any(o.replace(" ", "").lower() == "plan=true" for o in overrides):
         from .plan import make_plan, render
 
         print(render(make_plan(overrides)))
