@@ -26,11 +26,15 @@ OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 @pytest.fixture(autouse=True)
 def tracker_env(monkeypatch):
-    """W&B offline; and no MLflow URI in the environment: mlflow.set_tracking_uri (the
-    read-back) exports one, which the tools started later would inherit and log to."""
+    """W&B offline, and nothing a test leaves in the environment for the tools started by
+    later tests: mlflow.set_tracking_uri (the read-back) exports MLFLOW_TRACKING_URI, and
+    an in-process wandb.init exports WANDB_SERVICE, its service process, which a tool
+    would then share (a killed tool's run would stay "in use" there)."""
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.setenv("WANDB_SERVICE", "")  # records "not set" to restore after the test
+    monkeypatch.delenv("WANDB_SERVICE")
 
 
 def test_unknown_logger_and_missing_library_fail_before_training(monkeypatch):
