@@ -91,6 +91,7 @@ def test_writer_and_result_on_wandb_and_mlflow_resume_the_same_runs(tmp_path):
     _write_scalars(writer, [3, 4])
     writer.close()
     record_result(opts, params, "diverged@4", box={"AP": 1.5, "AP50": None, "APs": float("nan")})
+    assert "WANDB_SERVICE" not in os.environ  # each session stopped the service it started
     assert json.loads((run_dir / TRACKER_IDS_FILE).read_text()) == ids
 
     (run,) = mlflow_runs(tmp_path / "mlflow.db", "sweep_a")

@@ -104,6 +104,11 @@ class _Wandb:
     def __init__(self, opts: TrackingOptions, name: str, run_id: Optional[str], params: dict):
         wandb = _require("wandb")
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_save_requirements=False)
+        # wandb.init starts a service process and exports WANDB_SERVICE to children; a session
+        # that started it also stops it (finish), so a later job's process, killed or not,
+        # never shares it (a killed job's run id would stay "in use" there).
+        self.owns_service = "WANDB_SERVICE" not in os.environ
+        self.wandb = wandb
         self.run = wandb.init(project=opts.project, group=opts.group or None, name=name, id=run_id, resume="allow",
                               dir=opts.output_dir, config=params if run_id is None else None, settings=settings)
         self.id = self.run.id
@@ -115,6 +120,9 @@ class _Wandb:
         if status is not None:
             self.run.summary.update({**metrics, "status": status})
         self.run.finish(exit_code=1 if status == "failed" else 0)
+        if self.owns_service:
+            self.wandb.teardown()
+            os.environ.pop("WANDB_SERVICE", None)
 
 
 class _Mlflow:
