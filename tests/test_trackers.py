@@ -139,8 +139,10 @@ def test_sweep_logs_to_both_trackers_and_a_killed_run_resumes_its_tracker_runs(t
     assert run.data.params["norm"] == "gn" and run.data.params["total_batch"] == "2"
     assert run.data.params["config_hash"] == metrics["config_hash"] and run.data.params["schedule"] == "cpu_short"
     assert run.data.metrics["box/AP"] == pytest.approx(metrics["AP"])
-    sessions = wandb_offline_runs(run_dir)
-    assert len(sessions) >= 2 and {s["run_id"] for s in sessions} == {ids["wandb"]}
+    sessions = wandb_offline_runs(run_dir)  # killed, resumed, result
+    assert {s["folder_id"] for s in sessions} == {ids["wandb"]}
+    recorded = [s for s in sessions if s["run_id"]]  # the killed session may have written no record
+    assert len(recorded) >= 2 and {s["run_id"] for s in recorded} == {ids["wandb"]}
     assert sessions[-1]["summary"]["box/AP"] == pytest.approx(metrics["AP"])
     assert sessions[-1]["summary"]["status"] == "finished"
 

@@ -31,13 +31,15 @@ def _chunks(data: bytes):
 
 
 def wandb_offline_runs(run_dir: Path) -> list:
-    """One dict per offline session of a run folder: run id, group, name, config, the
-    history rows (step -> values) and the summary."""
+    """One dict per offline session of a run folder: its folder's run id, the run id,
+    group and name of its run record, config, the history rows (step -> values) and the
+    summary. A session killed hard may have written no record yet (run_id None)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     sessions = []
     for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
-        s = {"run_id": None, "group": None, "name": None, "config": {}, "history": {}, "summary": {}}
+        s = {"folder_id": path.parent.name.rsplit("-", 1)[1], "run_id": None, "group": None, "name": None,
+             "config": {}, "history": {}, "summary": {}}
         for chunk in _chunks(path.read_bytes()):
             record = pb.Record()
             record.ParseFromString(chunk)
