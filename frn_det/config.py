@@ -1,5 +1,9 @@
-"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`."""
+"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`, and the
+config hash that identifies a run."""
+import hashlib
+
 from detectron2.config import CfgNode as CN
+
 
 
 def add_frn_config(cfg):
@@ -73,4 +77,26 @@ def add_frn_config(cfg):
     # cache folder that training and evaluation read, with one warning per dataset; or
     # stop with an "error" before training.
     cfg.DATASETS.MISSING_EVAL_FIELDS = "fill"
+
+    # Experiment trackers (frn_det/engine/trackers.py): any of "tensorboard", "wandb",
+    # "mlflow". A W&B project; the group is the W&B group and the MLflow experiment ("": the
+    # project); MLflow's tracking URI ("": $MLFLOW_TRACKING_URI, else sqlite:///<OUTPUT_DIR's
+    # parent>/mlflow.db). PARAMS: a JSON object of extra run parameters (the sweep's labels).
+    cfg.TRACKING = CN()
+    cfg.TRACKING.LOGGERS = ["tensorboard"]
+    cfg.TRACKING.PROJECT = "frn-det"
+    cfg.TRACKING.GROUP = ""
+    cfg.TRACKING.MLFLOW_URI = ""
+    cfg.TRACKING.PARAMS = ""
     return cfg
+
+
+def config_hash(cfg) -> str:
+    """Hash of everything that affects the result: the config without its output folder
+    and its trackers (so adding a logger neither changes nor restarts a run, and hashes
+    from before TRACKING existed stay the same)."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR = ""
+    c.pop("TRACKING", None)
+    return hashlib.sha256(c.dump().encode()).hexdigest()[:12]

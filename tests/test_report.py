@@ -159,7 +159,7 @@ def test_out_dir_and_default_location(sweep, tmp_path):
     assert {p.parent for p in paths.values()} == {sweep}
     out = tmp_path / "out" / "nested"
     paths = write_report([sweep], out_dir=out)
-    assert set(paths) == {"json", "csv", "md", "png", "comparisons"}
+    assert set(paths) == {"json", "csv", "md", "tex", "png", "comparisons"}
     assert all(p.parent == out and p.is_file() for p in paths.values())
     assert not list(out.glob(".*.tmp"))  # temp files were renamed into place
 

@@ -1,5 +1,6 @@
 """The report's intervals, paired differences, best-lr view and curves, on real COCO-format
 ground truth and detection files (no training)."""
+import zlib
 import json
 import math
 from pathlib import Path
@@ -47,7 +48,7 @@ def make_run(sweep: Path, gt: Path, anns: list, norm: str, ims: int, jitter: flo
     run_dir = sweep / name
     run_dir.mkdir(parents=True)
     dets = run_dir / "dets.json"
-    write_dets(dets, anns, jitter, seed=hash((norm, ims, seed, lr_scale)) % 1000)
+    write_dets(dets, anns, jitter, seed=zlib.crc32(repr((norm, ims, seed, lr_scale)).encode()) % 1000)  # the same in every process
     ap = PerImageEval.from_coco(str(gt), str(dets)).metrics()["AP"]
     record = {"run": name, "norm": norm, "ims_per_gpu": ims, "total_batch": ims, "seed": seed, "lr_scale": lr_scale,
               "status": "finished", "AP": ap, "test_dataset": "val",

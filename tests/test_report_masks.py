@@ -1,6 +1,7 @@
 """Mask AP from the sweep worker to the report, on real COCO-format files: ground truth with
 polygon masks, detections with RLE masks (as Detectron2's COCOEvaluator writes them), and
 metrics.json made by the worker's and the runner's own code (no training)."""
+import zlib
 import contextlib
 import csv
 import io
@@ -25,7 +26,7 @@ from frn_det.sweep.runner import _result_fields
 from frn_det.sweep.worker import evaluation_records
 
 N_IMAGES, SIZE = 40, 160
-DATASET = "frn_masks_test_val"  # registered once (Detectron2's metadata refuses a second json_file)
+DATASET = "frn_masks_test_val"
 
 
 def polygon_mask(polygon, size=SIZE) -> np.ndarray:
@@ -101,7 +102,7 @@ def make_run(sweep: Path, gt: Path, anns: list, norm: str, ims: int, shift: int,
     name = f"{norm}_ims{ims}_seed{seed}"
     run_dir = sweep / name
     dets = run_dir / "inference" / DATASET / DETECTIONS_FILE
-    write_dets(dets, anns, shift, box_jitter, seed=hash((norm, ims, seed)) % 1000)
+    write_dets(dets, anns, shift, box_jitter, seed=zlib.crc32(repr((norm, ims, seed)).encode()) % 1000)  # the same in every process
     results = {"bbox": cocoeval(gt, dets, "bbox")}
     if masks:
         results["segm"] = cocoeval(gt, dets, "segm")
@@ -122,6 +123,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_masks")
     gt = root / "gt.json"
     anns = write_gt(gt)
+    if DATASET in MetadataCatalog.list():  # test_report_latex.py makes its own copy of this fixture
+        MetadataCatalog.remove(DATASET)
     MetadataCatalog.get(DATASET).set(json_file=str(gt))
     return root, gt, anns
 

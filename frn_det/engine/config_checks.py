@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..layers import NORM_KEYS, check_norm_config, parse_norm
 from ..modeling.lazy import LAZY_NORM_KEYS
+from .trackers import check_loggers
 
 logger = logging.getLogger("frn_det")
 
@@ -227,6 +228,12 @@ def check_config(cfg, world_size: int) -> None:
     of workers, before anything is built."""
     check_values(cfg)
     norms = check_norms(cfg)
+    loggers = OmegaConf.select(cfg, "train.tracking.loggers") if is_lazy(cfg) else cfg.get("TRACKING", {}).get("LOGGERS")
+    if loggers:
+        try:
+            check_loggers(loggers)  # names, and the chosen trackers' libraries installed
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if not _is_int(world_size) or world_size < 1:
         raise ConfigError(f"the number of workers must be an integer >= 1, got {world_size!r}")
     batch = _first(cfg, "SOLVER.IMS_PER_BATCH")

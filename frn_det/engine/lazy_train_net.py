@@ -52,6 +52,8 @@ from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, check_lazy_overrides
 from .preemption import PreemptionHook
+from .trackers import (DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result,
+                       tracking_writers)
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
 logger = logging.getLogger("frn_det")
@@ -70,6 +72,7 @@ def load_config(config_file: str, opts=()):
     check_lazy_overrides(cfg, list(opts))
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     check_masks(cfg)
+    check_loggers(OmegaConf.select(cfg, "train.tracking.loggers", default=DEFAULT_LOGGERS), "train.tracking.loggers")
     device = OmegaConf.select(cfg, "train.device", default=None)
     if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("train.device=%s but CUDA is not available: running on CPU", device)
@@ -210,6 +213,7 @@ def do_train(args, cfg):
     checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.checkpointer = checkpointer  # PreemptionHook saves through trainer.checkpointer
     results = {}
+    tracking = TrackingOptions.from_lazy(cfg)  # train.tracking: loggers (tensorboard, wandb, mlflow)
 
     def test_and_keep():
         results.clear()
@@ -224,7 +228,9 @@ def do_train(args, cfg):
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, test_and_keep),
             hooks.PeriodicWriter(
-                default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+                default_writers(cfg.train.output_dir, cfg.train.max_iter)[:2]  # console, JSON
+                + tracking_writers(tracking, lazy_params(cfg, comm.get_world_size())),
+                period=cfg.train.log_period,
             )
             if comm.is_main_process()
             else None,
@@ -234,7 +240,9 @@ def do_train(args, cfg):
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # The checkpoint stores the iteration that just finished: start at the next one.
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    with recorded_result(tracking, lazy_params(cfg, comm.get_world_size()), lambda: trainer.iter) as outcome:
+        trainer.train(start_iter, cfg.train.max_iter)
+        outcome["results"] = dict(results)
     return dict(results)
 
 

@@ -21,6 +21,7 @@ from ..utils.paths import CONFIGS_DIR
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
 from .stock_switch import use_frn_builders
+from .trackers import TrackingOptions, recorded_result, yacs_params
 from .trainer import Trainer
 
 logger = logging.getLogger("frn_det")
@@ -91,7 +92,12 @@ def main(args):
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    tracking = TrackingOptions.from_yacs(cfg)
+    with recorded_result(tracking, yacs_params(cfg, comm.get_world_size()), lambda: trainer.iter) as outcome:
+        result = trainer.train()
+        # EvalHook keeps the results of the evaluation it runs after the last iteration.
+        outcome["results"] = getattr(trainer, "_last_eval_results", None)
+    return result
 
 
 def run(argv=None):

@@ -7,7 +7,7 @@ import os
 import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_writers
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -19,6 +19,7 @@ from ..modeling.lazy import build_lazy_model
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
 from .preemption import PreemptionHook
+from .trackers import TrackingOptions, tracking_writers, yacs_params
 
 
 class LoggedCOCOEvaluator(COCOEvaluator):
@@ -81,6 +82,11 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         return super().build_hooks() + [PreemptionHook()]
+
+    def build_writers(self):
+        """Detectron2's console and JSON writers, then the chosen trackers' (TRACKING.LOGGERS)."""
+        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)[:2] + tracking_writers(
+            TrackingOptions.from_yacs(self.cfg), yacs_params(self.cfg, comm.get_world_size()))
 
     @classmethod
     def build_model(cls, cfg):

@@ -7,6 +7,7 @@ from ..utils.atomic import write_atomic, write_text_atomic
 from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, results_json, sweep_results
 from .curves import has_training_logs, plot_training_curves
 from .intervals import setting_interval
+from .latex import runs_to_latex
 from .load import ReportError, has_masks, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references
@@ -28,8 +29,8 @@ def _with_interval(run: dict, samples, prefix: str = "") -> dict:
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
                  references: Optional[Path] = None, effect: float = DEFAULT_EFFECT) -> Dict[str, Path]:
-    """Write results.json/.csv/.md, comparisons.json and the plots; return {"json"|"csv"|"md"|"png"|
-    "comparisons"|"curves": path} ("curves" only when some run has a training log).
+    """Write results.json/.csv/.md/.tex, comparisons.json and the plots; return {"json"|"csv"|"md"|"tex"|
+    "png"|"comparisons"|"curves": path} ("curves" only when some run has a training log).
 
     ``out_dir`` defaults to the first sweep dir, so the report sits next to its runs.
     ``effect``: the difference (AP points) the power columns ask seeds for.
@@ -67,4 +68,5 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
     md = runs_to_markdown(runs, sweep_dirs, skipped=len(skipped), references=refs, plot_name=PLOT_NAME,
                           curves_name=CURVES_NAME if has_curves else None, results=results)
     paths["md"] = write_text_atomic(out_dir / "results.md", md)
+    paths["tex"] = write_text_atomic(out_dir / "results.tex", runs_to_latex(runs, results))
     return paths

@@ -44,6 +44,12 @@ def main() -> None:
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    # plan=true: the grid and its cost, nothing trained or submitted to a launcher.
+    if any(o.replace(" ", "").lower() == "plan=true" for o in overrides):
+        from .plan import make_plan, render
+
+        print(render(make_plan(overrides)))
+        return
     run()
     if callbacks.FAILED_RUNS:
         log = logging.getLogger("frn_det")

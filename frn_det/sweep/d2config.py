@@ -1,12 +1,12 @@
 """Hydra job config -> Detectron2 config (and its hash, which identifies a run)."""
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import config_hash  # noqa: F401  (the sweep's run identity; runner imports it from here)
 from ..data.datasets import model_num_classes
 from ..engine.train_net import build_config
 from ..layers import NORM_ACT_LAYERS
@@ -134,6 +134,26 @@ def head_keys(config_file: str) -> tuple:
     return (RETINANET_HEAD_NORM_KEYS if retinanet else RCNN_HEAD_NORM_KEYS), classes_key
 
 
+def tracking_opts(job: DictConfig) -> list:
+    """TRACKING.* from the sweep's `logger` group: the chosen loggers, the W&B project and
+    the sweep (its output folder's name) as the W&B group and MLflow experiment."""
+    loggers = OmegaConf.to_container(job.get("logger") or {"tensorboard": {}})
+    wandb, mlflow = loggers.get("wandb") or {}, loggers.get("mlflow") or {}
+    return [
+        "TRACKING.LOGGERS", list(loggers),
+        "TRACKING.PROJECT", wandb.get("project") or "frn-det",
+        "TRACKING.GROUP", Path(job.output_dir).name,
+        "TRACKING.MLFLOW_URI", mlflow.get("tracking_uri") or "",
+    ]
+
+
+def tracking_params(job: DictConfig, sched: ScaledSchedule) -> dict:
+    """The sweep's labels of a run, as its tracker runs show them."""
+    return {"norm": norm_label(job), "act": job.get("act"), "ims_per_gpu": sched.ims_per_gpu,
+            "total_batch": sched.total_batch, "lr": sched.lr, "lr_scale": sched.lr_scale, "seed": job.seed,
+            "model": job.model.name, "dataset": job.dataset.name, "schedule": job.schedule.name}
+
+
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
     sched = schedule_from(job)
@@ -170,17 +190,12 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         # of this run's schedule (opts still override them).
         *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],
     ]
+    opts += tracking_opts(job)
     # merge_from_list literal_evals strings and takes other values as they are.
     opts += list(OmegaConf.to_container(job.opts))
     cfg = build_config(config_file, opts)
     cfg.OUTPUT_DIR = str(output_dir)
+    cfg.TRACKING.PARAMS = json.dumps(tracking_params(job, sched))  # set here: a JSON string would be literal_eval'ed
     cfg.freeze()
     return cfg, sched
 
-
-def config_hash(cfg) -> str:
-    """Hash of everything that affects the result: the config without its output folder."""
-    c = cfg.clone()
-    c.defrost()
-    c.OUTPUT_DIR = ""
-    return hashlib.sha256(c.dump().encode()).hexdigest()[:12]

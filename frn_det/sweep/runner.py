@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from ..run_record import (DIVERGED, FAILED, FINISHED, METRIC_KEYS, METRICS_FILE, OUTCOME_FILE, PREEMPTED, RUNNING,
                           read_metrics)
 from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
+from ..engine.trackers import record_sweep_result
 from ..engine.train_net import check_config
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from .cluster import resolve_distributed
@@ -183,6 +184,7 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
         raise Preempted(fields["status_detail"])
     record.update(fields)
     write_json_atomic(run_dir / METRICS_FILE, record)
+    record_sweep_result(cfg, sched.num_workers, record)  # status and final AP on the chosen trackers
     log_event(run_dir, "end", status=record["status"], resumed_from_iter=record["resumed_from_iter"])
     logger.info("%s: %s %s", name, record["status"], {k: record.get(k) for k in ("AP", "AP50", "AP75")})
     return record

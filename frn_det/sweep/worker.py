@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from tqdm import tqdm
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..data import prepare_datasets_distributed
 from ..engine import Trainer
 from ..engine.preemption import Preempted
+from ..engine.trackers import TrackingOptions, tracking_writers, yacs_params
 from ..run_record import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
 from ..utils.atomic import write_json_atomic
 from .console import configure_worker_logging
@@ -44,7 +45,7 @@ class SweepTrainer(Trainer):
         return [
             CommonMetricPrinter(self.max_iter),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, TRAINING_LOG)),
-            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+            *tracking_writers(TrackingOptions.from_yacs(self.cfg), yacs_params(self.cfg, comm.get_world_size())),
         ]
 
 

@@ -13,4 +13,8 @@ train = dict(
     # in YAML; read by frn-det's tools/lazyconfig_train_net.py, not by Detectron2's)
     precise_bn=dict(enabled=False, num_iter=200),
     device="cuda",  # frn-det's tool falls back to the CPU without CUDA
+    # Experiment trackers (read by frn-det's tool; docs/tracking.md): any of "tensorboard",
+    # "wandb", "mlflow"; the W&B project, the W&B group / MLflow experiment ("": the project)
+    # and MLflow's tracking URI ("": $MLFLOW_TRACKING_URI, else sqlite:///<output_dir's parent>/mlflow.db).
+    tracking=dict(loggers=["tensorboard"], project="frn-det", group="", mlflow_uri=""),
 )
