@@ -399,8 +399,10 @@ def check_adapted(model, norm):
             assert parametrize.is_parametrized(layer, "weight")
         elif norm == "CBN":
             assert all(n._source == [layer] for n in holder.modules() if isinstance(n, CrossIterationBatchNorm2d))
-    if norm == "CBN":  # no CBN left unlinked
-        assert all(m._source for m in model.modules() if isinstance(m, CrossIterationBatchNorm2d))
+    if norm == "CBN":  # every CBN linked, to the layer right before it
+        for name, m in model.named_modules():
+            if isinstance(m, Conv2d) and isinstance(m.norm, CrossIterationBatchNorm2d):
+                assert m.norm._source == [m], name
     return n_norms
 
 

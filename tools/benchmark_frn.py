@@ -35,12 +35,23 @@ the Weight Standardization of one 3x3 conv weight of the layer's width: what GNW
 layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU)
 and their "reference" (op by op) and "timm" implementations.
 
+Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
+"EvalNorm+ReLU", "IN+ReLU", "MABN+ReLU" (its moving averages and renormalization in use),
+"WN bias+ReLU" (what WN puts in the norm slot). CBN needs the layer before it (its Taylor
+compensation differentiates that layer's output) and MABN / WN change that layer, so they
+are also timed with a 3x3 conv of the layer's width in front: "conv+BN+ReLU" (the
+baseline), "conv+CBN+ReLU" (window 4, full), "convWC+MABN+ReLU" (weight-centralized conv),
+"convWN+ReLU" (weight-normalized conv and its bias). For those the summary gives the
+norm's cost as "norm x BN+ReLU" = (t(conv+X) - t(conv+BN+ReLU) + t(BN+ReLU)) / t(BN+ReLU):
+what the norm costs over the conv, relative to BN+ReLU.
+
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
 dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run.
 
 Examples:
   python tools/benchmark_frn.py --quick
+  python tools/benchmark_frn.py --quick --threads 1 --norms round2 --shapes all
   python tools/benchmark_frn.py --shapes all --batch 1 2 4 --dtype float32 bfloat16
   python tools/benchmark_frn.py --device cuda --batch 8 16 --json frn_bench.json
 """
@@ -52,13 +63,23 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0, EvoNorm2dS0, standardize_weight  # noqa: E402
+from frn_det.layers.norms import (  # noqa: E402
+    MABN2d,
+    CrossIterationBatchNorm2d,
+    EvalNorm2d,
+    InstanceNorm2d,
+    WNBias2d,
+    centralize_layers,
+    link_cbn_layers,
+    weight_normalize_layers,
+)
 from frn_det.layers import cpu_ops as frn_cpp  # noqa: E402
 from frn_det.layers.frn import FilterResponseNorm2d, frn_fused  # noqa: E402
 from frn_det.layers.frn import triton_backend as frn_triton  # noqa: E402
@@ -66,7 +87,7 @@ from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
 BACKBONE_STAGES = [("stem", 64, 2), ("res2", 256, 4), ("res3", 512, 8), ("res4", 1024, 16), ("res5", 2048, 32)]
-BASELINES = {"BN+ReLU": "x_bn_relu", "GN+ReLU": "x_gn_relu"}  # impl -> ratio key
+BASELINES = {"BN+ReLU": "x_bn_relu", "GN+ReLU": "x_gn_relu", "conv+BN+ReLU": "x_conv_bn_relu"}  # impl -> ratio key
 IDEAL_TENSOR_PASSES = 5
 
 
@@ -147,9 +168,48 @@ def comparator_impls(channels: int) -> Dict[str, Union[nn.Module, str]]:
     return impls
 
 
-def build_impls(channels: int, device: torch.device, comparators: bool = True) -> Dict[str, Union[nn.Module, str]]:
-    """name -> module, or a string: why the implementation is skipped."""
-    impls: Dict[str, Union[nn.Module, str]] = {
+def _mabn_in_use(channels: int) -> MABN2d:
+    mabn = MABN2d(channels)
+    mabn.num_batches_tracked.fill_(10**6)  # past warm-up and renormalization start: SMA and r in use
+    return mabn
+
+
+def _conv_row(channels: int, norm: Optional[nn.Module], adapt=None) -> nn.Sequential:
+    """A 3x3 conv of the layer's width, the norm, ReLU; `adapt` applied as the builders do."""
+    row = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), norm, nn.ReLU())
+    if adapt is not None:
+        assert adapt([row]) == 1
+    return row
+
+
+def round2_impls(channels: int) -> Dict[str, nn.Module]:
+    """EvalNorm, IN, MABN, WN's bias (+ ReLU), and the conv rows (see the module docstring)."""
+    return {
+        "EvalNorm+ReLU": nn.Sequential(EvalNorm2d(channels), nn.ReLU()),
+        "IN+ReLU": nn.Sequential(InstanceNorm2d(channels), nn.ReLU()),
+        "MABN+ReLU": nn.Sequential(_mabn_in_use(channels), nn.ReLU()),
+        "WN bias+ReLU": nn.Sequential(WNBias2d(channels), nn.ReLU()),
+        "conv+BN+ReLU": _conv_row(channels, nn.BatchNorm2d(channels)),
+        "conv+CBN+ReLU": _conv_row(channels, CrossIterationBatchNorm2d(channels, buffer_size=4, burnin=0),
+                                   link_cbn_layers),
+        "convWC+MABN+ReLU": _conv_row(channels, _mabn_in_use(channels), centralize_layers),
+        "convWN+ReLU": _conv_row(channels, WNBias2d(channels), weight_normalize_layers),
+    }
+
+
+def build_impls(channels: int, device: torch.device, comparators: bool = True,
+                round2: bool = True) -> Dict[str, Union[nn.Module, str]]:
+    """name -> module, or a string: why the implementation is skipped. comparators=False:
+    without the first-round comparators (BRN, GNWS, EvoNorm, ...); round2=False: without the
+    round-two rows."""
+    if not comparators and round2:  # --norms round2
+        impls: Dict[str, Union[nn.Module, str]] = {
+            "BN+ReLU": nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()),
+            "GN+ReLU": nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU()),
+            **round2_impls(channels),
+        }
+        return {k: m.to(device) for k, m in impls.items()}
+    impls = {
         "FRN+TLU reference": FilterResponseNorm2d(channels, impl="reference"),
         "FRN+TLU fused (torch)": FRNBackend(channels, "torch"),
     }
@@ -175,6 +235,8 @@ def build_impls(channels: int, device: torch.device, comparators: bool = True) -
     impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
     if comparators:
         impls.update(comparator_impls(channels))
+    if comparators and round2:
+        impls.update(round2_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
 
 
@@ -215,11 +277,12 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True) -> List[dict]:
+def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True,
+                round2=True) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
-    impls = build_impls(c, device, comparators)
+    impls = build_impls(c, device, comparators, round2)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     fns, rows, notes = {}, {}, {}
@@ -261,6 +324,8 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
         row["ms"] = t * 1e3
         for base, key in BASELINES.items():
             row[key] = t / med[base] if base in med else float("nan")
+        if name.startswith("conv") and {"conv+BN+ReLU", "BN+ReLU"} <= set(med):
+            row["norm_x_bn_relu"] = (t - med["conv+BN+ReLU"] + med["BN+ReLU"]) / med["BN+ReLU"]
         row["eff_gbs"] = IDEAL_TENSOR_PASSES * nbytes / t / 1e9
         row["copy_gbs"] = copy_gbs
         out.append(row)
@@ -306,12 +371,26 @@ def print_summary(rows: List[dict]) -> None:
     for name, ratios in by_impl.items():
         gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
         print(f"{name:<22} {gm:>17.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
+    conv_rows: Dict[str, List[dict]] = {}
+    for r in rows:
+        if "norm_x_bn_relu" in r:
+            conv_rows.setdefault(r["impl"], []).append(r)
+    if conv_rows:
+        print(f"\n{'conv rows':<22} {'x conv+BN+ReLU':>14} {'norm x BN+ReLU':>15} {'min':>6} {'max':>6}"
+              "   (geomean; norm = (t - t(conv+BN+ReLU) + t(BN+ReLU)) / t(BN+ReLU), per shape:)")
+        for name, rs in conv_rows.items():
+            conv = math.exp(sum(math.log(r["x_conv_bn_relu"]) for r in rs) / len(rs))
+            norm = [r["norm_x_bn_relu"] for r in rs]
+            pos = [v for v in norm if v > 0]
+            gm = math.exp(sum(math.log(v) for v in pos) / len(pos)) if pos else float("nan")
+            print(f"{name:<22} {conv:>14.2f} {gm:>15.2f} {min(norm):>6.2f} {max(norm):>6.2f}   "
+                  + " ".join(f"{r['shape'].split()[0]}:{r['norm_x_bn_relu']:.2f}" for r in rs))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", choices=[1, 2, 4, 8, 16], default=None, help="default 1 2")
-    p.add_argument("--shapes", choices=["head", "backbone", "all"], default="head")
+    p.add_argument("--shapes", choices=["head", "backbone", "all"], default=None, help="default head")
     p.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=None, help="minimum timed rounds per shape (default 25, quick 9)")
@@ -322,9 +401,11 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=None, help="head image side (default 512 CPU, 1024 CUDA)")
     p.add_argument("--backbone-scale", type=float, default=None, help="of 800x1333 (default 0.25 CPU, 1.0 CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
-    p.add_argument("--quick", action="store_true", help="head shapes only, batch 1 and 2 unless --batch, fewer rounds")
-    p.add_argument("--norms", choices=["all", "frn"], default="all",
-                   help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only")
+    p.add_argument("--quick", action="store_true",
+                   help="head shapes unless --shapes, batch 1 and 2 unless --batch, fewer rounds")
+    p.add_argument("--norms", choices=["all", "frn", "round2"], default="all",
+                   help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only; "
+                        "round2: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only")
     p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
     args = p.parse_args(argv)
 
@@ -335,7 +416,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.shapes, args.batch = "head", args.batch or [1, 2]
+        args.shapes, args.batch = args.shapes or "head", args.batch or [1, 2]
         args.repeats = args.repeats or 9
         args.warmup = 3 if args.warmup is None else args.warmup
         args.min_seconds = 0.4 if args.min_seconds is None else args.min_seconds
@@ -345,6 +426,7 @@ def main(argv=None) -> None:
     repeats = args.repeats or 25
     image = args.image_size or (512 if cpu else 1024)
     scale = args.backbone_scale or (0.25 if cpu else 1.0)
+    args.shapes = args.shapes or "head"
     shapes = []
     if args.shapes in ("backbone", "all"):
         shapes += backbone_shapes(scale)
@@ -370,7 +452,7 @@ def main(argv=None) -> None:
         for label, c, h, w in shapes:
             for n in batches:
                 rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
-                                    comparators=args.norms == "all")
+                                    comparators=args.norms == "all", round2=args.norms in ("all", "round2"))
         print_table(rows, dtype_name, args.device)
         all_rows += rows
     print(

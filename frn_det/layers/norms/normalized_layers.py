@@ -29,6 +29,8 @@ def normalized_layers(roots: Iterable[nn.Module], norm_types: NormTypes) -> List
             if isinstance(module, nn.Sequential):
                 children = list(module)
                 for layer, follower in zip(children[:-1], children[1:]):
-                    if isinstance(layer, (nn.Conv2d, nn.Linear)) and _holds(follower, norm_types):
+                    # (a Detectron2 Conv2d holds its own norm; the next conv's norm is not this one's)
+                    if isinstance(layer, (nn.Conv2d, nn.Linear)) and getattr(layer, "norm", None) is None and \
+                            not isinstance(follower, (nn.Conv2d, nn.Linear)) and _holds(follower, norm_types):
                         pairs.setdefault(id(layer), (layer, follower))
     return list(pairs.values())
