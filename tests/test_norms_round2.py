@@ -593,3 +593,33 @@ def test_sweep_entries_and_scaled_schedules(norm, strings):
     assert cfg.MODEL.CBN.BURNIN_ITER == round(8 / 12 * sched.max_iter)
     assert cfg.MODEL.MABN.WARMUP_ITER == max(1, round(100 / 180000 * sched.max_iter))
     assert cfg.MODEL.MABN.RENORM_START_ITER == max(1, round(1000 / 180000 * sched.max_iter))
+
+
+@pytest.mark.parametrize("name,count,norms", [("cross_iteration_bn_readme", 8, {"syncbn", "gn", "cbn"}),
+                                              ("mabn_readme", 6, {"bn", "brn", "syncbn", "mabn"}),
+                                              ("mmdetection_gn_ws", 2, {"gnws"})])
+def test_published_references_load_with_their_protocol(name, count, norms):
+    from conftest import REPO
+
+    from frn_det.report.references import load_references
+
+    path = REPO / "configs" / "references" / f"{name}.yaml"
+    refs = load_references(path)
+    assert len(refs) == count and {r["norm"] for r in refs if "norm" in r} == norms
+    assert all(r.get("source") and r.get("total_batch") == 16 for r in refs)
+    assert "Protocol:" in path.read_text()
+    if name == "mabn_readme":
+        mabn = next(r for r in refs if r["label"].endswith("from scratch MABN"))
+        assert (mabn["AP"], mabn["mask_AP"], mabn["ims_per_gpu"]) == (36.50, 32.69, 2)
+
+
+@pytest.mark.parametrize("norm", NEW)
+def test_lazy_config_model_is_the_yaml_model(norm):
+    from test_lazyconfig import lazy_model, shapes
+
+    torch.manual_seed(0)
+    yaml_model = build_model(tiny_cfg(norm))
+    torch.manual_seed(0)
+    lazy = lazy_model(norm)
+    assert shapes(lazy) == shapes(yaml_model) and repr(lazy) == repr(yaml_model)  # adapted layers included
+    check_adapted(lazy, norm)
