@@ -41,9 +41,8 @@ Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
 compensation differentiates that layer's output) and MABN / WN change that layer, so they
 are also timed with a 3x3 conv of the layer's width in front: "conv+BN+ReLU" (the
 baseline), "conv+CBN+ReLU" (window 4, full), "convWC+MABN+ReLU" (weight-centralized conv),
-"convWN+ReLU" (weight-normalized conv and its bias). For those the summary gives the
-norm's cost as "norm x BN+ReLU" = (t(conv+X) - t(conv+BN+ReLU) + t(BN+ReLU)) / t(BN+ReLU):
-what the norm costs over the conv, relative to BN+ReLU.
+"convWN+ReLU" (weight-normalized conv and its bias); their summary is the ratio to
+conv+BN+ReLU (the conv's own time varies too much under load to subtract it).
 
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
@@ -324,8 +323,6 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
         row["ms"] = t * 1e3
         for base, key in BASELINES.items():
             row[key] = t / med[base] if base in med else float("nan")
-        if name.startswith("conv") and {"conv+BN+ReLU", "BN+ReLU"} <= set(med):
-            row["norm_x_bn_relu"] = (t - med["conv+BN+ReLU"] + med["BN+ReLU"]) / med["BN+ReLU"]
         row["eff_gbs"] = IDEAL_TENSOR_PASSES * nbytes / t / 1e9
         row["copy_gbs"] = copy_gbs
         out.append(row)
@@ -371,20 +368,15 @@ def print_summary(rows: List[dict]) -> None:
     for name, ratios in by_impl.items():
         gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
         print(f"{name:<22} {gm:>17.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
-    conv_rows: Dict[str, List[dict]] = {}
+    conv_rows: Dict[str, List[float]] = {}
     for r in rows:
-        if "norm_x_bn_relu" in r:
-            conv_rows.setdefault(r["impl"], []).append(r)
+        if r["impl"].startswith("conv") and "ms" in r and math.isfinite(r["x_conv_bn_relu"]):
+            conv_rows.setdefault(r["impl"], []).append(r["x_conv_bn_relu"])
     if conv_rows:
-        print(f"\n{'conv rows':<22} {'x conv+BN+ReLU':>14} {'norm x BN+ReLU':>15} {'min':>6} {'max':>6}"
-              "   (geomean; norm = (t - t(conv+BN+ReLU) + t(BN+ReLU)) / t(BN+ReLU), per shape:)")
-        for name, rs in conv_rows.items():
-            conv = math.exp(sum(math.log(r["x_conv_bn_relu"]) for r in rs) / len(rs))
-            norm = [r["norm_x_bn_relu"] for r in rs]
-            pos = [v for v in norm if v > 0]
-            gm = math.exp(sum(math.log(v) for v in pos) / len(pos)) if pos else float("nan")
-            print(f"{name:<22} {conv:>14.2f} {gm:>15.2f} {min(norm):>6.2f} {max(norm):>6.2f}   "
-                  + " ".join(f"{r['shape'].split()[0]}:{r['norm_x_bn_relu']:.2f}" for r in rs))
+        print(f"\n{'impl':<22} {'x conv+BN+ReLU geomean':>22} {'min':>6} {'max':>6}")
+        for name, ratios in conv_rows.items():
+            gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+            print(f"{name:<22} {gm:>22.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
 
 
 def main(argv=None) -> None:

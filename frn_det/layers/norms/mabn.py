@@ -49,28 +49,34 @@ def _channel_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def _mabn_backward(ctx, dy):
-    z, psi, weight, r, buffer_gz = ctx.saved_tensors
-    g = dy * r.view(_SHAPE) if weight is None else dy * (weight * r).view(_SHAPE)
-    gz = _channel_mean(g * z)
+    """dx = (g - z g_psi) / sqrt(psi + eps) with g = dy weight r and z = x / sqrt(psi + eps),
+    written per channel as dx = a dy - b x (two passes; z is not stored)."""
+    x, inv, r, weight, buffer_gz = ctx.saved_tensors
+    wr = r if weight is None else weight * r
+    count = x.numel() // x.shape[1]
+    dyx = (dy * x).sum(dim=(0, 2, 3))
+    gz = wr * inv * dyx / max(count, 1)  # mean(g z) per channel
     with torch.no_grad():
         buffer_gz[ctx.slot].copy_(gz)
-        mean_gz = buffer_gz.mean(dim=0) if ctx.use_sma else gz
-    dx = (g - z * mean_gz.view(_SHAPE)) * torch.rsqrt(psi + ctx.eps).view(_SHAPE)
-    dweight = (dy * z).sum(dim=(0, 2, 3)) * r if weight is not None and ctx.needs_input_grad[1] else None
+        mean_gz = buffer_gz.mean(dim=0).to(dy.dtype) if ctx.use_sma else gz
+    dx = None
+    if ctx.needs_input_grad[0]:
+        dx = torch.addcmul(dy * (wr * inv).view(_SHAPE), x, (-mean_gz * inv * inv).view(_SHAPE))
+    dweight = dyx * inv * r if weight is not None and ctx.needs_input_grad[1] else None
     dbias = dy.sum(dim=(0, 2, 3)) if ctx.needs_input_grad[2] else None
     return dx, dweight, dbias, None, None, None, None, None, None
 
 
 class _MABNFunction(torch.autograd.Function):
+    """y = x * (weight r / sqrt(psi + eps)) + bias in one pass; saves x and per-channel vectors."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, psi, r, buffer_gz, slot: int, use_sma: bool, eps: float):
-        z = x * torch.rsqrt(psi + eps).view(_SHAPE)
-        scale = r if weight is None else weight * r
-        y = z * scale.view(_SHAPE)
-        if bias is not None:
-            y = y + bias.view(_SHAPE)
-        ctx.save_for_backward(z, psi, weight, r, buffer_gz)
-        ctx.slot, ctx.use_sma, ctx.eps = slot, use_sma, eps
+        inv = torch.rsqrt(psi + eps)
+        scale = inv * r if weight is None else inv * r * weight
+        y = x * scale.view(_SHAPE) if bias is None else torch.addcmul(bias.view(_SHAPE), x, scale.view(_SHAPE))
+        ctx.save_for_backward(x, inv, r, weight, buffer_gz)
+        ctx.slot, ctx.use_sma = slot, use_sma
         return y
 
     @staticmethod
