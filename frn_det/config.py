@@ -47,9 +47,30 @@ def add_frn_config(cfg):
     # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
     cfg.MODEL.WS = CN()
     cfg.MODEL.WS.EPS = 1e-5
+    # Cross-Iteration BN ("CBN"; Yao et al. 2021): statistics pooled over the BUFFER_SIZE most
+    # recent iterations, the current one included (1 = BN; the public code's "buffer 3" is 4),
+    # after BURNIN_ITER iterations of plain BN (the public config's 8 of 12 epochs of a 90k
+    # schedule; the sweep scales it with SOLVER.MAX_ITER). Moving averages as BN's.
+    cfg.MODEL.CBN = CN()
+    cfg.MODEL.CBN.BUFFER_SIZE = 4
+    cfg.MODEL.CBN.BURNIN_ITER = 60000
+    cfg.MODEL.CBN.MOMENTUM = 0.1
+    cfg.MODEL.CBN.EPS = 1e-5
+    # Moving Average BN ("MABN"; Yan et al. 2020), the public code's detection defaults:
+    # simple moving averages over BUFFER_SIZE iterations (its real_B 32 / 2 images) from
+    # WARMUP_ITER on, renormalization to the EMA (clipped to [1/R_MAX, R_MAX]) from
+    # RENORM_START_ITER on (the sweep scales both with SOLVER.MAX_ITER); MOMENTUM of the EMA
+    # as BN writes it (the code's 0.98 is 0.02).
+    cfg.MODEL.MABN = CN()
+    cfg.MODEL.MABN.BUFFER_SIZE = 16
+    cfg.MODEL.MABN.WARMUP_ITER = 100
+    cfg.MODEL.MABN.RENORM_START_ITER = 1000
+    cfg.MODEL.MABN.R_MAX = 5.0
+    cfg.MODEL.MABN.MOMENTUM = 0.02
+    cfg.MODEL.MABN.EPS = 1e-5
     # A Python LazyConfig (configs/lazy/*.py) whose `model` Trainer.build_model builds
     # instead of MODEL.META_ARCHITECTURE, with this config's norm keys, MODEL.FRN/BRN/
-    # EVONORM/WS, class count, pixel mean/std and device applied: an absolute path, a path
+    # EVONORM/WS/CBN/MABN, class count, pixel mean/std and device applied: an absolute path, a path
     # relative to configs/ (e.g. "lazy/tiny_retinanet_cpu.py") or to the current folder.
     cfg.MODEL.LAZY_CONFIG = ""
     # The R-CNN box head (FRNFastRCNNConvFCHead): True puts MODEL.ROI_BOX_HEAD.NORM after its

@@ -609,13 +609,12 @@ def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
 
 
 def test_precise_bn_hook_as_the_yaml_trainer_adds_it():
-    from detectron2.engine.hooks import PreciseBN
-
     from frn_det.engine.lazy_train_net import precise_bn_hook
+    from frn_det.engine.precise_bn import PrecisePopulationStats
 
     cfg = lazy_cfg(TINY_MASK_LAZY, f"{NORM_KEY}=BN", "train.precise_bn.enabled=true", "train.precise_bn.num_iter=7")
     hook = precise_bn_hook(cfg, instantiate(cfg.model))
-    assert isinstance(hook, PreciseBN) and hook._num_iter == 7 and hook._period == cfg.train.eval_period
+    assert isinstance(hook, PrecisePopulationStats) and hook._num_iter == 7 and hook._period == cfg.train.eval_period
     assert precise_bn_hook(lazy_cfg(TINY_MASK_LAZY, "train.precise_bn.enabled=true"), lazy_model(path=TINY_MASK_LAZY)) \
         is None  # FRN: no BN statistics to recompute
     assert precise_bn_hook(lazy_cfg(TINY_MASK_LAZY, f"{NORM_KEY}=BN"), lazy_model("BN", path=TINY_MASK_LAZY)) is None

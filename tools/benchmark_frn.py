@@ -35,6 +35,15 @@ the Weight Standardization of one 3x3 conv weight of the layer's width: what GNW
 layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU)
 and their "reference" (op by op) and "timm" implementations.
 
+Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
+"EvalNorm+ReLU", "IN+ReLU", "MABN+ReLU" (its moving averages and renormalization in use),
+"WN bias+ReLU" (what WN puts in the norm slot). CBN needs the layer before it (its Taylor
+compensation differentiates that layer's output) and MABN / WN change that layer, so they
+are also timed with a 3x3 conv of the layer's width in front: "conv+BN+ReLU" (the
+baseline), "conv+CBN+ReLU" (window 4, full), "convWC+MABN+ReLU" (weight-centralized conv),
+"convWN+ReLU" (weight-normalized conv and its bias); their summary is the ratio to
+conv+BN+ReLU (the conv's own time varies too much under load to subtract it).
+
 "eff GB/s" = ideal bytes / time, where the ideal fused forward+backward moves 5 tensors
 of the input's size (forward reads x and writes z; backward reads x and dz and writes
 dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the same run;
@@ -47,6 +56,7 @@ row whose capture fails (an op that synchronizes with the host) says so.
 
 Examples:
   python tools/benchmark_frn.py --quick
+  python tools/benchmark_frn.py --quick --threads 1 --norms round2 --shapes all
   python tools/benchmark_frn.py --shapes all --batch 1 2 4 --dtype float32 bfloat16
   python tools/benchmark_frn.py --device cuda --batch 8 16 --json frn_bench.json
   python tools/benchmark_frn.py --device cuda --shapes all --batch 1 2 4 8 16 --norms frn --cuda-graphs
@@ -59,13 +69,23 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0, EvoNorm2dS0, standardize_weight  # noqa: E402
+from frn_det.layers.norms import (  # noqa: E402
+    MABN2d,
+    CrossIterationBatchNorm2d,
+    EvalNorm2d,
+    InstanceNorm2d,
+    WNBias2d,
+    centralize_layers,
+    link_cbn_layers,
+    weight_normalize_layers,
+)
 from frn_det.layers import cpu_ops as frn_cpp  # noqa: E402
 from frn_det.layers.frn import FilterResponseNorm2d, frn_fused  # noqa: E402
 from frn_det.layers.frn import triton_backend as frn_triton  # noqa: E402
@@ -73,7 +93,7 @@ from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
 BACKBONE_STAGES = [("stem", 64, 2), ("res2", 256, 4), ("res3", 512, 8), ("res4", 1024, 16), ("res5", 2048, 32)]
-BASELINES = {"BN+ReLU": "x_bn_relu", "GN+ReLU": "x_gn_relu"}  # impl -> ratio key
+BASELINES = {"BN+ReLU": "x_bn_relu", "GN+ReLU": "x_gn_relu", "conv+BN+ReLU": "x_conv_bn_relu"}  # impl -> ratio key
 IDEAL_TENSOR_PASSES = 5
 
 
@@ -154,9 +174,48 @@ def comparator_impls(channels: int) -> Dict[str, Union[nn.Module, str]]:
     return impls
 
 
-def build_impls(channels: int, device: torch.device, comparators: bool = True) -> Dict[str, Union[nn.Module, str]]:
-    """name -> module, or a string: why the implementation is skipped."""
-    impls: Dict[str, Union[nn.Module, str]] = {
+def _mabn_in_use(channels: int) -> MABN2d:
+    mabn = MABN2d(channels)
+    mabn.num_batches_tracked.fill_(10**6)  # past warm-up and renormalization start: SMA and r in use
+    return mabn
+
+
+def _conv_row(channels: int, norm: Optional[nn.Module], adapt=None) -> nn.Sequential:
+    """A 3x3 conv of the layer's width, the norm, ReLU; `adapt` applied as the builders do."""
+    row = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), norm, nn.ReLU())
+    if adapt is not None:
+        assert adapt([row]) == 1
+    return row
+
+
+def round2_impls(channels: int) -> Dict[str, nn.Module]:
+    """EvalNorm, IN, MABN, WN's bias (+ ReLU), and the conv rows (see the module docstring)."""
+    return {
+        "EvalNorm+ReLU": nn.Sequential(EvalNorm2d(channels), nn.ReLU()),
+        "IN+ReLU": nn.Sequential(InstanceNorm2d(channels), nn.ReLU()),
+        "MABN+ReLU": nn.Sequential(_mabn_in_use(channels), nn.ReLU()),
+        "WN bias+ReLU": nn.Sequential(WNBias2d(channels), nn.ReLU()),
+        "conv+BN+ReLU": _conv_row(channels, nn.BatchNorm2d(channels)),
+        "conv+CBN+ReLU": _conv_row(channels, CrossIterationBatchNorm2d(channels, buffer_size=4, burnin=0),
+                                   link_cbn_layers),
+        "convWC+MABN+ReLU": _conv_row(channels, _mabn_in_use(channels), centralize_layers),
+        "convWN+ReLU": _conv_row(channels, WNBias2d(channels), weight_normalize_layers),
+    }
+
+
+def build_impls(channels: int, device: torch.device, comparators: bool = True,
+                round2: bool = True) -> Dict[str, Union[nn.Module, str]]:
+    """name -> module, or a string: why the implementation is skipped. comparators=False:
+    without the first-round comparators (BRN, GNWS, EvoNorm, ...); round2=False: without the
+    round-two rows."""
+    if not comparators and round2:  # --norms round2
+        impls: Dict[str, Union[nn.Module, str]] = {
+            "BN+ReLU": nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()),
+            "GN+ReLU": nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU()),
+            **round2_impls(channels),
+        }
+        return {k: m.to(device) for k, m in impls.items()}
+    impls = {
         "FRN+TLU reference": FilterResponseNorm2d(channels, impl="reference"),
         "FRN+TLU fused (torch)": FRNBackend(channels, "torch"),
     }
@@ -182,6 +241,8 @@ def build_impls(channels: int, device: torch.device, comparators: bool = True) -
     impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
     if comparators:
         impls.update(comparator_impls(channels))
+    if comparators and round2:
+        impls.update(round2_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
 
 
@@ -239,11 +300,11 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
 
 
 def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True,
-                cuda_graphs=False) -> List[dict]:
+                cuda_graphs=False, round2=True) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
-    impls = build_impls(c, device, comparators)
+    impls = build_impls(c, device, comparators, round2)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     fns, rows, notes = {}, {}, {}
@@ -347,6 +408,15 @@ def print_summary(rows: List[dict]) -> None:
     for name, ratios in by_impl.items():
         gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
         print(f"{name:<22} {gm:>17.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
+    conv_rows: Dict[str, List[float]] = {}
+    for r in rows:
+        if r["impl"].startswith("conv") and "ms" in r and math.isfinite(r["x_conv_bn_relu"]):
+            conv_rows.setdefault(r["impl"], []).append(r["x_conv_bn_relu"])
+    if conv_rows:
+        print(f"\n{'impl':<22} {'x conv+BN+ReLU geomean':>22} {'min':>6} {'max':>6}")
+        for name, ratios in conv_rows.items():
+            gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+            print(f"{name:<22} {gm:>22.2f} {min(ratios):>6.2f} {max(ratios):>6.2f}")
 
 
 def print_launch_overhead(rows: List[dict]) -> None:
@@ -369,7 +439,7 @@ def print_launch_overhead(rows: List[dict]) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", choices=[1, 2, 4, 8, 16], default=None, help="default 1 2")
-    p.add_argument("--shapes", choices=["head", "backbone", "all"], default="head")
+    p.add_argument("--shapes", choices=["head", "backbone", "all"], default=None, help="default head")
     p.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=None, help="minimum timed rounds per shape (default 25, quick 9)")
@@ -380,9 +450,11 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=None, help="head image side (default 512 CPU, 1024 CUDA)")
     p.add_argument("--backbone-scale", type=float, default=None, help="of 800x1333 (default 0.25 CPU, 1.0 CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
-    p.add_argument("--quick", action="store_true", help="head shapes only, batch 1 and 2 unless --batch, fewer rounds")
-    p.add_argument("--norms", choices=["all", "frn"], default="all",
-                   help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only")
+    p.add_argument("--quick", action="store_true",
+                   help="head shapes unless --shapes, batch 1 and 2 unless --batch, fewer rounds")
+    p.add_argument("--norms", choices=["all", "frn", "round2"], default="all",
+                   help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only; "
+                        "round2: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="CUDA only: also time each implementation replayed from a CUDA graph")
     p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
@@ -397,7 +469,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.shapes, args.batch = "head", args.batch or [1, 2]
+        args.shapes, args.batch = args.shapes or "head", args.batch or [1, 2]
         args.repeats = args.repeats or 9
         args.warmup = 3 if args.warmup is None else args.warmup
         args.min_seconds = 0.4 if args.min_seconds is None else args.min_seconds
@@ -407,6 +479,7 @@ def main(argv=None) -> None:
     repeats = args.repeats or 25
     image = args.image_size or (512 if cpu else 1024)
     scale = args.backbone_scale or (0.25 if cpu else 1.0)
+    args.shapes = args.shapes or "head"
     shapes = []
     if args.shapes in ("backbone", "all"):
         shapes += backbone_shapes(scale)
@@ -432,7 +505,8 @@ def main(argv=None) -> None:
         for label, c, h, w in shapes:
             for n in batches:
                 rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
-                                    comparators=args.norms == "all", cuda_graphs=args.cuda_graphs)
+                                    comparators=args.norms == "all", cuda_graphs=args.cuda_graphs,
+                                    round2=args.norms in ("all", "round2"))
         print_table(rows, dtype_name, args.device)
         all_rows += rows
     print(

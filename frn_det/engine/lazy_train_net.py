@@ -44,13 +44,13 @@ from detectron2.engine import (
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
-from fvcore.nn.precise_bn import get_bn_modules
 from omegaconf import OmegaConf
 
 from ..data import check_register_coco
 from ..modeling.lazy import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, check_lazy_overrides
+from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
 from .trackers import (DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result,
                        tracking_writers)
@@ -177,15 +177,15 @@ def _ddp(model, cfg):
 
 
 def precise_bn_hook(cfg, model):
-    """Detectron2's PreciseBN hook (BN statistics recomputed on `train.precise_bn.num_iter`
+    """Detectron2's PreciseBN hook for every batch-statistics norm (engine/precise_bn.py; statistics recomputed on `train.precise_bn.num_iter`
     training batches before each evaluation and at the end) when `train.precise_bn.enabled`
     and the model has BN layers, else None: TEST.PRECISE_BN of the YAML configs, placed
     as DefaultTrainer places it."""
     options = OmegaConf.select(cfg, "train.precise_bn", default=None) or {}
-    if not options.get("enabled", False) or not get_bn_modules(model):
+    if not options.get("enabled", False) or not batch_stat_modules(model):
         return None
-    return hooks.PreciseBN(cfg.train.eval_period, model, instantiate(cfg.dataloader.train),
-                           options.get("num_iter", 200))
+    return PrecisePopulationStats(cfg.train.eval_period, model, instantiate(cfg.dataloader.train),
+                                  options.get("num_iter", 200))
 
 
 def do_test(cfg, model):

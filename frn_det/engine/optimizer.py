@@ -2,7 +2,8 @@
 
 Detectron2's get_default_optimizer_params recognises norms by a fixed tuple of module
 types; FRN's weight/bias/tau/eps_l, TLU's tau, EvoNorm's weight/bias/v and the shared
-affine of BRN's per-level head norms need SOLVER.WEIGHT_DECAY_NORM just like BN's (BRN
+affine of the per-level head norms of BRN, EvalNorm, CBN and MABN, and MABN's
+weight/bias need SOLVER.WEIGHT_DECAY_NORM just like BN's (BRN
 itself is a BatchNorm2d subclass). Weight-standardized conv weights ("GNWS") are conv
 weights: SOLVER.WEIGHT_DECAY.
 """
@@ -13,6 +14,7 @@ import torch
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
 from ..layers import TLU, CycleBatchRenormList, EvoNorm2dB0, EvoNorm2dS0, FilterResponseNorm2d
+from ..layers.norms import MABN2d
 
 NORM_MODULE_TYPES = (
     torch.nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, NaiveSyncBatchNorm, InstanceNorm*
@@ -23,6 +25,7 @@ NORM_MODULE_TYPES = (
     TLU,
     EvoNorm2dB0,
     EvoNorm2dS0,
+    MABN2d,  # (EvalNorm and CBN are BatchNorm2d subclasses, IN a GroupNorm)
     CycleBatchRenormList,  # (Detectron2's CycleBatchNormList, used for "BN", is not: parity)
 )
 

@@ -7,7 +7,8 @@ import os
 import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_writers
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_writers,
+                               hooks)
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -18,6 +19,7 @@ from ..evaluation import install_fast_coco_eval
 from ..modeling.lazy import build_lazy_model
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
+from .precise_bn import PrecisePopulationStats
 from .preemption import PreemptionHook
 from .trackers import TrackingOptions, tracking_writers, yacs_params
 
@@ -81,7 +83,19 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        return super().build_hooks() + [PreemptionHook()]
+        """Detectron2's hooks, with PreciseBN for every batch-statistics norm (engine/precise_bn.py)
+        in place of its BN-only one, and the preemption hook."""
+        ret = [h for h in super().build_hooks() if h is not None and not isinstance(h, hooks.PreciseBN)]
+        if self.cfg.TEST.PRECISE_BN.ENABLED:
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.DATALOADER.NUM_WORKERS = 0  # as Detectron2's: save memory and time
+            precise = PrecisePopulationStats(cfg.TEST.EVAL_PERIOD, self.model, self.build_train_loader(cfg),
+                                             cfg.TEST.PRECISE_BN.NUM_ITER)
+            # where Detectron2 puts it: after the lr scheduler, before the checkpointer and evaluation
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
+            ret.insert(at, precise)
+        return ret + [PreemptionHook()]
 
     def build_writers(self):
         """Detectron2's console and JSON writers, then the chosen trackers' (TRACKING.LOGGERS)."""

@@ -4,7 +4,8 @@
     frn/            Filter Response Normalization: the layer and its reference, fused
                     PyTorch, C++ (CPU) and Triton (CUDA) backends
     norms/          comparator norms: Batch Renormalization (+ synced), EvoNorm-B0/S0,
-                    Weight Standardization (for GNWS)
+                    Weight Standardization (for GNWS), EvalNorm, Cross-Iteration BN, MABN
+                    (+ weight centralization), Instance Norm, Weight Norm; one file each
     activations/    TLU
     cpu_ops.py      builds and loads the C++ CPU library of csrc/ (FRN, TLU, EvoNorm kernels)
     autograd_utils.py  shared autograd helpers of the fused functions

@@ -12,7 +12,11 @@ MODEL.RETINANET.NORM, MODEL.ROI_BOX_HEAD.NORM, MODEL.ROI_MASK_HEAD.NORM):
 NORM is one of ACCEPTED_NORMS: Detectron2's own ("BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN",
 "naiveSyncBN", "naiveSyncBN_N", "LN"), "FRN", and the comparators "BRN" (Batch
 Renormalization), "naiveSyncBRN" / "SyncBRN" (BRN with statistics over all workers), "GNWS"
-(GN with Weight Standardization of the convs it normalizes), "EvoNormB0", "EvoNormS0".
+(GN with Weight Standardization of the convs it normalizes), "EvoNormB0", "EvoNormS0",
+"EvalNorm" (BN with evaluation statistics estimated to match training's), "CBN"
+(Cross-Iteration BN, linked to the layer it follows), "MABN" (Moving Average BN, with
+weight-centralized convs), "IN" (Instance Normalization), "WN" (Weight Normalization of the
+convs; the norm slot holds only their bias).
 
 Detectron2's `get_norm` knows a fixed set of strings and otherwise calls its argument
 with the channel count. We resolve every string here into such a callable (a
@@ -28,7 +32,7 @@ the NormFactory also tells the frn-det builders which activation module goes whe
 """
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
@@ -37,7 +41,22 @@ from torch import nn
 
 from .activations import TLU
 from .frn import FRN_IMPLS, FilterResponseNorm2d
-from .norms import EVONORM_IMPLS, BatchRenorm2d, EvoNorm2dB0, EvoNorm2dS0, NaiveSyncBatchRenorm2d
+from .norms import (
+    EVONORM_IMPLS,
+    MABN2d,
+    BatchRenorm2d,
+    CrossIterationBatchNorm2d,
+    EvalNorm2d,
+    EvoNorm2dB0,
+    EvoNorm2dS0,
+    InstanceNorm2d,
+    NaiveSyncBatchRenorm2d,
+    WNBias2d,
+    centralize_layers,
+    link_cbn_layers,
+    standardize_convs,
+    weight_normalize_layers,
+)
 
 __all__ = [
     "DETECTRON2_NORMS",
@@ -47,8 +66,11 @@ __all__ = [
     "ACCEPTED_NORMS",
     "ACTIVATIONS",
     "PER_LEVEL_NORMS",
+    "BATCH_STAT_NORMS",
     "FRNOptions",
     "BRNOptions",
+    "CBNOptions",
+    "MABNOptions",
     "EvoNormOptions",
     "NormOptions",
     "NormFactory",
@@ -63,12 +85,16 @@ __all__ = [
 
 DETECTRON2_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
 FRN_NORMS = ("FRN",)
-COMPARATOR_NORMS = ("BRN", "naiveSyncBRN", "SyncBRN", "GNWS")
+COMPARATOR_NORMS = ("BRN", "naiveSyncBRN", "SyncBRN", "GNWS", "EvalNorm", "CBN", "MABN", "IN", "WN")
 NORM_ACT_LAYERS = ("EvoNormB0", "EvoNormS0")  # norm+activation layers: no "+ACT"
 ACCEPTED_NORMS = DETECTRON2_NORMS + FRN_NORMS + COMPARATOR_NORMS + NORM_ACT_LAYERS
 ACTIVATIONS = ("ReLU", "TLU")
 # RetinaNet's head keeps per-level statistics for these (Detectron2 does for BN and SyncBN)
-PER_LEVEL_NORMS = ("BN", "SyncBN", "BRN", "naiveSyncBRN", "SyncBRN")
+PER_LEVEL_NORMS = ("BN", "SyncBN", "BRN", "naiveSyncBRN", "SyncBRN", "EvalNorm", "CBN", "MABN")
+# Norms that normalize with statistics of the training batch (and keep population
+# statistics for eval): what PreciseBN (TEST.PRECISE_BN) recomputes.
+BATCH_STAT_NORMS = ("BN", "SyncBN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "BRN", "naiveSyncBRN", "SyncBRN",
+                    "EvoNormB0", "EvalNorm", "CBN", "MABN")
 # Every config key that takes a norm string: the backbone, the FPN and the heads of
 # RetinaNet and the R-CNNs (the box head's FCs take MODEL.ROI_BOX_HEAD.NORM when
 # MODEL.ROI_BOX_HEAD.NORM_FCS is True).
@@ -76,6 +102,9 @@ NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM", "MO
              "MODEL.ROI_MASK_HEAD.NORM")
 GN_GROUPS = 32  # Detectron2's "GN" is GroupNorm(32, C)
 RESIDUAL_ACTIVATIONS = ("TLU", "ReLU")
+# What a norm does to the conv / FC layers it follows (NormFactory.adapt); GNWS's Weight
+# Standardization is NormFactory.weight_standardization.
+LAYER_ADAPTERS = {"MABN": centralize_layers, "WN": weight_normalize_layers, "CBN": link_cbn_layers}
 
 
 def _choices() -> str:
@@ -117,7 +146,7 @@ def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
     """Validate the norm keys (NORM_KEYS) and the norm option keys of a config before
     anything is built; returns {key: (norm, activation)}."""
     parsed = {key: parse_norm(_cfg_get(cfg, key), key) for key in NORM_KEYS}
-    NormOptions.from_config(cfg)  # raises on bad MODEL.FRN / BRN / EVONORM / WS values
+    NormOptions.from_config(cfg)  # raises on bad MODEL.FRN / BRN / EVONORM / WS / CBN / MABN values
     return parsed
 
 
@@ -215,6 +244,69 @@ class EvoNormOptions:
 
 
 @dataclass(frozen=True)
+class CBNOptions:
+    """MODEL.CBN.*: Cross-Iteration BN (layers/norms/cross_iteration_bn.py)."""
+
+    buffer_size: int = 4
+    burnin_iter: int = 60000
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.buffer_size < 1:
+            raise ValueError(f"MODEL.CBN.BUFFER_SIZE must be >= 1 (1 is BN), got {self.buffer_size!r}")
+        if self.burnin_iter < 0:
+            raise ValueError(f"MODEL.CBN.BURNIN_ITER must be >= 0, got {self.burnin_iter!r}")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"MODEL.CBN.MOMENTUM must be in (0, 1], got {self.momentum!r}")
+        if not self.eps > 0:
+            raise ValueError(f"MODEL.CBN.EPS must be > 0, got {self.eps!r}")
+
+    @classmethod
+    def from_config(cls, cfg) -> "CBNOptions":
+        c = cfg.MODEL.CBN
+        return cls(buffer_size=c.BUFFER_SIZE, burnin_iter=c.BURNIN_ITER, momentum=c.MOMENTUM, eps=c.EPS)
+
+    def layer_kwargs(self) -> dict:
+        return dict(buffer_size=self.buffer_size, burnin=self.burnin_iter, momentum=self.momentum, eps=self.eps)
+
+
+@dataclass(frozen=True)
+class MABNOptions:
+    """MODEL.MABN.*: Moving Average BN (layers/norms/mabn.py)."""
+
+    buffer_size: int = 16
+    warmup_iter: int = 100
+    renorm_start_iter: int = 1000
+    r_max: float = 5.0
+    momentum: float = 0.02
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.buffer_size < 1:
+            raise ValueError(f"MODEL.MABN.BUFFER_SIZE must be >= 1, got {self.buffer_size!r}")
+        if self.warmup_iter < 0 or self.renorm_start_iter < 0:
+            raise ValueError(f"MODEL.MABN.WARMUP_ITER and RENORM_START_ITER must be >= 0, got "
+                             f"{self.warmup_iter!r}, {self.renorm_start_iter!r}")
+        if not self.r_max >= 1.0:
+            raise ValueError(f"MODEL.MABN.R_MAX must be >= 1, got {self.r_max!r}")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"MODEL.MABN.MOMENTUM must be in (0, 1], got {self.momentum!r}")
+        if not self.eps > 0:
+            raise ValueError(f"MODEL.MABN.EPS must be > 0, got {self.eps!r}")
+
+    @classmethod
+    def from_config(cls, cfg) -> "MABNOptions":
+        m = cfg.MODEL.MABN
+        return cls(buffer_size=m.BUFFER_SIZE, warmup_iter=m.WARMUP_ITER, renorm_start_iter=m.RENORM_START_ITER,
+                   r_max=m.R_MAX, momentum=m.MOMENTUM, eps=m.EPS)
+
+    def layer_kwargs(self) -> dict:
+        return dict(buffer_size=self.buffer_size, warmup_iters=self.warmup_iter, renorm_start=self.renorm_start_iter,
+                    r_max=self.r_max, momentum=self.momentum, eps=self.eps)
+
+
+@dataclass(frozen=True)
 class NormOptions:
     """Everything the norm strings need from the config besides the strings themselves."""
 
@@ -222,6 +314,8 @@ class NormOptions:
     brn: BRNOptions = field(default_factory=BRNOptions)
     evonorm: EvoNormOptions = field(default_factory=EvoNormOptions)
     ws_eps: float = 1e-5
+    cbn: CBNOptions = field(default_factory=CBNOptions)
+    mabn: MABNOptions = field(default_factory=MABNOptions)
 
     def __post_init__(self):
         if not self.ws_eps > 0:
@@ -229,7 +323,7 @@ class NormOptions:
 
     @classmethod
     def from_config(cls, cfg) -> "NormOptions":
-        """From MODEL.FRN / BRN / EVONORM / WS (frn_det.add_frn_config); a config that lacks
+        """From MODEL.FRN / BRN / EVONORM / WS / CBN / MABN (frn_det.add_frn_config); a config that lacks
         one of the comparator sections gets that section's defaults."""
         m = cfg.MODEL
         return cls(
@@ -237,6 +331,8 @@ class NormOptions:
             brn=BRNOptions.from_config(cfg) if "BRN" in m else BRNOptions(),
             evonorm=EvoNormOptions.from_config(cfg) if "EVONORM" in m else EvoNormOptions(),
             ws_eps=m.WS.EPS if "WS" in m else 1e-5,
+            cbn=CBNOptions.from_config(cfg) if "CBN" in m else CBNOptions(),
+            mabn=MABNOptions.from_config(cfg) if "MABN" in m else MABNOptions(),
         )
 
 
@@ -266,6 +362,7 @@ class NormFactory:
         act: Optional[str] = "ReLU",
         weight_standardization: Optional[float] = None,
         residual_tlu: bool = True,
+        adapt_layers: Optional[Callable[[Iterable[nn.Module]], int]] = None,
     ):
         self.name = name
         self.build = build
@@ -275,6 +372,9 @@ class NormFactory:
         # eps of the Weight Standardization applied to the convs this norm follows (GNWS)
         self.weight_standardization = weight_standardization
         self._residual_tlu = residual_tlu
+        # what the norm does to the layers it follows (MABN: centralize, WN: weight-normalize,
+        # CBN: link), applied by `adapt`
+        self.adapt_layers = adapt_layers
 
     @property
     def spec(self) -> str:
@@ -287,7 +387,18 @@ class NormFactory:
     def with_build(self, build: Callable[..., nn.Module]) -> "NormFactory":
         """The same factory, building its modules with `build` (e.g. a per-level list)."""
         return NormFactory(self.name, build, self.includes_activation, self._without_activation, self.act,
-                           self.weight_standardization, self._residual_tlu)
+                           self.weight_standardization, self._residual_tlu, self.adapt_layers)
+
+    def adapt(self, modules: Iterable[nn.Module]) -> None:
+        """Adapt the convs (and FCs) this norm normalizes inside `modules`, in place, where the
+        norm asks for it: GNWS standardizes their weights, MABN centralizes them, WN
+        weight-normalizes them, CBN links each norm to its layer. Call after the norms are
+        built, before anything is frozen."""
+        modules = list(modules)
+        if self.weight_standardization is not None:
+            standardize_convs(modules, eps=self.weight_standardization)
+        if self.adapt_layers is not None:
+            self.adapt_layers(modules)
 
     def __call__(self, channels: int) -> nn.Module:
         return self.build(channels)
@@ -408,9 +519,15 @@ def resolve_norm(
             "naiveSyncBRN": functools.partial(NaiveSyncBatchRenorm2d, **opts.brn.layer_kwargs()),
             "SyncBRN": functools.partial(NaiveSyncBatchRenorm2d, **opts.brn.layer_kwargs()),
             "GNWS": _group_norm(key, norm),
+            "EvalNorm": EvalNorm2d,
+            "CBN": functools.partial(CrossIterationBatchNorm2d, **opts.cbn.layer_kwargs()),
+            "MABN": functools.partial(MABN2d, **opts.mabn.layer_kwargs()),
+            "IN": InstanceNorm2d,
+            "WN": WNBias2d,
         }
         ws = opts.ws_eps if name == "GNWS" else None
-        factory = NormFactory(name, builders[name], act=act, weight_standardization=ws, residual_tlu=residual_tlu)
+        factory = NormFactory(name, builders[name], act=act, weight_standardization=ws, residual_tlu=residual_tlu,
+                              adapt_layers=LAYER_ADAPTERS.get(name))
     return factory if activation else factory.without_activation()
 
 

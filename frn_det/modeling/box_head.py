@@ -81,6 +81,8 @@ class FRNFastRCNNConvFCHead(FastRCNNConvFCHead):
                         to_ws_linear(module, norm.weight_standardization)
         self._modules.clear()
         self._modules.update(layers)
+        if isinstance(norm, NormFactory) and norm.adapt_layers is not None:
+            norm.adapt_layers([self])  # MABN / WN / CBN on the (fc, fc_norm) pairs too
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -3,13 +3,12 @@
 FPN's lateral and output convs have no activation, so the FPN takes its norm without one
 (`resolve_norm(..., activation=False)`): FRN there is normalization only (no TLU), "X+TLU"
 is X, EvoNorm is its linear (affine) variant. With "GNWS" the lateral and output convs are
-weight-standardized. P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
+weight-standardized (MABN: centralized, WN: weight-normalized, CBN: linked to them). P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
 """
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
 from ..layers.factory import NormFactory, NormOptions, resolve_norm
-from ..layers.norms import standardize_convs
 from .resnet import build_frn_resnet_backbone
 
 __all__ = ["make_norm_fpn", "build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
@@ -31,8 +30,8 @@ def make_norm_fpn(bottom_up, in_features, out_channels, norm="", top_block=None,
         fuse_type=fuse_type,
         **kwargs,
     )
-    if isinstance(norm, NormFactory) and norm.weight_standardization is not None:
-        standardize_convs(list(fpn.lateral_convs) + list(fpn.output_convs), eps=norm.weight_standardization)
+    if isinstance(norm, NormFactory):
+        norm.adapt(list(fpn.lateral_convs) + list(fpn.output_convs))
     return fpn
 
 

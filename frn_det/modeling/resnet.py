@@ -7,14 +7,14 @@ EvoNorm: the layer is the activation), a TLU for "X+TLU", ReLU otherwise. Norms 
 output goes into the residual add (last conv, shortcut) have no activation after them:
 FRN there has no TLU, EvoNorm is its linear (affine) variant. After the add, "X+TLU"
 models (FRN included) use a TLU (MODEL.FRN.RESIDUAL_ACTIVATION="ReLU" makes it a ReLU),
-the others a ReLU. With "GNWS" every conv of the ResNet is weight-standardized.
+the others a ReLU. With "GNWS" every conv of the ResNet is weight-standardized (MABN:
+centralized, WN: weight-normalized; CBN is linked to each conv).
 """
 import torch.nn.functional as F
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 from ..layers.factory import NormFactory, NormOptions, activation_after, check_norm_config, resolve_norm
-from ..layers.norms import standardize_convs
 
 __all__ = [
     "NormActStem",
@@ -142,10 +142,11 @@ def make_norm_act_stages(depth, norm, *, in_channels, out_channels, num_groups=1
 
 
 def standardize_for(norm, modules) -> None:
-    """Weight-standardize the normalized convs of `modules` when the norm asks for it
-    ("GNWS"); before ResNet() freezes anything (FrozenBN conversion keeps the conv modules)."""
-    if isinstance(norm, NormFactory) and norm.weight_standardization is not None:
-        standardize_convs(list(modules), eps=norm.weight_standardization)
+    """Adapt the normalized convs of `modules` when the norm asks for it (GNWS, MABN, WN, CBN:
+    NormFactory.adapt); before ResNet() freezes anything (FrozenBN conversion keeps the conv
+    modules)."""
+    if isinstance(norm, NormFactory):
+        norm.adapt(modules)
 
 
 @BACKBONE_REGISTRY.register()

@@ -3,9 +3,10 @@
 Detectron2's RetinaNetHead puts nn.ReLU() after each conv+norm of its subnets. Here that
 slot holds the norm's activation (`NormFactory.activation`): nothing after norm+activation
 layers (FRN+TLU, EvoNorm), a TLU for "X+TLU", the ReLU otherwise. BN-like norms keep
-per-level statistics (Detectron2 does so for BN and SyncBN; frn-det also for BRN). With
-"GNWS" the subnets' convs are weight-standardized (each W_hat computed once per forward and
-shared by the levels).
+per-level statistics (Detectron2 does so for BN and SyncBN; frn-det also for BRN, EvalNorm,
+CBN and MABN). With "GNWS" the subnets' convs are weight-standardized (each W_hat computed
+once per forward and shared by the levels; MABN centralizes, WN weight-normalizes them, CBN
+links each level's norm to the shared conv).
 
 RetinaNet.from_config hard-codes RetinaNetHead, so the head swap needs its own meta
 architecture: MODEL.META_ARCHITECTURE = "FRNRetinaNet".
@@ -20,9 +21,10 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..layers.factory import PER_LEVEL_NORMS, NormFactory, NormOptions, check_norm_config, resolve_norm
-from ..layers.norms import CycleBatchRenormList, WSConv2d, standardize_convs, standardized_once
+from ..layers.norms import CycleBatchRenormList, WSConv2d, standardized_once
 
 __all__ = ["FRNRetinaNetHead", "FRNRetinaNet", "head_norm"]
 
@@ -43,14 +45,12 @@ class FRNRetinaNetHead(RetinaNetHead):
                 for i, layer in enumerate(subnet):
                     if isinstance(layer, nn.ReLU):  # after [conv, norm]
                         subnet[i] = norm.activation(subnet[i - 2].out_channels)
-            if norm.weight_standardization is not None:
-                standardize_convs([self.cls_subnet, self.bbox_subnet], eps=norm.weight_standardization)
+            norm.adapt([self.cls_subnet, self.bbox_subnet])
 
     def forward(self, features):
         ws_convs = [m for m in self.modules() if isinstance(m, WSConv2d)]
-        if not ws_convs:
-            return super().forward(features)
-        with standardized_once(ws_convs):  # one W_hat per conv for all levels
+        # one W_hat per conv for all levels (GNWS, MABN's centralization, WN)
+        with standardized_once(ws_convs), parametrize.cached():
             return super().forward(features)
 
     @classmethod
@@ -70,7 +70,8 @@ def head_norm(norm, num_levels: int, *, key: str, options=None):
     factory = resolve_norm(norm, key=key, options=options)
     if isinstance(factory, NormFactory) and factory.name in PER_LEVEL_NORMS:
         bn_class = factory.build
-        cycle = CycleBatchRenormList if "BRN" in factory.name else CycleBatchNormList
+        # Detectron2's list for BN / SyncBN (parity), frn-det's (norm-parameter weight decay) otherwise
+        cycle = CycleBatchNormList if factory.name in ("BN", "SyncBN") else CycleBatchRenormList
         factory = factory.with_build(lambda c: cycle(length=num_levels, bn_class=bn_class, num_features=c))
     return factory
 

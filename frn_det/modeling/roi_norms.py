@@ -13,18 +13,16 @@ from typing import Iterable
 from detectron2.layers import Conv2d
 
 from ..layers.factory import NormFactory
-from ..layers.norms import standardize_convs
 
 __all__ = ["use_norm_activation"]
 
 
 def use_norm_activation(convs: Iterable[Conv2d], norm) -> None:
     """Give each conv+norm of `convs` the activation that goes with `norm` (in place), and
-    weight-standardize them for GNWS. Callables other than a NormFactory keep the ReLU."""
+    adapt them as the norm asks (GNWS, MABN, WN, CBN: NormFactory.adapt). Callables other than a NormFactory keep the ReLU."""
     if not isinstance(norm, NormFactory):
         return
     convs = list(convs)
     for conv in convs:
         conv.activation = norm.activation(conv.out_channels)
-    if norm.weight_standardization is not None:
-        standardize_convs(convs, eps=norm.weight_standardization)
+    norm.adapt(convs)

@@ -8,7 +8,8 @@ from ..run_record import DIVERGED, FAILED, FINISHED
 
 # Report order: the BN family first (BN is the baseline), then the batch-independent norms.
 # A variant of a listed norm ("gn_tlu", "gn+tlu", "frn_relu") follows its norm.
-NORM_ORDER = ("bn", "syncbn", "frozenbn", "brn", "syncbrn", "gn", "gnws", "evonorm_b0", "evonorm_s0", "frn")
+NORM_ORDER = ("bn", "syncbn", "frozenbn", "brn", "syncbrn", "evalnorm", "cbn", "mabn", "gn", "gnws", "in", "wn",
+              "evonorm_b0", "evonorm_s0", "frn")
 
 
 

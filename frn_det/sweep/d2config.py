@@ -9,13 +9,20 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import config_hash  # noqa: F401  (the sweep's run identity; runner imports it from here)
 from ..data.datasets import model_num_classes
 from ..engine.train_net import build_config
-from ..layers import NORM_ACT_LAYERS
+from ..layers import NORM_ACT_LAYERS, NORM_KEYS, parse_norm
+from ..layers.factory import BATCH_STAT_NORMS
 from ..utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
 ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
 BRN_RAMP_FRACTIONS = {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, "MODEL.BRN.R_MAX_END_ITER": 40000 / 125000,
                       "MODEL.BRN.D_MAX_END_ITER": 25000 / 125000}
+# The iteration counts of the other norms' schedules, as fractions of their papers' runs:
+# CBN's burn-in (8 of 12 epochs, the public config), MABN's warm-up and renormalization start
+# (100 and 1000 of the public 2x schedule's 180k iterations).
+NORM_SCHEDULE_FRACTIONS = {**BRN_RAMP_FRACTIONS, "MODEL.CBN.BURNIN_ITER": 8 / 12,
+                           "MODEL.MABN.WARMUP_ITER": 100 / 180000, "MODEL.MABN.RENORM_START_ITER": 1000 / 180000}
+PRECISE_SUFFIX = "+precise"
 
 
 def schedule_from(job: DictConfig) -> ScaledSchedule:
@@ -53,13 +60,16 @@ def with_activation(norm: str, act) -> str:
 
 
 def norm_label(job: DictConfig) -> str:
-    """The norm as reports name it: the group entry's name, plus "+act" on the activation axis."""
-    return job.norm.name + (f"+{str(job.act).lower()}" if job.get("act") else "")
+    """The norm as reports name it: the group entry's name, plus "+act" on the activation
+    axis and "+precise" with precise_bn (e.g. "bn+precise", next to "bn")."""
+    return (job.norm.name + (f"+{str(job.act).lower()}" if job.get("act") else "")
+            + (PRECISE_SUFFIX if job.get("precise_bn") else ""))
 
 
-def run_name(norm: str, act, ims_per_gpu, lr_scale, seed) -> str:
-    """A run's folder name: <norm>[+<act>]_ims<N>[_lr<scale>]_seed<S> (lr only when not 1)."""
-    name = norm + (f"+{str(act).lower()}" if act else "") + f"_ims{ims_per_gpu}"
+def run_name(norm: str, act, ims_per_gpu, lr_scale, seed, precise_bn=False) -> str:
+    """A run's folder name: <norm>[+<act>][+precise]_ims<N>[_lr<scale>]_seed<S> (lr only when not 1)."""
+    name = norm + (f"+{str(act).lower()}" if act else "") + (PRECISE_SUFFIX if precise_bn else "") + \
+        f"_ims{ims_per_gpu}"
     if float(lr_scale) != 1.0:
         name += f"_lr{float(lr_scale):g}"
     return f"{name}_seed{seed}"
@@ -186,16 +196,37 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "TEST.EVAL_PERIOD", sched.eval_period if job.schedule.eval_period else 0,
         "SEED", job.seed,
         "SOLVER.AMP.ENABLED", amp,  # Detectron2's AMPTrainer: fp16 autocast and a grad scaler
-        # Batch Renorm's r_max/d_max ramp: the paper's 5k/40k/25k of 125k steps, as fractions
-        # of this run's schedule (opts still override them).
-        *[item for key, fraction in BRN_RAMP_FRACTIONS.items() for item in (key, max(1, round(fraction * sched.max_iter)))],
+        # Batch Renorm's r_max/d_max ramp (the paper's 5k/40k/25k of 125k steps), CBN's burn-in and
+        # MABN's warm-up, as fractions of this run's schedule (opts still override them).
+        *[item for key, fraction in NORM_SCHEDULE_FRACTIONS.items()
+          for item in (key, max(1, round(fraction * sched.max_iter)))],
+        # PreciseBN (engine/precise_bn.py) for every batch-statistics norm before each evaluation
+        "TEST.PRECISE_BN.ENABLED", bool(job.get("precise_bn")),
     ]
     opts += tracking_opts(job)
     # merge_from_list literal_evals strings and takes other values as they are.
     opts += list(OmegaConf.to_container(job.opts))
     cfg = build_config(config_file, opts)
+    if cfg.TEST.PRECISE_BN.ENABLED:
+        check_precise_bn(cfg, norm_label(job))
     cfg.OUTPUT_DIR = str(output_dir)
     cfg.TRACKING.PARAMS = json.dumps(tracking_params(job, sched))  # set here: a JSON string would be literal_eval'ed
     cfg.freeze()
     return cfg, sched
+
+
+def check_precise_bn(cfg, label: str) -> None:
+    """precise_bn=true needs a batch-statistics norm somewhere (BATCH_STAT_NORMS), else it
+    would label a run "+precise" that is the same model as without."""
+    norms = {key: parse_norm(_dotted(cfg, key), key)[0] for key in NORM_KEYS}
+    if not any(n in BATCH_STAT_NORMS for n in norms.values()):
+        used = ", ".join(f"{k}={v!r}" for k, v in norms.items())
+        raise ValueError(f"precise_bn=true (run {label}): the model has no batch-statistics norm to recompute "
+                         f"({used}); PreciseBN applies to {', '.join(BATCH_STAT_NORMS)}")
+
+
+def _dotted(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
 

@@ -94,6 +94,7 @@ SWEEP_RULES = {
     "deterministic": BOOL,
     "amp": BOOL.note("mixed precision, CUDA only"),
     "plan": BOOL.note("print the jobs and their cost, train nothing"),
+    "precise_bn": BOOL.note("recompute the batch-statistics norms' population statistics before evaluation"),
     "logger.tensorboard": Rule(lambda v: isinstance(v, dict), "a mapping (logger=tensorboard, the default)"),
     "logger.wandb": Rule(lambda v: isinstance(v, dict), "a mapping with the W&B project"),
     "logger.wandb.project": NAME.note("the W&B project"),

@@ -58,13 +58,17 @@ class WSConv2d(Conv2d):
             key = (w._version, w.data_ptr(), w.dtype, w.device, self.ws_eps)
             if self._ws_frozen is None or self._ws_frozen[0] != key:
                 with torch.no_grad():
-                    self._ws_frozen = (key, standardize_weight(w, self.ws_eps))
+                    self._ws_frozen = (key, self.transform_weight(w))
             return self._ws_frozen[1]
         if not self._ws_caching:
-            return standardize_weight(self.weight, self.ws_eps)
+            return self.transform_weight(self.weight)
         if self._ws_cache is None:
-            self._ws_cache = standardize_weight(self.weight, self.ws_eps)
+            self._ws_cache = self.transform_weight(self.weight)
         return self._ws_cache
+
+    def transform_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """W_hat from W (subclasses transform otherwise: MABN's WCConv2d centralizes)."""
+        return standardize_weight(weight, self.ws_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation,
