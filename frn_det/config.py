@@ -5,7 +5,6 @@ import hashlib
 from detectron2.config import CfgNode as CN
 
 
-
 def add_frn_config(cfg):
     """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
     if "FRN" in cfg.MODEL:

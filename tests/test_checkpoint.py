@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_model
 
-from conftest import REPO, tiny_cfg
 from frn_det.engine.checkpoint import CheckpointError, SafeDetectionCheckpointer
 
 
@@ -105,7 +105,9 @@ def test_eval_resume_with_only_truncated_checkpoints_names_every_rejected_file(t
     other.mkdir()
     SafeDetectionCheckpointer(small_model(), str(other)).save("good")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
-        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation(str(other / "good.pth"), resume=True)
+        SafeDetectionCheckpointer(small_model(), str(tmp_path)).load_for_evaluation(
+            str(other / "good.pth"), resume=True
+        )
 
 
 def test_eval_without_any_weights_is_an_error(tmp_path):

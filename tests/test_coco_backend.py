@@ -10,9 +10,9 @@ import uuid
 import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
+from test_coco_bootstrap import cocoeval_stats, make_coco, to_coco
 
 from frn_det.evaluation import coco_backend
-from test_coco_bootstrap import cocoeval_stats, make_coco, to_coco
 
 faster_coco_eval = pytest.importorskip("faster_coco_eval")
 ce = pytest.importorskip("detectron2.evaluation.coco_evaluation")

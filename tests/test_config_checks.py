@@ -1,7 +1,7 @@
 """Config values and keys are checked by frn-det, with the key and what is allowed, before training."""
 import pytest
-
 from conftest import TINY_CONFIG, run_tool, tiny_cfg
+
 from frn_det.engine.config_checks import ConfigError, check_config
 
 
@@ -38,7 +38,8 @@ def test_good_tiny_config_passes():
     ("SOLVER.BASELR", "SOLVER.BASE_LR"),
 ])
 def test_unknown_key_on_the_command_line_suggests_the_nearest(typo, suggestion):
-    with pytest.raises(ConfigError, match=rf"unknown config key {typo} \(in the command-line overrides\); did you mean .*{suggestion}"):
+    with pytest.raises(ConfigError, match=rf"unknown config key {typo} \(in the command-line overrides\); did you "
+                                          rf"mean .*{suggestion}"):
         tiny_cfg("FRN", typo, "1")
 
 
@@ -47,7 +48,8 @@ def test_unknown_key_in_a_yaml_file_names_the_file_and_suggests(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{TINY_CONFIG}"\nSOLVER:\n  MAX_ITERS: 10\n')
-    with pytest.raises(ConfigError, match=r"unknown config key SOLVER.MAX_ITERS \(in .*bad.yaml\); did you mean SOLVER.MAX_ITER"):
+    with pytest.raises(ConfigError, match=r"unknown config key SOLVER.MAX_ITERS \(in .*bad.yaml\); did you mean "
+                                          r"SOLVER.MAX_ITER"):
         build_config(str(bad))
 
 

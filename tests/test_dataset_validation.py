@@ -298,7 +298,12 @@ def _broken_paths(tmp_path, case):
         return str(tmp_path / "nope.json"), img_dir, "annotation file", "does not exist"
     if case == "json is a symlink loop":
         os.symlink(tmp_path / "loop.json", tmp_path / "loop.json")
-        return str(tmp_path / "loop.json"), img_dir, "annotation file", "cannot be read (Too many levels of symbolic links)"
+        return (
+            str(tmp_path / "loop.json"),
+            img_dir,
+            "annotation file",
+            "cannot be read (Too many levels of symbolic links)",
+        )
     if case == "images are a file":
         return json_file, json_file, "image folder", "is a file, not a folder"
     if case == "images missing":
@@ -353,7 +358,8 @@ def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
     json_file, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
     cfg = load_config("configs/lazy/tiny_retinanet_cpu.py", [
         f"dataloader.prepare.register_coco=[[{name},{json_file},{img_dir}]]", f"dataloader.train.dataset.names={name}"])
-    with pytest.raises(DatasetPathError, match=rf"Dataset '{name}': annotation file {re.escape(json_file)} is a folder, "
+    with pytest.raises(DatasetPathError, match=rf"Dataset '{name}': annotation file {re.escape(json_file)} is a "
+                                               r"folder, "
                                                r"not a file \(set by dataloader.prepare.register_coco\); expected"):
         prepare_lazy_datasets(cfg)
 
@@ -371,7 +377,10 @@ def test_other_format_dataset_paths_are_checked_too(tmp_path):
     cfg = _cfg(unique("unused"), *make_coco(tmp_path / "good"))
     with pytest.raises(DatasetPathError) as err:
         prepare_datasets(cfg, names=[name])
-    assert str(err.value) == f"Dataset '{name}': json_file {tmp_path / 'ann_dir'} is a folder, not a file; expected a readable file"
+    assert (
+        str(err.value)
+        == f"Dataset '{name}': json_file {tmp_path / 'ann_dir'} is a folder, not a file; expected a readable file"
+    )
 
 
 @pytest.mark.parametrize("tool", ["train_net.py", "lazyconfig_train_net.py"])
@@ -381,9 +390,19 @@ def test_tools_stop_on_a_bad_dataset_path_before_making_any_folder(tmp_path, too
     json_dir, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
     out = tmp_path / "out"
     if tool == "train_net.py":
-        key, args = "DATASETS.REGISTER_COCO", ["--config-file", "configs/tiny_retinanet_cpu.yaml", "DATASETS.REGISTER_COCO",
-                                               f"[('mine_train','{json_dir}','{img_dir}')]", "DATASETS.TRAIN",
-                                               "('mine_train',)", "OUTPUT_DIR", out]
+        key, args = (
+            "DATASETS.REGISTER_COCO",
+            [
+                "--config-file",
+                "configs/tiny_retinanet_cpu.yaml",
+                "DATASETS.REGISTER_COCO",
+                f"[('mine_train','{json_dir}','{img_dir}')]",
+                "DATASETS.TRAIN",
+                "('mine_train',)",
+                "OUTPUT_DIR",
+                out,
+            ],
+        )
     else:
         key, args = "dataloader.prepare.register_coco", [
             "--config-file", "configs/lazy/tiny_retinanet_cpu.py", f"train.output_dir={out}",
@@ -391,7 +410,8 @@ def test_tools_stop_on_a_bad_dataset_path_before_making_any_folder(tmp_path, too
             "dataloader.train.dataset.names=mine_train"]
     proc = run_tool(tool, *args, check=False, timeout=300)
     assert proc.returncode != 0
-    assert (f"DatasetPathError: Dataset 'mine_train': annotation file {json_dir} is a folder, not a file (set by {key}); "
+    assert (f"DatasetPathError: Dataset 'mine_train': annotation file {json_dir} is a folder, not a file (set by "
+            f"{key}); "
             "expected a readable COCO instances json file") in proc.stderr
     assert not out.exists()
 

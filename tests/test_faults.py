@@ -8,14 +8,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ONE_THREAD, REPO, TINY_CONFIG, run_tool
+
 from frn_det.sweep.events import read_events
 
 pytestmark = pytest.mark.slow
 # No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
-         "dataset.tune=[]"]
+SHORT = [
+    "seed=0",
+    "schedule.reference_batch=2",
+    "schedule.max_iter=24",
+    "schedule.steps=[20]",
+    "schedule.warmup_iters=5",
+    "dataset.tune=[]",
+]
 
 
 def start(script, *args):

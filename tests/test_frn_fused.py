@@ -10,13 +10,12 @@ import time
 
 import pytest
 import torch
+from frn_testing import EPS, make_params, ref_forward, rel_err, run, saved_storages
 
 from frn_det.layers import cpu_ops as frn_cpp  # the C++ library loader (was layers/frn_cpp.py)
-from frn_det.layers.frn import fused as fused_mod
 from frn_det.layers.frn import FilterResponseNorm2d
+from frn_det.layers.frn import fused as fused_mod
 from frn_det.layers.frn.fused import frn_fused
-
-from frn_testing import EPS, make_params, ref_forward, rel_err, run, saved_storages
 
 # grad_fn name of the C++ op (its autograd is a torch::autograd::Function in frn_cpu.cpp)
 CPP_GRAD_FN = "torch::autograd::CppNode<frn_det::FRNAutograd>"

@@ -13,16 +13,15 @@ once per mode (`kernels()`): the `dev` fixture only has to set the variable for 
 (monkeypatch restores it). The interpreter runs each program in Python with numpy: tensors
 are kept tiny there; on a GPU the tests add backbone- and head-sized tensors
 (CUDA_SHAPES)."""
+import frn_testing
 import pytest
 import torch
+from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
 
+from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn import fused as fused_mod
 from frn_det.layers.frn import triton_backend as frn_triton
-from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn.fused import frn_fused
-
-import frn_testing
-from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
 
 CUDA = torch.cuda.is_available()
 # (N, C, H, W): odd sizes, 1x1 maps, N = 1
@@ -170,7 +169,9 @@ def test_saves_only_input_and_per_sample_channel_statistic(dev, contiguous, lear
 
 def test_double_backward_is_refused_but_create_graph_works(dev):
     x = torch.randn(2, 3, 4, 4, device=dev, requires_grad=True)
-    weight, bias, tau, _ = [p.requires_grad_() if p is not None else None for p in make_params(3, True, False, device=dev)]
+    weight, bias, tau, _ = [
+        p.requires_grad_() if p is not None else None for p in make_params(3, True, False, device=dev)
+    ]
     out = triton_fn(x, weight, bias, tau, None)
     # the upstream gradient 2 out depends on x: the backward's output carries a graph node
     (dx,) = torch.autograd.grad(out.pow(2).sum(), [x], create_graph=True)

@@ -8,9 +8,21 @@ import pytest
 
 from frn_det.report.convergence import loss_trend
 from frn_det.report.coverage import Scenario, simulate
-from frn_det.report.intervals import (IMAGES_ONLY, PAIRED_PER_PAIR, PAIRED_POOLED, PER_SETTING, POOLED, Interval,
-                                      bartlett_p, chi2_sf, difference_interval, seed_variance, seeds_needed,
-                                      setting_interval, t_two_sided)
+from frn_det.report.intervals import (
+    IMAGES_ONLY,
+    PAIRED_PER_PAIR,
+    PAIRED_POOLED,
+    PER_SETTING,
+    POOLED,
+    Interval,
+    bartlett_p,
+    chi2_sf,
+    difference_interval,
+    seed_variance,
+    seeds_needed,
+    setting_interval,
+    t_two_sided,
+)
 
 REPS = 2000  # coverage standard error ~0.5%: 93-97% is +-4 of them
 

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_tool, tiny_cfg
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.layers import CycleBatchNormList
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier
+from frn_testing import record_execution
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from conftest import REPO, run_tool, tiny_cfg
-from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.train_net import build_config
 from frn_det.engine.trainer import Trainer, evaluation_tasks
@@ -129,7 +129,9 @@ def test_r50_lazy_configs_follow_the_paper_protocol():
 def trace(model, inputs):
     """(module type, name) of every leaf module (and FRN) call, ("relu", None) for relu calls."""
     select = lambda name, m: not list(m.children()) or isinstance(m, FilterResponseNorm2d)  # noqa: E731
-    return [(name, None) if m is None else (type(m).__name__, name) for name, m in record_execution(model, inputs, select)]
+    return [
+        (name, None) if m is None else (type(m).__name__, name) for name, m in record_execution(model, inputs, select)
+    ]
 
 
 @pytest.mark.parametrize("norm", ["FRN", "GN+TLU"])
@@ -749,7 +751,8 @@ def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size=0 is not allowed: expected an integer >= 1"),
+    ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size=0 is not allowed: expected an integer "
+                                            ">= 1"),
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed: expected a finite number > 0"),
     ("train.max_iter=0", "train.max_iter=0 is not allowed: expected an integer >= 1"),
     ("lr_multiplier.scheduler.milestones=[200,100,300]", "lr_multiplier.scheduler.milestones=[200, 100, 300] is not "
@@ -768,7 +771,8 @@ def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
     ("train.seed=abc", "train.seed='abc' is not allowed: expected an integer"),
     (f"{NORM_KEY}.norm_options.frn.eps=0".replace(".norm.", "."),
      "model.backbone.bottom_up.stages.norm_options.frn.eps=0 is not allowed: expected a finite number > 0"),
-    ("dataloader.train.dataset.names=[]", "dataloader.train.dataset.names=[] is not allowed: expected a non-empty list"),
+    ("dataloader.train.dataset.names=[]", "dataloader.train.dataset.names=[] is not allowed: expected a non-empty "
+                                          "list"),
     (f"{NORM_KEY}=FRNN", "model.backbone.bottom_up.stages.norm='FRNN' is not a known norm"),
 ])
 def test_lazy_values_get_the_yacs_checks(override, message):

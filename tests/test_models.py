@@ -1,13 +1,13 @@
 """Model structure: parity with stock Detectron2, FRN placement, no ReLU after FRN+TLU."""
 import pytest
 import torch
+from conftest import tiny_cfg
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer as d2_build_optimizer
+from frn_testing import record_execution
 from torch import nn
 
-from conftest import tiny_cfg
-from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.train_net import build_config
 from frn_det.layers import TLU, FilterResponseNorm2d
@@ -17,9 +17,21 @@ ZOO_RETINANET = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
 
 def zoo_cfg(norm, ours):
     opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RETINANET.NUM_CONVS", "2"]
-    opts += ["MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm if norm != "FrozenBN" else "", "MODEL.RETINANET.NORM", norm]
+    opts += [
+        "MODEL.RESNETS.NORM",
+        norm,
+        "MODEL.FPN.NORM",
+        norm if norm != "FrozenBN" else "",
+        "MODEL.RETINANET.NORM",
+        norm,
+    ]
     if ours:
-        opts += ["MODEL.META_ARCHITECTURE", "FRNRetinaNet", "MODEL.BACKBONE.NAME", "build_frn_retinanet_resnet_fpn_backbone"]
+        opts += [
+            "MODEL.META_ARCHITECTURE",
+            "FRNRetinaNet",
+            "MODEL.BACKBONE.NAME",
+            "build_frn_retinanet_resnet_fpn_backbone",
+        ]
     return build_config(model_zoo.get_config_file(ZOO_RETINANET), opts)
 
 
@@ -80,7 +92,9 @@ def test_frn_is_where_configured():
 
 
 def test_frn_options_reach_the_layers():
-    model = build_model(tiny_cfg("FRN", "MODEL.FRN.EPS", "1e-5", "MODEL.FRN.LEARNABLE_EPS", "True", "MODEL.FRN.IMPL", "reference"))
+    model = build_model(
+        tiny_cfg("FRN", "MODEL.FRN.EPS", "1e-5", "MODEL.FRN.LEARNABLE_EPS", "True", "MODEL.FRN.IMPL", "reference")
+    )
     frns = [m for m in model.modules() if isinstance(m, FilterResponseNorm2d)]
     assert frns and all(m.eps == 1e-5 and m.eps_l is not None and m.impl == "reference" for m in frns)
 
@@ -90,7 +104,9 @@ def weight_decay_of(optimizer):
 
 
 def test_optimizer_treats_frn_parameters_as_norm_parameters():
-    cfg = tiny_cfg("FRN", "MODEL.FRN.LEARNABLE_EPS", "True", "SOLVER.WEIGHT_DECAY", "1e-4", "SOLVER.WEIGHT_DECAY_NORM", "0.0")
+    cfg = tiny_cfg(
+        "FRN", "MODEL.FRN.LEARNABLE_EPS", "True", "SOLVER.WEIGHT_DECAY", "1e-4", "SOLVER.WEIGHT_DECAY_NORM", "0.0"
+    )
     model = build_model(cfg)
     wd = weight_decay_of(build_optimizer(cfg, model))
     norm_params = [p for m in model.modules() if isinstance(m, (FilterResponseNorm2d, TLU)) for p in m.parameters()]
@@ -130,7 +146,8 @@ def test_non_positive_config_eps_is_a_clear_error(eps):
 def test_total_batch_must_divide_across_workers():
     from frn_det.engine.train_net import check_config
 
-    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=5 \(the total batch\) must be a positive multiple of the number of workers \(2\)"):
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=5 \(the total batch\) must be a positive multiple of "
+                                         r"the number of workers \(2\)"):
         check_config(tiny_cfg("FRN", "SOLVER.IMS_PER_BATCH", "5"), 2)
 
 
@@ -139,7 +156,9 @@ def test_sync_bn_with_one_worker_warns(caplog):
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN"), 1)
-    assert "MODEL.RESNETS.NORM=SyncBN" in caplog.text and "computes exactly what its unsynced norm computes" in caplog.text
+    assert (
+        "MODEL.RESNETS.NORM=SyncBN" in caplog.text and "computes exactly what its unsynced norm computes" in caplog.text
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN", "SOLVER.IMS_PER_BATCH", "4"), 2)

@@ -9,13 +9,18 @@ import sys
 import time
 
 import pytest
-
 from conftest import ONE_THREAD, REPO
+
 from frn_det.sweep.cluster import resolve_distributed
 from frn_det.sweep.events import read_events
 
-SHORT = ["schedule.reference_batch=2", "schedule.steps=[30]", "schedule.warmup_iters=5", "schedule.checkpoint_period=10",
-         "dataset.tune=[]"]
+SHORT = [
+    "schedule.reference_batch=2",
+    "schedule.steps=[30]",
+    "schedule.warmup_iters=5",
+    "schedule.checkpoint_period=10",
+    "dataset.tune=[]",
+]
 
 
 def test_machine_rank_and_address_come_from_slurm_and_explicit_values_win(monkeypatch):
@@ -49,8 +54,15 @@ def free_port() -> int:
 def start_nodes(out, port, *extra):
     procs = []
     for node in (0, 1):
-        env = {**os.environ, **ONE_THREAD, "SLURM_NODEID": str(node), "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "127.0.0.1",
-               "SLURM_JOB_ID": "1", "MASTER_PORT": str(port)}
+        env = {
+            **os.environ,
+            **ONE_THREAD,
+            "SLURM_NODEID": str(node),
+            "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_JOB_NODELIST": "127.0.0.1",
+            "SLURM_JOB_ID": "1",
+            "MASTER_PORT": str(port),
+        }
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "num_machines=2", "norm=gn",
              f"output_dir={out}", *SHORT, *extra],
@@ -64,7 +76,12 @@ def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path)
     procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=80")
     log = run_dir / "training_metrics.json"
     deadline = time.time() + 600
-    while not (log.exists() and any(json.loads(l).get("iteration", 0) >= 19 for l in log.read_text().splitlines() if l.strip().endswith("}"))):
+    while not (
+        log.exists()
+        and any(
+            json.loads(l).get("iteration", 0) >= 19 for l in log.read_text().splitlines() if l.strip().endswith("}")
+        )
+    ):
         assert all(p.poll() is None for p in procs) and time.time() < deadline, [p.stdout.read()[-2000:] for p in procs]
         time.sleep(0.5)
     for p in procs:  # SLURM signals every node of a job

@@ -9,12 +9,12 @@ import tempfile
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from frn_testing import record_execution
 from torch import nn
 
-from conftest import tiny_cfg
-from frn_testing import record_execution
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.layers import (
     ACCEPTED_NORMS,

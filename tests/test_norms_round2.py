@@ -8,22 +8,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_cfg
 from detectron2.layers import Conv2d
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from frn_testing import record_execution
 from torch import nn
 from torch.nn.utils import parametrize
 
-from conftest import tiny_cfg
-from frn_testing import record_execution
 from frn_det.engine.precise_bn import batch_stat_modules, update_population_stats
 from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0
 from frn_det.layers.factory import ACCEPTED_NORMS, resolve_norm
 from frn_det.layers.norms import (
-    MABN2d,
     CrossIterationBatchNorm2d,
     EvalNorm2d,
     InstanceNorm2d,
+    MABN2d,
     WCConv2d,
     WCLinear,
     WNBias2d,
@@ -41,7 +41,9 @@ def randomize(module, seed=0):
     with torch.no_grad():
         for name, p in module.named_parameters():
             if name.endswith(("weight", "bias")) and p.dim() == 1:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5 + (1.0 if name.endswith("weight") else 0))
+                p.copy_(
+                    torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5 + (1.0 if name.endswith("weight") else 0)
+                )
     return module
 
 

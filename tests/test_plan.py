@@ -4,9 +4,8 @@ import json
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-
 from conftest import run_tool
+from hydra import compose, initialize_config_dir
 
 from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
 from frn_det.sweep.plan import make_plan, render

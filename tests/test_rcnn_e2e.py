@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, run_tool
 from test_sweep_e2e import SHORT
 
@@ -31,7 +30,16 @@ def test_faster_rcnn_with_frn_after_convs_and_fcs_trains_and_evaluates_boxes(tmp
 
 
 def test_mask_rcnn_with_frn_through_the_sweep_reports_box_and_mask_ap(tmp_path):
-    run_tool("sweep.py", "-m", "model=tiny_mask_rcnn_cpu", "norm=frn,gn", "ims_per_gpu=2", "seed=0", f"output_dir={tmp_path}", *SHORT)
+    run_tool(
+        "sweep.py",
+        "-m",
+        "model=tiny_mask_rcnn_cpu",
+        "norm=frn,gn",
+        "ims_per_gpu=2",
+        "seed=0",
+        f"output_dir={tmp_path}",
+        *SHORT,
+    )
     records = {}
     for norm in ("frn", "gn"):
         run = tmp_path / f"{norm}_ims2_seed0"
@@ -43,7 +51,9 @@ def test_mask_rcnn_with_frn_through_the_sweep_reports_box_and_mask_ap(tmp_path):
         # the norm entry's head went to both ROI heads, the class count to the R-CNN key
         norms = [model[k]["NORM"] for k in ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")]
         assert norms == [norm.upper()] * 4 and model["RETINANET"]["NORM"] == ""
-        assert model["ROI_HEADS"]["NUM_CLASSES"] == 4 and model["ROI_MASK_HEAD"]["NAME"] == "FRNMaskRCNNConvUpsampleHead"
+        assert (
+            model["ROI_HEADS"]["NUM_CLASSES"] == 4 and model["ROI_MASK_HEAD"]["NAME"] == "FRNMaskRCNNConvUpsampleHead"
+        )
         detections = json.loads((run / "inference" / "frn_shapes_val" / "coco_instances_results.json").read_text())
         assert detections and "segmentation" in detections[0]
         records[norm] = m

@@ -1,17 +1,16 @@
 """Faster R-CNN and Mask R-CNN with frn-det's norms in the backbone, FPN, box and mask heads."""
 import pytest
 import torch
+from conftest import REPO
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
+from frn_testing import record_execution
 from torch import nn
 
-from conftest import REPO
-from frn_testing import record_execution
 from frn_det.engine.config_checks import check_config
 from frn_det.engine.train_net import build_config
 from frn_det.layers import TLU, FilterResponseNorm2d
 from frn_det.layers.norms import EvoNorm2dS0, WSConv2d, WSLinear
-from frn_det.modeling import FCNorm
 
 ZOO = {"faster": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
        "mask": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"}
@@ -28,12 +27,30 @@ def norms(norm, fpn=None):
 
 def zoo_cfg(detector, norm, ours):
     """R18 with 4conv1fc (the GN configs' head): small enough to build in a second."""
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-            "MODEL.ROI_BOX_HEAD.NUM_CONV", 4, "MODEL.ROI_BOX_HEAD.NUM_FC", 1]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RESNETS.DEPTH",
+        18,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        64,
+        "MODEL.ROI_BOX_HEAD.NUM_CONV",
+        4,
+        "MODEL.ROI_BOX_HEAD.NUM_FC",
+        1,
+    ]
     opts += norms(norm, fpn="" if norm == "FrozenBN" else None)
     if ours:
-        opts += ["MODEL.BACKBONE.NAME", "build_frn_resnet_fpn_backbone",
-                 "MODEL.ROI_BOX_HEAD.NAME", "FRNFastRCNNConvFCHead", "MODEL.ROI_MASK_HEAD.NAME", "FRNMaskRCNNConvUpsampleHead"]
+        opts += [
+            "MODEL.BACKBONE.NAME",
+            "build_frn_resnet_fpn_backbone",
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "FRNFastRCNNConvFCHead",
+            "MODEL.ROI_MASK_HEAD.NAME",
+            "FRNMaskRCNNConvUpsampleHead",
+        ]
     return build_config(model_zoo.get_config_file(ZOO[detector]), opts, announce=False)
 
 

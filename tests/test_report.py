@@ -243,7 +243,20 @@ def test_single_setting_all_diverged_still_reports(tmp_path):
 def test_norm_variants_follow_their_norm_in_the_report_order():
     from frn_det.report.aggregate import norm_sort_key
 
-    norms = ["frn_relu", "gn+tlu", "evonorm_s0", "bn_tlu", "frn", "gnws", "gn", "bn", "brn", "syncbn_tlu", "syncbn", "zzz"]
+    norms = [
+        "frn_relu",
+        "gn+tlu",
+        "evonorm_s0",
+        "bn_tlu",
+        "frn",
+        "gnws",
+        "gn",
+        "bn",
+        "brn",
+        "syncbn_tlu",
+        "syncbn",
+        "zzz",
+    ]
     assert sorted(norms, key=norm_sort_key) == [
         "bn", "bn_tlu", "syncbn", "syncbn_tlu", "brn", "gn", "gn+tlu", "gnws", "evonorm_s0", "frn", "frn_relu", "zzz"]
 
@@ -254,7 +267,11 @@ def test_many_norms_get_distinct_colours_and_variants_their_norms_dashed():
     norms = ["bn", "bn_tlu", "frozenbn", "brn", "gn", "gn+tlu", "gnws", "evonorm_b0", "evonorm_s0", "frn", "frn_relu"]
     colours, styles = norm_colours(norms), norm_linestyles(norms)
     assert (colours["bn"], colours["gn"], colours["frn"]) == ("tab:blue", "tab:green", "tab:red")
-    assert colours["bn_tlu"] == colours["bn"] and colours["gn+tlu"] == colours["gn"] and colours["frn_relu"] == colours["frn"]
+    assert (
+        colours["bn_tlu"] == colours["bn"]
+        and colours["gn+tlu"] == colours["gn"]
+        and colours["frn_relu"] == colours["frn"]
+    )
     solid = [n for n in norms if styles[n] == "-"]
     assert len({colours[n] for n in solid}) == len(solid) == 8
     assert {n for n in norms if styles[n] == "--"} == {"bn_tlu", "gn+tlu", "frn_relu"}

@@ -1,8 +1,8 @@
 """The report's intervals, paired differences, best-lr view and curves, on real COCO-format
 ground truth and detection files (no training)."""
-import zlib
 import json
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,8 @@ import pytest
 
 from frn_det.report import write_report
 from frn_det.report.comparisons import lr_choices
-from frn_det.report.samples import run_samples
 from frn_det.report.plots import ap_vs_ims_figure
+from frn_det.report.samples import run_samples
 
 N_IMAGES = 60
 
@@ -48,7 +48,9 @@ def make_run(sweep: Path, gt: Path, anns: list, norm: str, ims: int, jitter: flo
     run_dir = sweep / name
     run_dir.mkdir(parents=True)
     dets = run_dir / "dets.json"
-    write_dets(dets, anns, jitter, seed=zlib.crc32(repr((norm, ims, seed, lr_scale)).encode()) % 1000)  # the same in every process
+    write_dets(
+        dets, anns, jitter, seed=zlib.crc32(repr((norm, ims, seed, lr_scale)).encode()) % 1000
+    )  # the same in every process
     ap = PerImageEval.from_coco(str(gt), str(dets)).metrics()["AP"]
     record = {"run": name, "norm": norm, "ims_per_gpu": ims, "total_batch": ims, "seed": seed, "lr_scale": lr_scale,
               "status": "finished", "AP": ap, "test_dataset": "val",
@@ -133,7 +135,7 @@ def test_a_clearly_better_norm_with_three_seeds_is_marked_significant(seeded):
     assert diff["significant"] and diff["model"] == "paired, pooled" and diff["n"] == 3
     sv = comparisons["seed_variance"]["AP"]
     assert sv["df"] == 4 and sv["paired_df"] == 2 and sv["settings"] == 2
-    assert f"pooled over 2 settings (df 4)" in md
+    assert "pooled over 2 settings (df 4)" in md
     # The power table has the comparison with its minimum detectable difference and seeds needed.
     power = md.split("## AP power per comparison")[1].split("\n\n")[1]
     row = next(line for line in power.splitlines() if line.startswith("| frn − bn |"))
@@ -214,8 +216,8 @@ def test_samples_are_cached_and_files_changed_after_the_run_are_refused(sweep, t
 
 def test_plot_draws_the_intervals_as_error_bars(sweep):
     from frn_det.report.comparisons import setting_intervals
-    from frn_det.report.samples import attach_samples
     from frn_det.report.load import load_runs
+    from frn_det.report.samples import attach_samples
 
     runs = load_runs([sweep])
     intervals = setting_intervals(runs, attach_samples(runs))
@@ -241,7 +243,9 @@ def test_lr_is_chosen_on_the_tuning_split_not_on_test(tmp_path):
     (choice,) = lr_choices(load_runs([d]), {})
     assert choice["chosen_on"] == "tune" and choice["lr_scale"] == 0.5
     md = write_report([d])["md"].read_text()
-    row = next(line for line in md.split("## Best learning rate per norm")[1].splitlines() if line.startswith("| frn |"))
+    row = next(
+        line for line in md.split("## Best learning rate per norm")[1].splitlines() if line.startswith("| frn |")
+    )
     assert "| 0.5 |" in row and "chosen on test" not in row
     # Without tuning APs the choice falls back to test, and the report says so.
     for run_dir in (p.parent for p in d.glob("*/metrics.json")):
@@ -272,12 +276,12 @@ def test_the_baselines_difference_is_shown_once(sweep):
 
 def test_no_ap_panel_without_evaluations_during_training(sweep, tmp_path):
     """One final evaluation is one point: the curves plot then has only the loss row."""
+    import shutil
+
     import matplotlib.image
 
     from frn_det.report.curves import plot_training_curves
     from frn_det.report.load import load_runs
-
-    import shutil
 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)  # the fixture is shared: change a copy

@@ -1,11 +1,11 @@
 """Mask AP from the sweep worker to the report, on real COCO-format files: ground truth with
 polygon masks, detections with RLE masks (as Detectron2's COCOEvaluator writes them), and
 metrics.json made by the worker's and the runner's own code (no training)."""
-import zlib
 import contextlib
 import csv
 import io
 import json
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,9 +17,9 @@ from pycocotools.cocoeval import COCOeval
 
 from frn_det.evaluation import PerImageEval
 from frn_det.report import write_report
-from frn_det.report.samples import run_samples
 from frn_det.report.load import MASK_KEYS, load_runs
 from frn_det.report.plots import ap_vs_ims_figure
+from frn_det.report.samples import run_samples
 from frn_det.report.tables import CSV_COLUMNS
 from frn_det.run_record import DETECTIONS_FILE, METRIC_KEYS, OUTCOME_FILE
 from frn_det.sweep.runner import _result_fields
@@ -68,8 +68,15 @@ def write_dets(path: Path, anns: list, shift: int, box_jitter: float, seed: int)
         m = np.zeros((SIZE, SIZE), dtype=np.uint8, order="F")
         m[130:150, 130:150] = 1
         rle = mask_util.encode(m)
-        dets.append({"image_id": i, "category_id": 1, "score": float(rng.uniform(0, 0.5)), "bbox": [130.0, 130.0, 20.0, 20.0],
-                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+        dets.append(
+            {
+                "image_id": i,
+                "category_id": 1,
+                "score": float(rng.uniform(0, 0.5)),
+                "bbox": [130.0, 130.0, 20.0, 20.0],
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dets))
 
@@ -102,7 +109,9 @@ def make_run(sweep: Path, gt: Path, anns: list, norm: str, ims: int, shift: int,
     name = f"{norm}_ims{ims}_seed{seed}"
     run_dir = sweep / name
     dets = run_dir / "inference" / DATASET / DETECTIONS_FILE
-    write_dets(dets, anns, shift, box_jitter, seed=zlib.crc32(repr((norm, ims, seed)).encode()) % 1000)  # the same in every process
+    write_dets(
+        dets, anns, shift, box_jitter, seed=zlib.crc32(repr((norm, ims, seed)).encode()) % 1000
+    )  # the same in every process
     results = {"bbox": cocoeval(gt, dets, "bbox")}
     if masks:
         results["segm"] = cocoeval(gt, dets, "segm")

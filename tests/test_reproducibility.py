@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_tool, tiny_cfg
 
 
@@ -23,7 +22,9 @@ def _first_batches(norm: str, seed: int, out: Path, *opts, n: int = 3):
     prepare_datasets(cfg)
     seed_all_rng(seed)
     loader = iter(Trainer(cfg).data_loader)
-    return [(d["file_name"], hashlib.sha1(d["image"].numpy().tobytes()).hexdigest()) for _ in range(n) for d in next(loader)]
+    return [
+        (d["file_name"], hashlib.sha1(d["image"].numpy().tobytes()).hexdigest()) for _ in range(n) for d in next(loader)
+    ]
 
 
 def test_a_seed_gives_every_norm_the_same_images_in_the_same_order(tmp_path):
@@ -73,4 +74,6 @@ def test_deterministic_runs_repeat_bit_for_bit_and_record_the_machine(tmp_path):
     assert set(breakdown) >= {"dataset_checks", "model_and_data_build", "training", "evaluation",
                               "checkpoint_writes", "process_start_and_exit"}
     assert breakdown["evaluation"] > 0 and breakdown["training"] > 0
-    assert sum(v for k, v in breakdown.items() if k != "process_start_and_exit") == pytest.approx(m["wall_time_s"], rel=1e-6)
+    assert sum(v for k, v in breakdown.items() if k != "process_start_and_exit") == pytest.approx(
+        m["wall_time_s"], rel=1e-6
+    )

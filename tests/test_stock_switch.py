@@ -21,12 +21,17 @@ def test_zoo_retinanet_with_frn_gets_the_frn_builders_and_says_so(caplog):
 
 def test_stock_norms_keep_the_stock_builders():
     cfg = build_config(ZOO_RETINANET, ["MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN"])
-    assert cfg.MODEL.BACKBONE.NAME == "build_retinanet_resnet_fpn_backbone" and cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    assert (
+        cfg.MODEL.BACKBONE.NAME == "build_retinanet_resnet_fpn_backbone" and cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    )
 
 
 def test_frn_in_the_backbone_only_keeps_the_stock_meta_architecture():
     cfg = build_config(ZOO_RETINANET, ["MODEL.RESNETS.NORM", "FRN"])
-    assert cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone" and cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    assert (
+        cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone"
+        and cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    )
 
 
 ZOO_MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
@@ -46,7 +51,10 @@ def test_zoo_mask_rcnn_with_frn_gets_the_frn_heads_and_backbone(caplog):
 
 def test_zoo_rcnn_with_stock_head_norms_keeps_the_stock_heads():
     cfg = build_config(ZOO_MASK_RCNN, ["MODEL.ROI_BOX_HEAD.NORM", "GN", "MODEL.ROI_MASK_HEAD.NORM", "GN"])
-    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME) == ("FastRCNNConvFCHead", "MaskRCNNConvUpsampleHead")
+    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME) == (
+        "FastRCNNConvFCHead",
+        "MaskRCNNConvUpsampleHead",
+    )
 
 
 def test_norm_after_the_fcs_needs_the_frn_box_head():
@@ -57,13 +65,15 @@ def test_norm_after_the_fcs_needs_the_frn_box_head():
 
 
 def test_a_custom_box_head_with_frn_fails_naming_the_keys():
-    with pytest.raises(ValueError, match=r"MODEL.ROI_BOX_HEAD.NAME='MyHead' cannot build MODEL.ROI_BOX_HEAD.NORM='FRN': "
+    with pytest.raises(ValueError, match=r"MODEL.ROI_BOX_HEAD.NAME='MyHead' cannot build "
+                                         r"MODEL.ROI_BOX_HEAD.NORM='FRN': "
                                          r"set MODEL.ROI_BOX_HEAD.NAME to one of \['FRNFastRCNNConvFCHead'\]"):
         build_config(ZOO_MASK_RCNN, ["MODEL.ROI_BOX_HEAD.NAME", "MyHead", "MODEL.ROI_BOX_HEAD.NORM", "FRN"])
 
 
 def test_semantic_head_with_frn_fails_naming_the_key():
-    with pytest.raises(ValueError, match=r"MODEL.SEM_SEG_HEAD.NORM='FRN' is read by Detectron2's own head.*set MODEL.SEM_SEG_HEAD.NORM"):
+    with pytest.raises(ValueError, match=r"MODEL.SEM_SEG_HEAD.NORM='FRN' is read by Detectron2's own head.*set "
+                                         r"MODEL.SEM_SEG_HEAD.NORM"):
         build_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["MODEL.SEM_SEG_HEAD.NORM", "FRN"])
 
 
@@ -75,5 +85,6 @@ def test_a_custom_backbone_fails_with_the_keys_to_set():
     cfg = add_frn_config(get_cfg())
     cfg.MODEL.BACKBONE.NAME = "my_own_backbone"
     cfg.MODEL.RESNETS.NORM = "FRN"
-    with pytest.raises(ValueError, match=r"MODEL.BACKBONE.NAME='my_own_backbone' cannot build MODEL.RESNETS.NORM='FRN': set MODEL.BACKBONE.NAME to one of"):
+    with pytest.raises(ValueError, match=r"MODEL.BACKBONE.NAME='my_own_backbone' cannot build "
+                                         r"MODEL.RESNETS.NORM='FRN': set MODEL.BACKBONE.NAME to one of"):
         use_frn_builders(cfg)

@@ -35,7 +35,13 @@ def test_defaults_are_the_cpu_demo():
 
 @pytest.mark.parametrize("ims,gpus,machines", [(1, 1, 1), (4, 2, 1), (2, 8, 2)])
 def test_total_batch_lr_and_schedule_scale_linearly(ims, gpus, machines):
-    job = compose_job("schedule=paper", "model=retinanet_r50_fpn", f"ims_per_gpu={ims}", f"num_gpus={gpus}", f"num_machines={machines}")
+    job = compose_job(
+        "schedule=paper",
+        "model=retinanet_r50_fpn",
+        f"ims_per_gpu={ims}",
+        f"num_gpus={gpus}",
+        f"num_machines={machines}",
+    )
     cfg, sched = build_detectron2_config(job, "/tmp/x")
     total = ims * gpus * machines
     assert cfg.SOLVER.IMS_PER_BATCH == total == sched.total_batch
@@ -45,7 +51,10 @@ def test_total_batch_lr_and_schedule_scale_linearly(ims, gpus, machines):
     assert cfg.SOLVER.WARMUP_ITERS == round(2000 * 64 / total)
     assert cfg.SOLVER.CHECKPOINT_PERIOD == round(5000 * 64 / total)
     assert sched.images_seen == pytest.approx(125000 * 64, rel=1e-4)
-    assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(4e-4) and cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone"
+    assert (
+        cfg.SOLVER.WEIGHT_DECAY == pytest.approx(4e-4)
+        and cfg.MODEL.BACKBONE.NAME == "build_frn_retinanet_resnet_fpn_backbone"
+    )
 
 
 def test_extra_detectron2_overrides_pass_through():
@@ -55,7 +64,16 @@ def test_extra_detectron2_overrides_pass_through():
 
 @pytest.mark.parametrize("bad", [{"ims_per_gpu": 0}, {"num_gpus": -1}, {"ims_per_gpu": 1.5}])
 def test_invalid_worker_counts_are_clear_errors(bad):
-    args = dict(ims_per_gpu=2, num_gpus=1, num_machines=1, reference_batch=8, base_lr=0.1, max_iter=10, steps=[5], warmup_iters=1)
+    args = dict(
+        ims_per_gpu=2,
+        num_gpus=1,
+        num_machines=1,
+        reference_batch=8,
+        base_lr=0.1,
+        max_iter=10,
+        steps=[5],
+        warmup_iters=1,
+    )
     args.update(bad)
     name, value = next(iter(bad.items()))
     with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got {value}"):
@@ -202,6 +220,7 @@ def test_batch_renorm_ramp_follows_the_run_schedule():
 
 def test_sync_brn_with_one_worker_warns(caplog):
     from conftest import tiny_cfg
+
     from frn_det.engine.config_checks import check_config
 
     with caplog.at_level("WARNING", logger="frn_det"):
@@ -211,6 +230,7 @@ def test_sync_brn_with_one_worker_warns(caplog):
 
 def test_bad_norm_string_fails_in_the_config_check_with_the_choices():
     from conftest import tiny_cfg
+
     from frn_det.engine.config_checks import check_config
 
     with pytest.raises(ValueError, match=r"MODEL.RESNETS.NORM='FRNN' is not a known norm. Accepted: .*'GNWS'"):
@@ -228,7 +248,9 @@ def test_model_group_can_name_a_lazyconfig_model():
     assert any(".norm.weight" in k for k in lazy)
 
 
-@pytest.mark.parametrize("model", ["tiny_mask_rcnn_cpu", "tiny_faster_rcnn_cpu", "mask_rcnn_r50_fpn", "faster_rcnn_r50_fpn"])
+@pytest.mark.parametrize(
+    "model", ["tiny_mask_rcnn_cpu", "tiny_faster_rcnn_cpu", "mask_rcnn_r50_fpn", "faster_rcnn_r50_fpn"]
+)
 def test_rcnn_models_get_the_norm_in_both_roi_heads_and_the_class_count(model):
     cfg, _ = build_detectron2_config(compose_job(f"model={model}", "norm=gn"), "/tmp/x")
     norms = (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.ROI_BOX_HEAD.NORM, cfg.MODEL.ROI_MASK_HEAD.NORM)
@@ -279,7 +301,8 @@ def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
         check_config(cfg, 1)
     from frn_det.sweep.job_checks import override_value_error
 
-    assert override_value_error(["amp=yes"], CONFIGS_DIR / "sweep").startswith("amp='yes' is not allowed: expected true or false")
+    assert override_value_error(["amp=yes"], CONFIGS_DIR / "sweep").startswith("amp='yes' is not allowed: expected "
+                                                                               "true or false")
 
 
 # ------------------------------------------------ sweep keys: type and range, in the sweep's words
@@ -318,8 +341,19 @@ def test_bad_sweep_values_name_the_sweep_key_and_what_is_allowed(override, messa
 def test_good_sweep_overrides_pass_the_value_check():
     from frn_det.sweep.job_checks import check_job, override_value_error
 
-    ok = ["norm=bn,gn,frn", "ims_per_gpu=1,4", "lr_scale=0.5,1,2", "seed=range(0,3)", "act=TLU", "machine_rank=null",
-          "schedule=paper", "model=retinanet_r50_fpn", "num_gpus=8", "hydra.mode=RUN", "opts=[TEST.DETECTIONS_PER_IMAGE,50]"]
+    ok = [
+        "norm=bn,gn,frn",
+        "ims_per_gpu=1,4",
+        "lr_scale=0.5,1,2",
+        "seed=range(0,3)",
+        "act=TLU",
+        "machine_rank=null",
+        "schedule=paper",
+        "model=retinanet_r50_fpn",
+        "num_gpus=8",
+        "hydra.mode=RUN",
+        "opts=[TEST.DETECTIONS_PER_IMAGE,50]",
+    ]
     assert override_value_error(ok, CONFIGS_DIR / "sweep") is None
     for name in ("tiny_cpu", "retinanet_r50_fpn", "tiny_mask_rcnn_cpu"):
         for schedule in ("cpu_short", "paper", "scratch_9x"):

@@ -9,15 +9,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_tool
 
 pytestmark = pytest.mark.slow
 
 # 2 images per worker, 24 iterations, evaluation at the end.
 # No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]", "schedule.warmup_iters=5",
-         "dataset.tune=[]"]
+SHORT = [
+    "seed=0",
+    "schedule.reference_batch=2",
+    "schedule.max_iter=24",
+    "schedule.steps=[20]",
+    "schedule.warmup_iters=5",
+    "dataset.tune=[]",
+]
 WITH_TUNE = SHORT[:-1]
 
 
@@ -65,7 +70,15 @@ def test_rerunning_the_sweep_trains_nothing(two_point_sweep):
 def test_changed_config_moves_the_old_result_aside(two_point_sweep, tmp_path):
     out, _ = two_point_sweep
     old = metrics(out / "frn_ims2_seed0")
-    run_tool("sweep.py", "hydra.mode=RUN", "norm=frn", "ims_per_gpu=2", f"output_dir={out}", *WITH_TUNE, "opts=[MODEL.FRN.EPS,1e-5]")
+    run_tool(
+        "sweep.py",
+        "hydra.mode=RUN",
+        "norm=frn",
+        "ims_per_gpu=2",
+        f"output_dir={out}",
+        *WITH_TUNE,
+        "opts=[MODEL.FRN.EPS,1e-5]",
+    )
     new = metrics(out / "frn_ims2_seed0")
     assert new["config_hash"] != old["config_hash"] and new["status"] == "finished"
     stale = list((out / "frn_ims2_seed0").glob(f"stale-{old['config_hash']}-*/metrics.json"))
@@ -73,10 +86,21 @@ def test_changed_config_moves_the_old_result_aside(two_point_sweep, tmp_path):
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-    args = [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "norm=gn", f"output_dir={tmp_path}", *SHORT,
-            "schedule.max_iter=40", "schedule.checkpoint_period=10", "report=false"]
+    args = [
+        sys.executable,
+        str(REPO / "tools" / "sweep.py"),
+        "hydra.mode=RUN",
+        "norm=gn",
+        f"output_dir={tmp_path}",
+        *SHORT,
+        "schedule.max_iter=40",
+        "schedule.checkpoint_period=10",
+        "report=false",
+    ]
     run_dir = tmp_path / "gn_ims2_seed0"
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 600
         while not (run_dir / "last_checkpoint").exists():
@@ -94,8 +118,16 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    run_tool("sweep.py", "-m", "norm=frn", "ims_per_gpu=2", "schedule.base_lr=0.02,1e9", f"output_dir={tmp_path}", *SHORT,
-             "hydra.sweep.subdir=lr${schedule.base_lr}")
+    run_tool(
+        "sweep.py",
+        "-m",
+        "norm=frn",
+        "ims_per_gpu=2",
+        "schedule.base_lr=0.02,1e9",
+        f"output_dir={tmp_path}",
+        *SHORT,
+        "hydra.sweep.subdir=lr${schedule.base_lr}",
+    )
     diverged, finished = metrics(tmp_path / "lr1000000000.0"), metrics(tmp_path / "lr0.02")
     assert diverged["status"] == "diverged" and diverged["AP"] is None
     assert 0 <= diverged["diverged_at_iter"] < 24 and "non-finite" in diverged["status_detail"].lower() + " non-finite"
@@ -183,11 +215,16 @@ def custom_dataset_args(train, val):
 
 def test_dataset_without_optional_fields_trains_and_evaluates(tmp_path):
     """No iscrowd, area, segmentation, info, licenses or supercategory: filled where COCO needs them."""
-    (train_json, train_images), (val_json, val_images) = stripped_copy(tmp_path, "train", 40), stripped_copy(tmp_path, "val", 20)
+    (train_json, train_images), (val_json, val_images) = (
+        stripped_copy(tmp_path, "train", 40),
+        stripped_copy(tmp_path, "val", 20),
+    )
     # Given by path: the class count (4) comes from the json.
     args = ["dataset=coco_json", f"dataset.train_json={train_json}", f"dataset.train_images={train_images}",
             f"dataset.test_json={val_json}", f"dataset.test_images={val_images}"]
-    proc = run_tool("sweep.py", "hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *args, *WITH_TUNE)  # coco_json: no tune split given
+    proc = run_tool(
+        "sweep.py", "hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *args, *WITH_TUNE
+    )  # coco_json: no tune split given
     assert "NUM_CLASSES: 4" in (tmp_path / "out" / "frn_ims2_seed0" / "config.yaml").read_text()
     m = metrics(tmp_path / "out" / "frn_ims2_seed0")
     assert m["status"] == "finished" and isinstance(m["AP"], float)
@@ -213,12 +250,21 @@ def test_unreadable_image_mid_run_names_the_file_and_the_run_reruns(tmp_path):
 
 
 def test_model_zoo_config_with_frn_trains_through_the_sweep(tmp_path):
-    run_tool("sweep.py", "hydra.mode=RUN", "norm=frn", f"output_dir={tmp_path}", "model.config_file=COCO-Detection/retinanet_R_50_FPN_1x.yaml",
-             "schedule.reference_batch=2", "schedule.max_iter=3", "schedule.steps=[2]", "schedule.warmup_iters=1",
-             "dataset.tune=[]",
-             # The zoo's R50 made R18 to keep the test short; what is tested is the stock builder switch.
-             "opts=[MODEL.WEIGHTS,'',MODEL.RESNETS.DEPTH,18,MODEL.RESNETS.RES2_OUT_CHANNELS,64,"
-             "INPUT.MIN_SIZE_TRAIN,[160],INPUT.MAX_SIZE_TRAIN,160,INPUT.MIN_SIZE_TEST,160,INPUT.MAX_SIZE_TEST,160]")
+    run_tool(
+        "sweep.py",
+        "hydra.mode=RUN",
+        "norm=frn",
+        f"output_dir={tmp_path}",
+        "model.config_file=COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+        "schedule.reference_batch=2",
+        "schedule.max_iter=3",
+        "schedule.steps=[2]",
+        "schedule.warmup_iters=1",
+        "dataset.tune=[]",
+        # The zoo's R50 made R18 to keep the test short; what is tested is the stock builder switch.
+        "opts=[MODEL.WEIGHTS,'',MODEL.RESNETS.DEPTH,18,MODEL.RESNETS.RES2_OUT_CHANNELS,64,"
+        "INPUT.MIN_SIZE_TRAIN,[160],INPUT.MAX_SIZE_TRAIN,160,INPUT.MIN_SIZE_TEST,160,INPUT.MAX_SIZE_TEST,160]",
+    )
     m = metrics(tmp_path / "frn_ims2_seed0")
     assert m["status"] == "finished" and m["iterations"] == 3
     assert "META_ARCHITECTURE: FRNRetinaNet" in (tmp_path / "frn_ims2_seed0" / "config.yaml").read_text()

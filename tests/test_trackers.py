@@ -8,9 +8,8 @@ import sys
 import time
 
 import pytest
-from detectron2.utils.events import EventStorage
-
 from conftest import REPO, TINY_CONFIG, run_tool
+from detectron2.utils.events import EventStorage
 from tracker_readback import mlflow_metric_history, mlflow_runs, wandb_offline_runs
 
 from frn_det.config import config_hash

@@ -4,7 +4,6 @@ import math
 import re
 
 import pytest
-
 from conftest import ONE_THREAD, TINY_CONFIG, run_tool
 
 pytestmark = pytest.mark.slow
@@ -89,9 +88,28 @@ def test_detectron2_model_zoo_config_runs_unchanged(tmp_path):
     assert set(copypaste_ap(log)) == set(AP_KEYS)
 
 
-ZOO_SMALL = ["MODEL.WEIGHTS", "", "MODEL.RETINANET.NUM_CLASSES", 4, "DATASETS.TRAIN", "('frn_shapes_train',)",
-             "DATASETS.TEST", "('frn_shapes_val',)", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
-             "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", 160, "INPUT.MIN_SIZE_TEST", 160, "INPUT.MAX_SIZE_TEST", 160]
+ZOO_SMALL = [
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RETINANET.NUM_CLASSES",
+    4,
+    "DATASETS.TRAIN",
+    "('frn_shapes_train',)",
+    "DATASETS.TEST",
+    "('frn_shapes_val',)",
+    "SOLVER.IMS_PER_BATCH",
+    2,
+    "DATALOADER.NUM_WORKERS",
+    0,
+    "INPUT.MIN_SIZE_TRAIN",
+    "(160,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    160,
+    "INPUT.MIN_SIZE_TEST",
+    160,
+    "INPUT.MAX_SIZE_TEST",
+    160,
+]
 
 
 def test_model_zoo_config_with_frn_norms_trains(tmp_path):

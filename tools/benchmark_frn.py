@@ -24,7 +24,8 @@ and cached; --device cpu only), "FRN+TLU fused (Triton)" the Triton kernels (bac
 "triton", compiled on first use; --device cuda only, where triton is importable).
 FilterResponseNorm2d(impl="fused" or "auto") takes the C++ kernels for CPU inputs
 (float32/float64/bf16/fp16), the Triton kernels for CUDA float32/bf16/fp16 inputs, the
-torch function otherwise (channels_last inputs, no compiler, no triton). (Triton compiles at the first call per dtype and plane-size
+torch function otherwise (channels_last inputs, no compiler, no triton). (Triton compiles at the
+first call per dtype and plane-size
 specialization: the warm-up calls absorb it.)
 
 Comparator rows (--norms, default all; --norms frn keeps the FRN rows only), each in
@@ -76,19 +77,19 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0, EvoNorm2dS0, standardize_weight  # noqa: E402
+from frn_det.layers import cpu_ops as frn_cpp  # noqa: E402
+from frn_det.layers.frn import FilterResponseNorm2d, frn_fused  # noqa: E402
+from frn_det.layers.frn import triton_backend as frn_triton  # noqa: E402
 from frn_det.layers.norms import (  # noqa: E402
-    MABN2d,
     CrossIterationBatchNorm2d,
     EvalNorm2d,
     InstanceNorm2d,
+    MABN2d,
     WNBias2d,
     centralize_layers,
     link_cbn_layers,
     weight_normalize_layers,
 )
-from frn_det.layers import cpu_ops as frn_cpp  # noqa: E402
-from frn_det.layers.frn import FilterResponseNorm2d, frn_fused  # noqa: E402
-from frn_det.layers.frn import triton_backend as frn_triton  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
@@ -371,7 +372,8 @@ def print_table(rows: List[dict], dtype: str, device: str) -> None:
     head += f" {'graph ms':>8}" if graphs else ""
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" if hasattr(os, "getloadavg") else ""
     gpu = f" ({torch.cuda.get_device_name()})" if cuda else ""
-    print(f"\n== dtype {dtype}, device {device}{gpu}, torch {torch.__version__}, threads {torch.get_num_threads()}{load} ==")
+    print(f"\n== dtype {dtype}, device {device}{gpu}, torch {torch.__version__}, threads "
+          f"{torch.get_num_threads()}{load} ==")
     print(head)
     print("-" * len(head))
     last = None
@@ -427,7 +429,7 @@ def print_launch_overhead(rows: List[dict]) -> None:
         return
     sizes = sorted({r["shape"] for r in timed}, key=lambda sh: math.prod(int(v) for v in sh.split()[-1].split("x")))
     small = set(sizes[: max(1, len(sizes) // 4)])  # the smallest quarter of the shapes
-    print(f"\nlaunch overhead at the smallest maps: eager ms - CUDA graph ms (share of eager)")
+    print("\nlaunch overhead at the smallest maps: eager ms - CUDA graph ms (share of eager)")
     print(f"{'shape':<24} {'impl':<22} {'eager ms':>9} {'graph ms':>9} {'overhead':>9} {'share':>6}")
     for r in timed:
         if r["shape"] in small:

@@ -23,7 +23,14 @@ def main(overrides):
     from frn_det.report import write_report
 
     out = Path(tempfile.mkdtemp(prefix="frn_det_run_cost_"))
-    cmd = [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", f"output_dir={out}", "report=false", *overrides]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "sweep.py"),
+        "hydra.mode=RUN",
+        f"output_dir={out}",
+        "report=false",
+        *overrides,
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO)
     sweep_s = time.perf_counter() - start
@@ -35,7 +42,9 @@ def main(overrides):
     write_report([out])
     report_s = time.perf_counter() - start
     parts = dict(m["time_breakdown_s"])
-    parts["sweep process: config, checks, start (outside training)"] = max(0.0, sweep_s - m["wall_time_s"] - parts.get("process_start_and_exit", 0.0))
+    parts["sweep process: config, checks, start (outside training)"] = max(
+        0.0, sweep_s - m["wall_time_s"] - parts.get("process_start_and_exit", 0.0)
+    )
     parts["report: per-image evaluation + bootstrap"] = report_s
     total = sum(parts.values())
     print(f"\n{run_dir.name}: {m['iterations']} iterations at {m['s_per_iter']:.3f} s/iter, "

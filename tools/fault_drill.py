@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.rounds < 0 or not 0 <= args.min_delay <= args.max_delay:
-        parser.error(f"need rounds >= 0 and 0 <= min-delay <= max-delay, got {args.rounds}, {args.min_delay}, {args.max_delay}")
+        parser.error(f"need rounds >= 0 and 0 <= min-delay <= max-delay, got {args.rounds}, {args.min_delay}, "
+                     f"{args.max_delay}")
     out = args.out or Path(tempfile.mkdtemp(prefix="frn_fault_drill_"))
     rng = random.Random(args.seed)
     cmd = sweep_command(out, args.norms, args.iters)
@@ -78,7 +79,11 @@ def main(argv=None) -> int:
                 signalled += 1
         codes = [proc.wait() for proc in procs]
         counts[name] += signalled
-        what = f"{name} to {signalled} sweep(s) after {delay:.0f}s" if signalled else f"both ended by themselves before {delay:.0f}s"
+        what = (
+            f"{name} to {signalled} sweep(s) after {delay:.0f}s"
+            if signalled
+            else f"both ended by themselves before {delay:.0f}s"
+        )
         print(f"round {round_no}: {what} (exits {codes})", flush=True)
     codes = [proc.wait() for proc in start_racing_sweeps(cmd, log, rng)]
     print(f"final undisturbed racing sweeps: exits {codes}", flush=True)
@@ -92,10 +97,16 @@ def main(argv=None) -> int:
         ends = [e for e in events if e["event"] == "end"]
         resumes += max(0, sum(e["event"] == "start" for e in events) - 1)  # every start after the first resumed
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        ok = len(ends) == 1 and ends[0]["status"] == "finished" and metrics["status"] == "finished" and metrics["AP"] is not None
+        ok = (
+            len(ends) == 1
+            and ends[0]["status"] == "finished"
+            and metrics["status"] == "finished"
+            and metrics["AP"] is not None
+        )
         finished_once += ok
         print(f"  {run_dir.name}: {metrics['status']}, AP {metrics.get('AP')}, starts "
-              f"{sum(e['event'] == 'start' for e in events)}, preempted {sum(e['event'] == 'preempted' for e in events)}, "
+              f"{sum(e['event'] == 'start' for e in events)}, preempted "
+              f"{sum(e['event'] == 'preempted' for e in events)}, "
               f"ends {len(ends)}, resumed from {metrics.get('resumed_from_iter')}")
     report = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
     report_complete = len(report) == expected and all(r["status"] == "finished" for r in report)

@@ -1,7 +1,7 @@
 from .datasets import (
     BUILTIN_SHAPES,
-    check_register_coco,
     check_num_classes,
+    check_register_coco,
     model_num_classes,
     prepare_datasets,
     prepare_datasets_distributed,
@@ -13,10 +13,10 @@ from .validate import (
     ANNOTATION_FILE,
     IMAGE_FOLDER,
     INVALID_BOXES_CHOICES,
-    DatasetPathError,
-    check_dataset_path,
     MISSING_EVAL_FIELDS_CHOICES,
+    DatasetPathError,
     ValidationReport,
+    check_dataset_path,
     load_validated_coco,
     validate_coco_json,
 )

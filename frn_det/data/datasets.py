@@ -22,8 +22,8 @@ from .validate import (
     PathKind,
     check_dataset_images,
     check_dataset_path,
-    check_masks_for_mask_model,
     check_invalid_boxes_setting,
+    check_masks_for_mask_model,
     check_missing_eval_fields_setting,
     fix_records,
     load_validated_coco,
@@ -198,7 +198,8 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
     Runs before any training so that a missing file, a bad annotation, too many
     categories for the model or an image that does not decode is a clear error, not a
     crash deep inside a data loader worker or after training, in evaluation (see
-    validate.py); with MODEL.MASK_ON every annotation needs a mask. The json checks of all datasets run first, then the (slower) image
+    validate.py); with MODEL.MASK_ON every annotation needs a mask. The json checks of all datasets
+    run first, then the (slower) image
     checks.
     """
     invalid_boxes = check_invalid_boxes_setting(cfg.DATASETS.INVALID_BOXES)

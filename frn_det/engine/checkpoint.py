@@ -105,7 +105,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if untrained or skipped:
             raise CheckpointError(
                 f"--eval-only: {path} does not hold all of the model's parameters "
-                f"({len(untrained)} missing{_examples(untrained)}; {len(skipped)} with other shapes{_examples(skipped)}); "
+                f"({len(untrained)} missing{_examples(untrained)}; {len(skipped)} with other "
+                f"shapes{_examples(skipped)}); "
                 "evaluating them at their initial values would report a false AP. Check that MODEL.* matches the "
                 "config the checkpoint was trained with. Nothing was evaluated."
             )

@@ -228,7 +228,9 @@ def check_config(cfg, world_size: int) -> None:
     of workers, before anything is built."""
     check_values(cfg)
     norms = check_norms(cfg)
-    loggers = OmegaConf.select(cfg, "train.tracking.loggers") if is_lazy(cfg) else cfg.get("TRACKING", {}).get("LOGGERS")
+    loggers = (
+        OmegaConf.select(cfg, "train.tracking.loggers") if is_lazy(cfg) else cfg.get("TRACKING", {}).get("LOGGERS")
+    )
     if loggers:
         try:
             check_loggers(loggers)  # names, and the chosen trackers' libraries installed
@@ -280,7 +282,11 @@ def unknown_key_error(error: BaseException, cfg, source: str):
         return None
     key = match.group(1)
     close = nearest_keys(key, all_keys(cfg))
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see `python tools/train_net.py --help` and Detectron2's config reference"
+    hint = (
+        f"; did you mean {' or '.join(close)}?"
+        if close
+        else "; see `python tools/train_net.py --help` and Detectron2's config reference"
+    )
     return ConfigError(f"unknown config key {key} (in {source}){hint}")
 
 

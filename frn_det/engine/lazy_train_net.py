@@ -52,8 +52,7 @@ from .checkpoint import SafeDetectionCheckpointer
 from .config_checks import check_config, check_lazy_overrides
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
-from .trackers import (DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result,
-                       tracking_writers)
+from .trackers import DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result, tracking_writers
 from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
 
 logger = logging.getLogger("frn_det")
@@ -177,9 +176,10 @@ def _ddp(model, cfg):
 
 
 def precise_bn_hook(cfg, model):
-    """Detectron2's PreciseBN hook for every batch-statistics norm (engine/precise_bn.py; statistics recomputed on `train.precise_bn.num_iter`
-    training batches before each evaluation and at the end) when `train.precise_bn.enabled`
-    and the model has BN layers, else None: TEST.PRECISE_BN of the YAML configs, placed
+    """Detectron2's PreciseBN hook for every batch-statistics norm (engine/precise_bn.py;
+    statistics recomputed on `train.precise_bn.num_iter` training batches before each
+    evaluation and at the end) when `train.precise_bn.enabled` and the model has BN layers,
+    else None: TEST.PRECISE_BN of the YAML configs, placed
     as DefaultTrainer places it."""
     options = OmegaConf.select(cfg, "train.precise_bn", default=None) or {}
     if not options.get("enabled", False) or not batch_stat_modules(model):

@@ -27,7 +27,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers.norms import MABN2d, EvoNorm2dB0
+from ..layers.norms import EvoNorm2dB0, MABN2d
 
 __all__ = ["population_stats", "batch_stat_modules", "update_population_stats", "PrecisePopulationStats"]
 

@@ -45,7 +45,8 @@ class PreemptionHook(HookBase):
         it = self.trainer.iter
         self.trainer.checkpointer.save(f"model_{it:07d}", iteration=it)
         comm.synchronize()
-        raise Preempted(f"stopped by {signal.Signals(received).name} at iteration {it}; checkpoint saved, re-run to resume")
+        raise Preempted(f"stopped by {signal.Signals(received).name} at iteration {it}; checkpoint saved, re-run to "
+                        "resume")
 
     def after_train(self):
         for sig, handler in self._previous.items():

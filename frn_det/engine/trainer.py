@@ -7,8 +7,15 @@ import os
 import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_writers,
-                               hooks)
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    default_writers,
+    hooks,
+)
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -33,7 +40,9 @@ class LoggedCOCOEvaluator(COCOEvaluator):
         with contextlib.redirect_stdout(captured):
             results = super().evaluate(img_ids)
         if captured.getvalue().strip():
-            logging.getLogger("detectron2.evaluation.cocoeval").info("COCOeval output:\n%s", captured.getvalue().rstrip())
+            logging.getLogger("detectron2.evaluation.cocoeval").info(
+                "COCOeval output:\n%s", captured.getvalue().rstrip()
+            )
         return results
 
 

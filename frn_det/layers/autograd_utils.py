@@ -1,4 +1,6 @@
-"""Autograd plumbing shared by the fused autograd Functions: FRN (frn/fused.py, frn/triton_backend.py), BRN and EvoNorm."""
+"""Autograd plumbing shared by the fused autograd Functions: FRN (frn/fused.py,
+frn/triton_backend.py), BRN and EvoNorm."""
+
 from typing import Callable, Optional
 
 import torch

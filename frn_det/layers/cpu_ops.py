@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
 from ..utils.atomic import write_text_atomic
 from ..utils.paths import cache_dir
 

@@ -43,13 +43,13 @@ from .activations import TLU
 from .frn import FRN_IMPLS, FilterResponseNorm2d
 from .norms import (
     EVONORM_IMPLS,
-    MABN2d,
     BatchRenorm2d,
     CrossIterationBatchNorm2d,
     EvalNorm2d,
     EvoNorm2dB0,
     EvoNorm2dS0,
     InstanceNorm2d,
+    MABN2d,
     NaiveSyncBatchRenorm2d,
     WNBias2d,
     centralize_layers,

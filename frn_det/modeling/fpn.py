@@ -3,7 +3,8 @@
 FPN's lateral and output convs have no activation, so the FPN takes its norm without one
 (`resolve_norm(..., activation=False)`): FRN there is normalization only (no TLU), "X+TLU"
 is X, EvoNorm is its linear (affine) variant. With "GNWS" the lateral and output convs are
-weight-standardized (MABN: centralized, WN: weight-normalized, CBN: linked to them). P6/P7 stay as in Detectron2: plain convs with a ReLU between them.
+weight-standardized (MABN: centralized, WN: weight-normalized, CBN: linked to them). P6/P7 stay as
+in Detectron2: plain convs with a ReLU between them.
 """
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7

@@ -19,7 +19,8 @@ __all__ = ["use_norm_activation"]
 
 def use_norm_activation(convs: Iterable[Conv2d], norm) -> None:
     """Give each conv+norm of `convs` the activation that goes with `norm` (in place), and
-    adapt them as the norm asks (GNWS, MABN, WN, CBN: NormFactory.adapt). Callables other than a NormFactory keep the ReLU."""
+    adapt them as the norm asks (GNWS, MABN, WN, CBN: NormFactory.adapt). Callables other
+    than a NormFactory keep the ReLU."""
     if not isinstance(norm, NormFactory):
         return
     convs = list(convs)

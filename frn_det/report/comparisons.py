@@ -19,8 +19,16 @@ import numpy as np
 from ..run_record import FINISHED
 from .aggregate import group_runs, norm_sort_key
 from .convergence import loss_trend
-from .intervals import (LEVEL, POWER, Interval, SeedVariance, difference_design, difference_interval,
-                        seed_variance, setting_interval)
+from .intervals import (
+    LEVEL,
+    POWER,
+    Interval,
+    SeedVariance,
+    difference_design,
+    difference_interval,
+    seed_variance,
+    setting_interval,
+)
 from .samples import RunSamples
 
 BASELINES = ("bn", "gn")

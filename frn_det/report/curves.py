@@ -75,7 +75,9 @@ def plot_training_curves(runs: Sequence[dict], path: Path) -> None:
     any_ap = any(len(curves[r["source"]][1]) > 1 for r in with_loss)
     ims, colours, styles = ims_in(with_loss), norm_colours(norms_in(with_loss)), norm_linestyles(norms_in(with_loss))
     rows = 2 if any_ap else 1
-    fig, axes = plt.subplots(rows, max(1, len(ims)), figsize=(4.2 * max(1, len(ims)), 3.4 * rows), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, max(1, len(ims)), figsize=(4.2 * max(1, len(ims)), 3.4 * rows), dpi=110, squeeze=False
+    )
     for col, i in enumerate(ims):
         ax_loss = axes[0][col]
         ax_ap: Optional[plt.Axes] = axes[1][col] if any_ap else None

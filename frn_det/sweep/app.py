@@ -12,8 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import callbacks
 from ..utils.paths import CONFIGS_DIR
+from . import callbacks
 from .d2config import run_name
 from .job_checks import override_value_error
 from .override_check import unknown_override_error

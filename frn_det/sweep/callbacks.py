@@ -93,7 +93,8 @@ class SweepCallback(Callback):
         if config.hydra.launcher.get("n_jobs", 1) == 1 and "submitit" not in config.hydra.launcher._target_:
             self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
         else:  # jobs run in other processes (several at once, or a cluster): each prints its own line
-            tqdm.write(f"[sweep] {self.total or '?'} jobs, {config.hydra.launcher.get('n_jobs') or 'a cluster job each'} at once")
+            tqdm.write(f"[sweep] {self.total or '?'} jobs, "
+                       f"{config.hydra.launcher.get('n_jobs') or 'a cluster job each'} at once")
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         record = job_return.return_value if job_return.status.name == "COMPLETED" else None

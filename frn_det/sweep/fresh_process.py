@@ -54,7 +54,9 @@ def run_in_fresh_process(fn: Callable, args: Sequence = ()) -> None:
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(error)], env=env)
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, lambda signum, frame: _forward(proc, signum)) for sig in PREEMPTION_SIGNALS}
+            previous = {
+                sig: signal.signal(sig, lambda signum, frame: _forward(proc, signum)) for sig in PREEMPTION_SIGNALS
+            }
         try:
             proc.wait()
         finally:

@@ -19,11 +19,20 @@ from typing import Optional
 from detectron2.engine import launch
 from omegaconf import DictConfig
 
-from ..run_record import (DIVERGED, FAILED, FINISHED, METRIC_KEYS, METRICS_FILE, OUTCOME_FILE, PREEMPTED, RUNNING,
-                          read_metrics)
 from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
 from ..engine.trackers import record_sweep_result
 from ..engine.train_net import check_config
+from ..run_record import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    METRIC_KEYS,
+    METRICS_FILE,
+    OUTCOME_FILE,
+    PREEMPTED,
+    RUNNING,
+    read_metrics,
+)
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
@@ -60,7 +69,12 @@ def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
     dest = run_dir / f"stale-{old_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
     dest.mkdir()
     for entry in run_dir.iterdir():
-        if entry != dest and entry.name not in KEEP_ON_ARCHIVE and not entry.name.startswith("stale-") and entry.suffix != ".log":
+        if (
+            entry != dest
+            and entry.name not in KEEP_ON_ARCHIVE
+            and not entry.name.startswith("stale-")
+            and entry.suffix != ".log"
+        ):
             shutil.move(str(entry), dest / entry.name)
     logger.warning("%s held a result for another config (hash %s); moved it to %s", run_dir, old_hash, dest)
     return dest

@@ -60,7 +60,12 @@ def scale_schedule(
     for name, value in (("ims_per_gpu", ims_per_gpu), ("num_gpus", num_gpus), ("num_machines", num_machines)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not math.isfinite(lr_scale) or lr_scale <= 0:
+    if (
+        isinstance(lr_scale, bool)
+        or not isinstance(lr_scale, (int, float))
+        or not math.isfinite(lr_scale)
+        or lr_scale <= 0
+    ):
         raise ValueError(f"lr_scale must be a finite number > 0 (it multiplies the scaled lr), got {lr_scale!r}")
     if reference_batch < 1 or max_iter < 1:
         raise ValueError(f"schedule needs reference_batch >= 1 and max_iter >= 1, got {reference_batch}, {max_iter}")

@@ -11,9 +11,9 @@ from typing import Optional
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from tqdm import tqdm
 
 from ..data import prepare_datasets_distributed
@@ -159,7 +159,9 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, thread
     try:
         trainer.train()
         # EvalHook keeps the results of the evaluation it runs after the last iteration.
-        outcome.update(status=FINISHED, evaluation=evaluation_records(cfg, getattr(trainer, "_last_eval_results", None)))
+        outcome.update(
+            status=FINISHED, evaluation=evaluation_records(cfg, getattr(trainer, "_last_eval_results", None))
+        )
     except FloatingPointError as e:  # Detectron2 raises it when the loss is not finite
         outcome.update(status=DIVERGED, diverged_at_iter=int(trainer.iter), status_detail=str(e))
         error = e

@@ -62,10 +62,9 @@ import torch
 from ..autograd_utils import needs_graph, once_differentiable_backward
 from . import triton_backend as _frn_triton
 from .cpp import DTYPES as _CPP_DTYPES
-from .cpp import frn_cpp
+from .cpp import frn_cpp, unavailable_reason
 from .cpp import ops as _cpp_ops
 from .cpp import takes as _cpp_takes
-from .cpp import unavailable_reason
 from .reference import frn_reference
 
 __all__ = ["frn_fused", "FRNFunction", "BACKENDS"]
@@ -277,7 +276,8 @@ def frn_fused(
     backend: "torch" (FRNFunction, any device and dtype), "cpp" (the C++ CPU kernels of
     cpp.py; float32/float64/bf16/fp16, the output is NCHW-contiguous), "triton" (the
     Triton kernels of triton_backend.py; CUDA float32/bf16/fp16, output NCHW-contiguous) or
-    "auto": "cpp" for CPU inputs that are not channels_last when the kernels are available (built on first use; FRN_DET_NO_CPP=1
+    "auto": "cpp" for CPU inputs that are not channels_last when the kernels are available (built on
+    first use; FRN_DET_NO_CPP=1
     disables them), "triton" for CUDA float32/bf16/fp16 inputs that are not channels_last
     when triton is importable (FRN_DET_NO_TRITON=1 disables it), "torch" otherwise."""
     if backend not in BACKENDS:
