@@ -4,45 +4,30 @@ import hashlib
 
 from detectron2.config import CfgNode as CN
 
+from .layers.factory import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions
+
 
 def add_frn_config(cfg):
     """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
     if "FRN" in cfg.MODEL:
         return cfg
-    cfg.MODEL.FRN = CN()
-    # The paper's constant epsilon for conv layers.
-    cfg.MODEL.FRN.EPS = 1e-6
-    # eps + |eps_l| with learned eps_l (init 1e-4): the paper's fix for 1x1 activation maps.
-    cfg.MODEL.FRN.LEARNABLE_EPS = False
-    # Activation after a residual add in FRN ResNets: "TLU" (paper) or "ReLU".
-    cfg.MODEL.FRN.RESIDUAL_ACTIVATION = "TLU"
-    # "auto"/"fused" (fused autograd function: C++ kernels on CPU when they build, Triton
-    # kernels on CUDA when triton is installed), "reference" (plain ops), or force a fused
-    # backend: "torch", "cpp" or "triton".
-    cfg.MODEL.FRN.IMPL = "auto"
-
+    # Each section's keys and defaults are its options dataclass's fields (layers/factory.py).
+    # FRN: EPS, the paper's constant epsilon for conv layers; LEARNABLE_EPS, eps + |eps_l| with
+    # learned eps_l (init 1e-4), the paper's fix for 1x1 activation maps; RESIDUAL_ACTIVATION
+    # after a residual add in FRN ResNets, "TLU" (paper) or "ReLU"; IMPL "auto"/"fused" (fused
+    # autograd function: C++ kernels on CPU when they build, Triton kernels on CUDA when
+    # triton is installed), "reference" (plain ops), or a fused backend: "torch", "cpp", "triton".
+    cfg.MODEL.FRN = CN(FRNOptions.defaults())
     # Batch Renormalization ("BRN", "naiveSyncBRN"/"SyncBRN"; Ioffe 2017). r_max and d_max
     # stay 1 and 0 (BRN = BN) up to WARMUP_START_ITER, then grow linearly to R_MAX (reached
     # at R_MAX_END_ITER) and D_MAX (at D_MAX_END_ITER): the paper's 5k / 40k / 25k steps,
     # which suit the 125k-step protocol of configs/Base-RetinaNet-FRN.yaml; scale them with
     # SOLVER.MAX_ITER for other schedules. The iteration is each layer's own
-    # num_batches_tracked (saved in checkpoints).
-    cfg.MODEL.BRN = CN()
-    cfg.MODEL.BRN.R_MAX = 3.0
-    cfg.MODEL.BRN.D_MAX = 5.0
-    cfg.MODEL.BRN.WARMUP_START_ITER = 5000
-    cfg.MODEL.BRN.R_MAX_END_ITER = 40000
-    cfg.MODEL.BRN.D_MAX_END_ITER = 25000
-    # Moving-average momentum and eps, as BatchNorm2d's defaults.
-    cfg.MODEL.BRN.MOMENTUM = 0.1
-    cfg.MODEL.BRN.EPS = 1e-5
+    # num_batches_tracked (saved in checkpoints). MOMENTUM and EPS as BatchNorm2d's defaults.
+    cfg.MODEL.BRN = CN(BRNOptions.defaults())
     # EvoNorm-B0 / -S0 ("EvoNormB0", "EvoNormS0"; Liu et al. 2020): S0's group count, eps,
     # B0's running-variance momentum, and "auto" (C++ kernels on CPU) or "reference".
-    cfg.MODEL.EVONORM = CN()
-    cfg.MODEL.EVONORM.GROUPS = 32
-    cfg.MODEL.EVONORM.EPS = 1e-5
-    cfg.MODEL.EVONORM.MOMENTUM = 0.1
-    cfg.MODEL.EVONORM.IMPL = "auto"
+    cfg.MODEL.EVONORM = CN(EvoNormOptions.defaults())
     # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
     cfg.MODEL.WS = CN()
     cfg.MODEL.WS.EPS = 1e-5
@@ -50,23 +35,13 @@ def add_frn_config(cfg):
     # recent iterations, the current one included (1 = BN; the public code's "buffer 3" is 4),
     # after BURNIN_ITER iterations of plain BN (the public config's 8 of 12 epochs of a 90k
     # schedule; the sweep scales it with SOLVER.MAX_ITER). Moving averages as BN's.
-    cfg.MODEL.CBN = CN()
-    cfg.MODEL.CBN.BUFFER_SIZE = 4
-    cfg.MODEL.CBN.BURNIN_ITER = 60000
-    cfg.MODEL.CBN.MOMENTUM = 0.1
-    cfg.MODEL.CBN.EPS = 1e-5
+    cfg.MODEL.CBN = CN(CBNOptions.defaults())
     # Moving Average BN ("MABN"; Yan et al. 2020), the public code's detection defaults:
     # simple moving averages over BUFFER_SIZE iterations (its real_B 32 / 2 images) from
     # WARMUP_ITER on, renormalization to the EMA (clipped to [1/R_MAX, R_MAX]) from
     # RENORM_START_ITER on (the sweep scales both with SOLVER.MAX_ITER); MOMENTUM of the EMA
     # as BN writes it (the code's 0.98 is 0.02).
-    cfg.MODEL.MABN = CN()
-    cfg.MODEL.MABN.BUFFER_SIZE = 16
-    cfg.MODEL.MABN.WARMUP_ITER = 100
-    cfg.MODEL.MABN.RENORM_START_ITER = 1000
-    cfg.MODEL.MABN.R_MAX = 5.0
-    cfg.MODEL.MABN.MOMENTUM = 0.02
-    cfg.MODEL.MABN.EPS = 1e-5
+    cfg.MODEL.MABN = CN(MABNOptions.defaults())
     # A Python LazyConfig (configs/lazy/*.py) whose `model` Trainer.build_model builds
     # instead of MODEL.META_ARCHITECTURE, with this config's norm keys, MODEL.FRN/BRN/
     # EVONORM/WS/CBN/MABN, class count, pixel mean/std and device applied: an absolute path, a path

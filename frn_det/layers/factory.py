@@ -31,8 +31,8 @@ the NormFactory also tells the frn-det builders which activation module goes whe
   back into a ReLU), ReLU otherwise.
 """
 import functools
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional, Tuple, Union
+from dataclasses import dataclass, field, fields
+from typing import Callable, ClassVar, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
@@ -150,8 +150,30 @@ def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
     return parsed
 
 
+class ConfigOptions:
+    """Options of one MODEL.<SECTION> of the config: each dataclass field is the key of the
+    same name in capitals (learnable_eps <-> MODEL.FRN.LEARNABLE_EPS). The field defaults are
+    the config's defaults (frn_det.config.add_frn_config reads them from here)."""
+
+    SECTION: ClassVar[str] = ""
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """{KEY: default} of the config section."""
+        return {f.name.upper(): f.default for f in fields(cls)}
+
+    @classmethod
+    def from_config(cls, cfg):
+        node = cfg.MODEL[cls.SECTION]
+        return cls(**{f.name: node[f.name.upper()] for f in fields(cls)})
+
+
 @dataclass(frozen=True)
-class FRNOptions:
+class FRNOptions(ConfigOptions):
+    """MODEL.FRN.*: see frn_det/config.py and layers/frn/."""
+
+    SECTION: ClassVar[str] = "FRN"
+
     eps: float = 1e-6
     learnable_eps: bool = False
     impl: str = "auto"
@@ -168,20 +190,12 @@ class FRNOptions:
                 f"{RESIDUAL_ACTIVATIONS}"
             )
 
-    @classmethod
-    def from_config(cls, cfg) -> "FRNOptions":
-        frn = cfg.MODEL.FRN
-        return cls(
-            eps=frn.EPS,
-            learnable_eps=frn.LEARNABLE_EPS,
-            impl=frn.IMPL,
-            residual_activation=frn.RESIDUAL_ACTIVATION,
-        )
-
 
 @dataclass(frozen=True)
-class BRNOptions:
+class BRNOptions(ConfigOptions):
     """MODEL.BRN.*: see frn_det/config.py and layers/norms/batch_renorm.py."""
+
+    SECTION: ClassVar[str] = "BRN"
 
     r_max: float = 3.0
     d_max: float = 5.0
@@ -207,20 +221,16 @@ class BRNOptions:
         if not self.eps > 0:
             raise ValueError(f"MODEL.BRN.EPS must be > 0, got {self.eps!r}")
 
-    @classmethod
-    def from_config(cls, cfg) -> "BRNOptions":
-        b = cfg.MODEL.BRN
-        return cls(r_max=b.R_MAX, d_max=b.D_MAX, warmup_start_iter=b.WARMUP_START_ITER,
-                   r_max_end_iter=b.R_MAX_END_ITER, d_max_end_iter=b.D_MAX_END_ITER, momentum=b.MOMENTUM, eps=b.EPS)
-
     def layer_kwargs(self) -> dict:
         return dict(eps=self.eps, momentum=self.momentum, r_max=self.r_max, d_max=self.d_max,
                     warmup_start=self.warmup_start_iter, r_max_end=self.r_max_end_iter, d_max_end=self.d_max_end_iter)
 
 
 @dataclass(frozen=True)
-class EvoNormOptions:
+class EvoNormOptions(ConfigOptions):
     """MODEL.EVONORM.*: groups of EvoNorm-S0, eps, B0's momentum, implementation."""
+
+    SECTION: ClassVar[str] = "EVONORM"
 
     groups: int = 32
     eps: float = 1e-5
@@ -237,15 +247,12 @@ class EvoNormOptions:
         if self.impl not in EVONORM_IMPLS:
             raise ValueError(f"MODEL.EVONORM.IMPL={self.impl!r} is not one of {EVONORM_IMPLS}")
 
-    @classmethod
-    def from_config(cls, cfg) -> "EvoNormOptions":
-        e = cfg.MODEL.EVONORM
-        return cls(groups=e.GROUPS, eps=e.EPS, momentum=e.MOMENTUM, impl=e.IMPL)
-
 
 @dataclass(frozen=True)
-class CBNOptions:
+class CBNOptions(ConfigOptions):
     """MODEL.CBN.*: Cross-Iteration BN (layers/norms/cross_iteration_bn.py)."""
+
+    SECTION: ClassVar[str] = "CBN"
 
     buffer_size: int = 4
     burnin_iter: int = 60000
@@ -262,18 +269,15 @@ class CBNOptions:
         if not self.eps > 0:
             raise ValueError(f"MODEL.CBN.EPS must be > 0, got {self.eps!r}")
 
-    @classmethod
-    def from_config(cls, cfg) -> "CBNOptions":
-        c = cfg.MODEL.CBN
-        return cls(buffer_size=c.BUFFER_SIZE, burnin_iter=c.BURNIN_ITER, momentum=c.MOMENTUM, eps=c.EPS)
-
     def layer_kwargs(self) -> dict:
         return dict(buffer_size=self.buffer_size, burnin=self.burnin_iter, momentum=self.momentum, eps=self.eps)
 
 
 @dataclass(frozen=True)
-class MABNOptions:
+class MABNOptions(ConfigOptions):
     """MODEL.MABN.*: Moving Average BN (layers/norms/mabn.py)."""
+
+    SECTION: ClassVar[str] = "MABN"
 
     buffer_size: int = 16
     warmup_iter: int = 100
@@ -294,12 +298,6 @@ class MABNOptions:
             raise ValueError(f"MODEL.MABN.MOMENTUM must be in (0, 1], got {self.momentum!r}")
         if not self.eps > 0:
             raise ValueError(f"MODEL.MABN.EPS must be > 0, got {self.eps!r}")
-
-    @classmethod
-    def from_config(cls, cfg) -> "MABNOptions":
-        m = cfg.MODEL.MABN
-        return cls(buffer_size=m.BUFFER_SIZE, warmup_iter=m.WARMUP_ITER, renorm_start_iter=m.RENORM_START_ITER,
-                   r_max=m.R_MAX, momentum=m.MOMENTUM, eps=m.EPS)
 
     def layer_kwargs(self) -> dict:
         return dict(buffer_size=self.buffer_size, warmup_iters=self.warmup_iter, renorm_start=self.renorm_start_iter,
