@@ -21,6 +21,12 @@ def tiny_cfg(norm="FRN", *opts):
     return build_config(str(TINY_CONFIG), norms + list(opts))
 
 
+# A sweep run for end-to-end tests: 2 images per worker, 24 iterations, evaluation at the
+# end, one seed, no tuning split (one evaluation per run instead of two).
+SHORT_SWEEP = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]",
+               "schedule.warmup_iters=5", "dataset.tune=[]"]
+
+
 # For tests that run several training processes at once on the 2 cores: torch's default of
 # one OpenMP thread per core in every process makes them spin against each other (seen
 # here: 1.1 s per iteration instead of 0.09).

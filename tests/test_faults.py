@@ -8,20 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ONE_THREAD, REPO, TINY_CONFIG, run_tool
+from conftest import ONE_THREAD, REPO, SHORT_SWEEP, TINY_CONFIG, run_tool
 
 from frn_det.sweep.events import read_events
 
 pytestmark = pytest.mark.slow
-# No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = [
-    "seed=0",
-    "schedule.reference_batch=2",
-    "schedule.max_iter=24",
-    "schedule.steps=[20]",
-    "schedule.warmup_iters=5",
-    "dataset.tune=[]",
-]
 
 
 def start(script, *args):
@@ -64,7 +55,14 @@ def test_sigterm_checkpoints_and_resume_continues_from_that_iteration(tmp_path):
 
 
 def test_sweep_preempted_by_sigusr1_resumes(tmp_path):
-    args = ["hydra.mode=RUN", "norm=frn", f"output_dir={tmp_path}", *SHORT, "schedule.max_iter=60", "report=false"]
+    args = [
+        "hydra.mode=RUN",
+        "norm=frn",
+        f"output_dir={tmp_path}",
+        *SHORT_SWEEP,
+        "schedule.max_iter=60",
+        "report=false",
+    ]
     run_dir = tmp_path / "frn_ims2_seed0"
     proc = start("sweep.py", *args)
     wait_for_iteration(proc, run_dir / "training_metrics.json", 19)
@@ -83,7 +81,7 @@ def test_sweep_preempted_by_sigusr1_resumes(tmp_path):
 
 
 def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
-    args = ["-m", "norm=bn,frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT]
+    args = ["-m", "norm=bn,frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT_SWEEP]
     first, second = start("sweep.py", *args), start("sweep.py", *args)
     logs = [p.communicate(timeout=900)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, logs[0][-2000:] + logs[1][-2000:]

@@ -9,21 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_tool
+from conftest import REPO, SHORT_SWEEP, run_tool
 
 pytestmark = pytest.mark.slow
 
-# 2 images per worker, 24 iterations, evaluation at the end.
-# No tuning split (one evaluation per run instead of two) except where a test needs it.
-SHORT = [
-    "seed=0",
-    "schedule.reference_batch=2",
-    "schedule.max_iter=24",
-    "schedule.steps=[20]",
-    "schedule.warmup_iters=5",
-    "dataset.tune=[]",
-]
-WITH_TUNE = SHORT[:-1]
+WITH_TUNE = SHORT_SWEEP[:-1]
 
 
 def metrics(run_dir: Path) -> dict:
@@ -92,7 +82,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         "hydra.mode=RUN",
         "norm=gn",
         f"output_dir={tmp_path}",
-        *SHORT,
+        *SHORT_SWEEP,
         "schedule.max_iter=40",
         "schedule.checkpoint_period=10",
         "report=false",
@@ -125,7 +115,7 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
         "ims_per_gpu=2",
         "schedule.base_lr=0.02,1e9",
         f"output_dir={tmp_path}",
-        *SHORT,
+        *SHORT_SWEEP,
         "hydra.sweep.subdir=lr${schedule.base_lr}",
     )
     diverged, finished = metrics(tmp_path / "lr1000000000.0"), metrics(tmp_path / "lr0.02")
@@ -137,7 +127,7 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     run_tool("sweep.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15",
-             "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT)
+             "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path}", *SHORT_SWEEP)
     m = metrics(tmp_path / "frn_ims2_seed0")
     assert m["status"] == "finished" and isinstance(m["AP"], float)
     assert list((tmp_path / ".submitit").glob("*/*_log.out")), "the job did not run through submitit"
@@ -162,7 +152,7 @@ def test_a_failed_run_fails_the_sweep_after_the_others_and_the_report(tmp_path):
     sweep_dir = tmp_path / "elsewhere"
     proc = run_tool("sweep.py", "-m", "norm=frn", "ims_per_gpu=2", f"output_dir={tmp_path / 'unused'}",
                     f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${dataset.test.0}",
-                    val_set_without_its_images(tmp_path), "dataset.test=[frn_shapes_val],[missing_val]", *SHORT,
+                    val_set_without_its_images(tmp_path), "dataset.test=[frn_shapes_val],[missing_val]", *SHORT_SWEEP,
                     check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-3000:]
@@ -179,7 +169,7 @@ def test_a_failed_run_fails_the_sweep_after_the_others_and_the_report(tmp_path):
 def test_single_run_reports_in_its_own_hydra_run_dir(tmp_path):
     run_dir = tmp_path / "my_run"
     proc = run_tool("sweep.py", "hydra.mode=RUN", f"hydra.run.dir={run_dir}", f"output_dir={tmp_path / 'unused'}",
-                    val_set_without_its_images(tmp_path), "dataset.test=[missing_val]", *SHORT, check=False)
+                    val_set_without_its_images(tmp_path), "dataset.test=[missing_val]", *SHORT_SWEEP, check=False)
     assert proc.returncode == 1
     assert metrics(run_dir)["status"] == "failed"
     assert "failed" in (run_dir / "results.md").read_text()
@@ -236,7 +226,7 @@ def test_unreadable_image_mid_run_names_the_file_and_the_run_reruns(tmp_path):
     originals = {p: p.read_bytes() for p in Path(train[1]).glob("*.jpg")}
     for path, data in originals.items():  # corrupt after the (switched off) check would have run
         path.write_bytes(data[: len(data) // 3])
-    args = ["hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *custom_dataset_args(train, val), *SHORT,
+    args = ["hydra.mode=RUN", f"output_dir={tmp_path / 'out'}", *custom_dataset_args(train, val), *SHORT_SWEEP,
             "opts=[DATASETS.CHECK_IMAGES,False]"]
     proc = run_tool("sweep.py", *args, check=False)
     run_dir = tmp_path / "out" / "frn_ims2_seed0"
