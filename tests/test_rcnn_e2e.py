@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_tool
-from test_sweep_e2e import SHORT
+from conftest import REPO, SHORT_SWEEP, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +35,8 @@ def test_mask_rcnn_with_frn_through_the_sweep_reports_box_and_mask_ap(tmp_path):
         "model=tiny_mask_rcnn_cpu",
         "norm=frn,gn",
         "ims_per_gpu=2",
-        "seed=0",
         f"output_dir={tmp_path}",
-        *SHORT,
+        *SHORT_SWEEP,
     )
     records = {}
     for norm in ("frn", "gn"):
