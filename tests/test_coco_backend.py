@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
-from test_coco_bootstrap import cocoeval_stats, make_coco, to_coco
+from test_per_image_eval import cocoeval_stats, make_coco, to_coco
 
 from frn_det.evaluation import coco_backend
 

@@ -1,4 +1,4 @@
-"""The interval model (frn_det/report/intervals.py) against known truth: coverage by
+"""The interval model (frn_det/evaluation/intervals.py) against known truth: coverage by
 simulation, the pooling check, the power formulas and the convergence rule."""
 import json
 import math
@@ -6,15 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from frn_det.report.convergence import loss_trend
-from frn_det.report.coverage import Scenario, simulate
-from frn_det.report.intervals import (
+from frn_det.evaluation.intervals import (
     IMAGES_ONLY,
     PAIRED_PER_PAIR,
     PAIRED_POOLED,
     PER_SETTING,
     POOLED,
     Interval,
+    _t_quantile_series,
     bartlett_p,
     chi2_sf,
     difference_interval,
@@ -23,6 +22,8 @@ from frn_det.report.intervals import (
     setting_interval,
     t_two_sided,
 )
+from frn_det.report.convergence import loss_trend
+from frn_det.report.coverage import Scenario, simulate
 
 REPS = 2000  # coverage standard error ~0.5%: 93-97% is +-4 of them
 
@@ -54,6 +55,24 @@ def test_t_and_chi2_quantiles():
     assert t_two_sided(0.95, math.inf) == pytest.approx(1.960, abs=1e-3)
     for x, k in ((3.841, 1), (5.991, 2), (7.815, 3), (9.488, 4), (11.070, 5)):  # chi2 0.95 quantiles
         assert chi2_sf(x, k) == pytest.approx(0.05, abs=2e-4)
+
+
+def test_t_quantile_series_is_exact():
+    """The no-scipy path: the finite series (and Cornish-Fisher beyond df 300) against the
+    closed form for df 2 and a numerical integral of the t density."""
+    exact = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df=2: P(|T| <= t) = t / sqrt(2 + t^2)
+    assert _t_quantile_series(0.95, 2) == pytest.approx(exact, abs=1e-12)
+    assert t_two_sided(0.95, 2) == pytest.approx(4.302652729911275, abs=1e-9)  # scipy's value
+    assert _t_quantile_series(0.95, 1) == pytest.approx(12.706204736174698, abs=1e-9)
+    for df in (1, 2, 3, 4, 7, 30, 299, 301, 5000):
+        for level in (0.9, 0.95, 0.99):
+            q = _t_quantile_series(level, df)
+            # independent check: integrate the t density over [-q, q] (Simpson)
+            x = np.linspace(0.0, q, 20001)
+            logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+            pdf = np.exp(logc - (df + 1) / 2 * np.log1p(x**2 / df))
+            mass = 2 * (x[1] - x[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+            assert mass == pytest.approx(level, abs=1e-9), (df, level)
 
 
 def test_bartlett_rejects_5_percent_of_equal_variances_and_most_unequal_ones():

@@ -5,7 +5,8 @@ Writes a seeded synthetic COCO-format ground truth and detections json (no image
 to a temporary directory, then prints
   1. COCOeval evaluate+accumulate+summarize time with pycocotools and faster-coco-eval on
      the same files, the ratio, and the largest difference of the 12 stats;
-  2. the bootstrap: COCOeval.evaluate once + N resamples, resamples/s, and the AP CI.
+  2. the bootstrap: COCOeval.evaluate once + N resamples, resamples/s, and the report's
+     one-run interval (test images only: AP +- 1.96 x bootstrap SE, docs/intervals.md).
 
   python tools/benchmark_coco_eval.py             # 5,000 images, 80 classes, 1,000 resamples
   python tools/benchmark_coco_eval.py --quick     # 500 images
@@ -97,8 +98,9 @@ def main(argv=None):
 
     from pycocotools.cocoeval import COCOeval
 
-    from frn_det.evaluation.bootstrap import PerImageEval, bootstrap_ci, bootstrap_weights
+    from frn_det.evaluation import METRICS, PerImageEval, bootstrap_weights
     from frn_det.evaluation.coco_backend import coco_eval_backend_name, coco_eval_class
+    from frn_det.evaluation.intervals import setting_interval
 
     fast_cls = coco_eval_class()
     with tempfile.TemporaryDirectory(prefix="frn_det_coco_bench_") as tmp:
@@ -135,13 +137,13 @@ def main(argv=None):
               + ", ".join(f"{m} {point[m] - 100 * fast_stats[j]:.1e}" for j, m in enumerate(("AP", "AP50", "AP75"))))
         W = bootstrap_weights(pie.n_images, args.resamples, args.seed)
         t0 = time.perf_counter()
-        pie.metrics_for_weights(W)
+        samples = pie.metrics_for_weights(W)
         t_boot = time.perf_counter() - t0
         print(f"  {args.resamples} resamples: {t_boot:.2f} s ({args.resamples / t_boot:.0f} resamples/s)")
-        ci = bootstrap_ci(pie, n_resamples=args.resamples, seed=args.seed)
-        for m, r in ci.items():
-            print(f"  {m:<5} {r['value']:6.2f}  95% CI [{r['lo']:.2f}, {r['hi']:.2f}]  se {r['se']:.2f}"
-                  f"  bias (resample mean - value) {r['bias']:+.2f}")
+        for m in METRICS:
+            ci = setting_interval([point[m]], samples[m][None])
+            print(f"  {m:<5} {ci.value:6.2f}  95% CI [{ci.lo:.2f}, {ci.hi:.2f}]  se {ci.se:.2f}"
+                  f"  bias (resample mean - value) {np.nanmean(samples[m]) - point[m]:+.2f}")
 
 
 if __name__ == "__main__":

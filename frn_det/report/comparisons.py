@@ -16,10 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..run_record import FINISHED
-from .aggregate import group_runs, norm_sort_key
-from .convergence import loss_trend
-from .intervals import (
+from ..evaluation.intervals import (
     LEVEL,
     POWER,
     Interval,
@@ -29,6 +26,9 @@ from .intervals import (
     seed_variance,
     setting_interval,
 )
+from ..run_record import FINISHED
+from .aggregate import group_runs, norm_sort_key
+from .convergence import loss_trend
 from .samples import RunSamples
 
 BASELINES = ("bn", "gn")

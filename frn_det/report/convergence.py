@@ -12,8 +12,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..evaluation.intervals import t_one_sided
 from .curves import read_training_log
-from .intervals import t_one_sided
 
 WINDOW = 0.2  # the last 20% of the schedule
 DROP = 0.05  # relative fall of the fitted loss across the window

@@ -10,7 +10,7 @@ seed_effect: shared by all settings of a seed (same data order); train: the trai
 noise of one run; difficulty: shared by every run; image: how setting g does on image i
 (what makes the test set's verdict differ from the population's); run_image: one run's
 own per-image noise. Every run is bootstrapped on the same resamples of the images, and
-the report's own functions (intervals.py) make the intervals. Coverage: how often the
+the report's own functions (evaluation/intervals.py) make the intervals. Coverage: how often the
 interval holds the true value (mu_g, or mu_b - mu_a).
 """
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from ..evaluation import bootstrap_weights
-from .intervals import difference_interval, seed_variance, setting_interval
+from ..evaluation.intervals import difference_interval, seed_variance, setting_interval
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ Cells: `value {\\scriptsize [lo, hi]}` (95% interval); a difference whose interv
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..evaluation.intervals import Interval
 from .aggregate import Group, group_runs, ims_in, norms_in, run_label
 from .comparisons import fixed_lr_runs
-from .intervals import Interval
 from .load import has_masks
 from .tables import fmt_delta, fmt_num, fmt_stat
 

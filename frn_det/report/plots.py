@@ -12,8 +12,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from ..evaluation.intervals import Interval  # noqa: E402
 from .aggregate import Stat, distinct, group_runs, ims_in, norms_in  # noqa: E402
-from .intervals import Interval  # noqa: E402
 
 SEED_DOT_OFFSET = 2 ** 0.06  # seeds' dots sit this factor right of their mean's x
 from .load import has_masks  # noqa: E402

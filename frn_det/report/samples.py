@@ -1,5 +1,5 @@
 """Bootstrap samples of every finished run's AP over its test images (the input of the
-interval model in intervals.py).
+interval model in frn_det/evaluation/intervals.py).
 
 Each finished run's test-set detections are re-evaluated once (COCOeval's per-image
 matching, frn_det.evaluation.PerImageEval) and its AP, AP50 and AP75 re-accumulated on
@@ -20,8 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..evaluation import METRICS, PerImageEval, bootstrap_weights
-from ..evaluation.bootstrap import load_gt
+from ..evaluation import METRICS, PerImageEval, bootstrap_weights, load_gt
 
 log = logging.getLogger(__name__)
 

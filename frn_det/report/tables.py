@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..evaluation.intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
 from ..run_record import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
 from .aggregate import (
     Group,
@@ -18,7 +19,6 @@ from .aggregate import (
 )
 from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
 from .convergence import DROP, WINDOW
-from .intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
 from .load import MASK_KEYS, has_masks
 from .samples import RunSamples
 

@@ -3,10 +3,10 @@ import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from ..evaluation.intervals import setting_interval
 from ..utils.atomic import write_atomic, write_text_atomic
 from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, results_json, sweep_results
 from .curves import has_training_logs, plot_training_curves
-from .intervals import setting_interval
 from .latex import runs_to_latex
 from .load import ReportError, has_masks, load_runs_and_skipped
 from .plots import plot_ap_vs_ims

@@ -1,21 +1,16 @@
-"""Bootstrap confidence intervals for COCO box AP over the validation images.
+"""COCO AP re-accumulated under per-image weights: the bootstrap over test images.
 
-Method: COCOeval (pycocotools or faster-coco-eval) matches detections to ground truth per
-image once; only its accumulation is redone with an integer weight per image (an image
-drawn k times counts k times), so all-ones weights reproduce COCOeval's AP, AP50, AP75.
-One run: 1,000 resamples of the images with replacement; the 95% interval is the 2.5-97.5
-percentile range of the resampled AP. Two runs: the same resamples for both (same seed);
-the interval is the percentile range of AP_b - AP_a, significant when it excludes 0.
-`seed_image_interval` is a simple one-setting combination of n seeds (SE^2 = s^2/n +
-var_img, t with n - 1 df). The report does not use it: its interval model (pooled seed
-variance, pairing by seed, power) is frn_det/report/intervals.py, docs/intervals.md.
+COCOeval (faster-coco-eval or pycocotools) matches detections to ground truth per image
+once; only its accumulation is redone with an integer weight per image (an image drawn k
+times counts k times), so all-ones weights reproduce COCOeval's AP, AP50 and AP75.
+`bootstrap_weights` draws the resamples; they depend only on the image count and a seed,
+so every run on the same test images is scored on the same resamples (a paired
+bootstrap). The intervals made from these samples are in intervals.py (docs/intervals.md).
 APs are percentages (x100).
 """
 import contextlib
 import io
 import json
-import math
-import statistics
 
 import numpy as np
 
@@ -332,146 +327,3 @@ def bootstrap_weights(n_images, n_resamples=1000, seed=0):
     draws += np.arange(n_resamples)[:, None] * n_images
     counts = np.bincount(draws.ravel(), minlength=n_resamples * n_images)
     return counts.reshape(n_resamples, n_images).astype(np.int32)
-
-
-def percentiles(samples, level):
-    """(lo, hi, std) of the finite samples: the central `level` percentile range; NaNs
-    when fewer than 2 are finite."""
-    samples = np.asarray(samples, dtype=np.float64)
-    finite = samples[np.isfinite(samples)]
-    if len(finite) < 2:
-        return math.nan, math.nan, math.nan
-    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi), float(np.std(finite, ddof=1))
-
-
-def bootstrap_ci(per_image_eval, n_resamples=1000, seed=0, level=0.95):
-    """{metric: {"value", "lo", "hi", "se", "bias"}}: the point estimate and the
-    percentile bootstrap interval over images (resamples with undefined AP, i.e. no
-    ground truth at all, are dropped). bias = mean of the resamples - value: COCO AP is
-    biased upwards under resampling (the interpolated precision is a running max), so
-    on many categories the interval can sit almost entirely above the point estimate."""
-    W = bootstrap_weights(per_image_eval.n_images, n_resamples, seed)
-    point = per_image_eval.metrics()
-    boot = per_image_eval.metrics_for_weights(W)
-    out = {}
-    for m in METRICS:
-        lo, hi, se = percentiles(boot[m], level)
-        bias = float(np.nanmean(boot[m]) - point[m]) if np.isfinite(boot[m]).any() else math.nan
-        out[m] = {"value": point[m], "lo": lo, "hi": hi, "se": se, "bias": bias}
-    return out
-
-
-def _check_paired(evals):
-    ref = evals[0]
-    for other in evals[1:]:
-        if not np.array_equal(ref.img_ids, other.img_ids):
-            a, b = set(ref.img_ids.tolist()), set(other.img_ids.tolist())
-            raise ValueError(
-                f"paired bootstrap needs the same validation images: {len(a)} vs {len(b)} "
-                f"image ids, {len(a ^ b)} not in both"
-            )
-        if not np.array_equal(ref.cat_ids, other.cat_ids):
-            raise ValueError("paired bootstrap needs the same categories in both evaluations")
-        if (ref.area, ref.max_dets) != (other.area, other.max_dets):
-            raise ValueError("paired bootstrap needs the same area range and max_dets")
-
-
-def paired_difference(eval_a, eval_b, n_resamples=1000, seed=0, level=0.95):
-    """{metric: {"diff", "lo", "hi", "se", "excludes_zero"}} for metric(b) - metric(a),
-    both evaluated on the same image resamples. Raises ValueError when the two were
-    evaluated on different image ids."""
-    _check_paired([eval_a, eval_b])
-    W = bootstrap_weights(eval_a.n_images, n_resamples, seed)
-    pa, pb = eval_a.metrics(), eval_b.metrics()
-    ba, bb = eval_a.metrics_for_weights(W), eval_b.metrics_for_weights(W)
-    out = {}
-    for m in METRICS:
-        lo, hi, se = percentiles(bb[m] - ba[m], level)
-        out[m] = {"diff": pb[m] - pa[m], "lo": lo, "hi": hi, "se": se,
-                  "excludes_zero": bool(lo > 0 or hi < 0)}
-    return out
-
-
-# ------------------------------------------------------------------------- seeds
-def t_quantile(level, df):
-    """Two-sided Student t quantile: P(|T_df| <= q) = level (scipy when installed,
-    else the exact finite series for integer df, Abramowitz & Stegun 26.7.3-4)."""
-    try:
-        from scipy.stats import t as student_t
-    except ImportError:
-        return _t_quantile_series(level, df)
-    return float(student_t.ppf(0.5 + level / 2, df))
-
-
-def _t_quantile_series(level, df):
-    if df != int(df) or df < 1:
-        raise ValueError(f"df must be a positive integer, got {df}")
-    df = int(df)
-    if df > 300:  # Cornish-Fisher expansion around the normal quantile (error < 1e-10)
-        z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-        g = [(z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96,
-             (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
-             (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160]
-        return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
-
-    def abs_cdf(theta):  # P(|T| <= sqrt(df) * tan(theta)), increasing in theta
-        s, c = math.sin(theta), math.cos(theta)
-        if df == 1:
-            return 2 * theta / math.pi
-        term = acc = c if df % 2 else 1.0
-        for k in range(3 if df % 2 else 2, df - 1, 2):
-            term *= c * c * (k - 1) / k
-            acc += term
-        return 2 / math.pi * (theta + s * acc) if df % 2 else s * acc
-
-    lo, hi = 0.0, math.pi / 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if abs_cdf(mid) < level else (lo, mid)
-    return math.sqrt(df) * math.tan((lo + hi) / 2)
-
-
-def seed_summary(values, level=0.95):
-    """{"mean", "std" (ddof=1), "lo", "hi", "n"} over training seeds; the interval is
-    mean +- t_{n-1} * std / sqrt(n) (NaN for a single seed)."""
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v)
-    mean = float(v.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "std": math.nan, "lo": math.nan, "hi": math.nan, "n": n}
-    std = float(v.std(ddof=1))
-    half = t_quantile(level, n - 1) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "lo": mean - half, "hi": mean + half, "n": n}
-
-
-def seed_image_interval(evals, n_resamples=1000, seed=0, level=0.95):
-    """Combine training seeds and image sampling for one setting (see module docstring).
-
-    evals: one PerImageEval per training seed, all on the same image ids. Returns
-    {metric: {"mean", "lo", "hi", "se", "se_seed", "se_img", "n"}}.
-    """
-    evals = list(evals)
-    if not evals:
-        raise ValueError("need at least one evaluation")
-    _check_paired(evals)
-    W = bootstrap_weights(evals[0].n_images, n_resamples, seed)
-    points = [e.metrics() for e in evals]
-    boots = [e.metrics_for_weights(W) for e in evals]
-    n = len(evals)
-    out = {}
-    for m in METRICS:
-        values = np.array([p[m] for p in points])
-        boot_mean = np.mean([b[m] for b in boots], axis=0)  # seed-mean AP per resample
-        lo, hi, se_img = percentiles(boot_mean, level)
-        mean = float(values.mean())
-        if n == 1:
-            out[m] = {"mean": mean, "lo": lo, "hi": hi, "se": se_img, "se_seed": math.nan,
-                      "se_img": se_img, "n": 1}
-            continue
-        se_seed = float(values.std(ddof=1)) / math.sqrt(n)
-        se = math.sqrt(se_seed**2 + se_img**2)
-        half = t_quantile(level, n - 1) * se
-        out[m] = {"mean": mean, "lo": mean - half, "hi": mean + half, "se": se,
-                  "se_seed": se_seed, "se_img": se_img, "n": n}
-    return out

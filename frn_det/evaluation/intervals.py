@@ -1,7 +1,8 @@
 """The interval model: training seeds and test images in every interval (docs/intervals.md).
 
 Pure functions of numbers: a run is its point AP and its bootstrap samples over the test
-images (samples.py makes them; every run on the same images has the same resamples).
+images (per_image.py re-accumulates them, report/samples.py caches them; every run on the
+same images has the same resamples).
 
 - Seed variance: pooled over the sweep's settings (one-way ANOVA residual, df = sum of
   n_i - 1), unless Bartlett's test says the settings' variances are too unequal
@@ -12,7 +13,8 @@ images (samples.py makes them; every run on the same images has the same resampl
   covariance of the seeds' resampled APs), so the per-run image noise that the seed
   spread already contains is not counted twice. One seed: the whole bootstrap variance.
 - value +- t(df) x sqrt(seed term + image term), df by Welch-Satterthwaite with the
-  image term counted as exact. One seed: the image-only interval, no training noise.
+  image term counted as exact. One seed: no training noise; a setting is AP +- z x its
+  bootstrap SE, a difference the percentile interval of the paired resampled differences.
 - Power: the minimum detectable difference (MDD) at POWER and LEVEL, and the seeds
   needed to detect a given effect with the same design.
 """
@@ -23,9 +25,6 @@ from statistics import NormalDist
 from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
-
-from ..evaluation import t_quantile
-from ..evaluation.bootstrap import percentiles
 
 LEVEL = 0.95
 POWER = 0.80
@@ -49,7 +48,41 @@ def t_two_sided(level: float, df: float) -> float:
 
 @lru_cache(maxsize=None)
 def _t_integer(level: float, df: int) -> float:
-    return t_quantile(level, df)
+    """scipy when installed, else the exact finite series."""
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:
+        return _t_quantile_series(level, df)
+    return float(student_t.ppf(0.5 + level / 2, df))
+
+
+def _t_quantile_series(level: float, df: int) -> float:
+    """Two-sided Student t quantile for an integer df (Abramowitz & Stegun 26.7.3-4)."""
+    if df != int(df) or df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    df = int(df)
+    if df > 300:  # Cornish-Fisher expansion around the normal quantile (error < 1e-10)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        g = [(z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+             (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+             (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160]
+        return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
+
+    def abs_cdf(theta):  # P(|T| <= sqrt(df) * tan(theta)), increasing in theta
+        s, c = math.sin(theta), math.cos(theta)
+        if df == 1:
+            return 2 * theta / math.pi
+        term = acc = c if df % 2 else 1.0
+        for k in range(3 if df % 2 else 2, df - 1, 2):
+            term *= c * c * (k - 1) / k
+            acc += term
+        return 2 / math.pi * (theta + s * acc) if df % 2 else s * acc
+
+    lo, hi = 0.0, math.pi / 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if abs_cdf(mid) < level else (lo, mid)
+    return math.sqrt(df) * math.tan((lo + hi) / 2)
 
 
 def t_one_sided(p: float, df: float) -> float:
@@ -186,6 +219,17 @@ def _var(samples: np.ndarray) -> float:
     return float(np.var(finite, ddof=1)) if len(finite) > 1 else math.nan
 
 
+def _percentiles(samples: np.ndarray, level: float) -> Tuple[float, float, float]:
+    """(lo, hi, std) of the finite samples: the central `level` percentile range; NaNs
+    when fewer than 2 are finite."""
+    samples = np.asarray(samples, dtype=np.float64)
+    finite = samples[np.isfinite(samples)]
+    if len(finite) < 2:
+        return math.nan, math.nan, math.nan
+    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi), float(np.std(finite, ddof=1))
+
+
 def run_image_variance(boot: np.ndarray) -> Tuple[float, float]:
     """(V, C) of the seeds' resampled APs (n, R): V the mean bootstrap variance of one
     run, C the mean covariance between two seeds (the image noise they share; nan for
@@ -240,7 +284,7 @@ def difference_interval(a: Sequence[float], a_boot: np.ndarray, b: Sequence[floa
     boot_diff = b_boot.mean(axis=0) - a_boot.mean(axis=0)
     na, nb = len(a), len(b)
     if na == 1 or nb == 1:  # images only: the percentile interval (the bias cancels in a difference)
-        lo, hi, sd = percentiles(boot_diff, LEVEL)
+        lo, hi, sd = _percentiles(boot_diff, LEVEL)
         return Interval(value, lo, hi, min(na, nb), sd, math.inf, IMAGES_ONLY, 0.0, sd * sd)
     pooled = sv is not None and sv.pooled
     if _same_seeds(a_seeds, b_seeds):

@@ -1,4 +1,4 @@
-"""Bootstrap over validation images (frn_det.evaluation.bootstrap) against pycocotools."""
+"""Per-image re-accumulation of COCO AP (frn_det.evaluation.per_image) against pycocotools."""
 import contextlib
 import copy
 import io
@@ -9,17 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from frn_det.evaluation import (
-    METRICS,
-    PerImageEval,
-    bootstrap_ci,
-    bootstrap_weights,
-    paired_difference,
-    seed_image_interval,
-    seed_summary,
-    t_quantile,
-)
-from frn_det.evaluation.bootstrap import _t_quantile_series
+from frn_det.evaluation import METRICS, PerImageEval, bootstrap_weights
 
 CAT_IDS = [1, 3, 7, 8, 11]
 NO_DET_CAT = 7  # has ground truth, never predicted
@@ -60,13 +50,6 @@ def make_coco(n_images=60, seed=0, jitter=0.08, score_decimals=None):
     gt = {"images": images, "annotations": annotations,
           "categories": [{"id": c, "name": f"c{c}"} for c in CAT_IDS]}
     return gt, dets
-
-
-def exact_detections(gt):
-    """Perfect boxes for every non-crowd GT of the detected categories."""
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
-             "score": 0.5 + 0.5 * (a["id"] % 97) / 97}
-            for a in gt["annotations"] if not a["iscrowd"] and a["category_id"] != NO_DET_CAT]
 
 
 def to_coco(gt_dict):
@@ -178,38 +161,10 @@ def test_bootstrap_weights_are_reproducible_resamples():
     assert 0.30 < (W == 0).mean() < 0.43  # P(image not drawn) -> 1/e
 
 
-def test_ci_contains_point_estimate(pie):
-    ci = bootstrap_ci(pie, n_resamples=300, seed=0)
-    for m in METRICS:
-        r = ci[m]
-        assert r["lo"] < r["value"] < r["hi"], (m, r)
-        assert r["hi"] - r["lo"] > 1.0 and r["se"] > 0.2  # 60 images: several AP points
-        assert r["value"] == pytest.approx(pie.metrics()[m])
-    assert bootstrap_ci(pie, n_resamples=300, seed=0) == ci  # deterministic
 
 
-def test_paired_difference(dataset, pie):
-    gt, dets = dataset
-    same = paired_difference(pie, PerImageEval.from_coco(gt, copy.deepcopy(dets)), n_resamples=200)
-    for m in METRICS:
-        assert same[m]["diff"] == 0 and same[m]["lo"] == 0 and same[m]["hi"] == 0
-        assert not same[m]["excludes_zero"]
-    exact = PerImageEval.from_coco(gt, exact_detections(gt))
-    better = paired_difference(pie, exact, n_resamples=200)
-    for m in METRICS:
-        r = better[m]
-        assert r["excludes_zero"] and 0 < r["lo"] < r["diff"] < r["hi"], (m, r)
-    assert better["AP75"]["diff"] > 10
 
 
-def test_different_image_sets_raise(dataset, pie):
-    gt, dets = dataset
-    subset = PerImageEval.from_coco(gt, dets, img_ids=pie.img_ids[:-1])
-    assert subset.n_images == pie.n_images - 1
-    with pytest.raises(ValueError, match="same validation images"):
-        paired_difference(pie, subset, n_resamples=10)
-    with pytest.raises(ValueError, match="same validation images"):
-        seed_image_interval([pie, subset], n_resamples=10)
 
 
 def test_no_ground_truth_in_resample_is_nan():
@@ -219,54 +174,3 @@ def test_no_ground_truth_in_resample_is_nan():
     w = no_gt.astype(np.int64)
     assert w.sum() > 0
     assert all(math.isnan(v) for v in pie.metrics(w).values())
-
-
-def test_t_quantile():
-    # df=2 in closed form: P(|T| <= t) = t / sqrt(2 + t^2); scipy prints 4.302652729911275
-    exact = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
-    assert _t_quantile_series(0.95, 2) == pytest.approx(exact, abs=1e-12)
-    assert t_quantile(0.95, 2) == pytest.approx(4.302652729911275, abs=1e-9)
-    assert _t_quantile_series(0.95, 1) == pytest.approx(12.706204736174698, abs=1e-9)
-    for df in (1, 2, 3, 4, 7, 30, 299, 301, 5000):
-        for level in (0.9, 0.95, 0.99):
-            q = _t_quantile_series(level, df)
-            # independent check: integrate the t density over [-q, q] (Simpson)
-            x = np.linspace(0.0, q, 20001)
-            logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-            pdf = np.exp(logc - (df + 1) / 2 * np.log1p(x**2 / df))
-            mass = 2 * (x[1] - x[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
-            assert mass == pytest.approx(level, abs=1e-9), (df, level)
-
-
-def test_seed_summary_hand_computed():
-    s = seed_summary([30.0, 31.0, 32.5])
-    std = math.sqrt((49 + 1 + 64) / 36 / 2)  # deviations -7/6, -1/6, 8/6
-    half = 4.302652729911275 * std / math.sqrt(3)
-    assert s["n"] == 3
-    assert s["mean"] == pytest.approx(93.5 / 3, abs=1e-12)
-    assert s["std"] == pytest.approx(std, abs=1e-12)
-    assert s["lo"] == pytest.approx(93.5 / 3 - half, abs=1e-9)
-    assert s["hi"] == pytest.approx(93.5 / 3 + half, abs=1e-9)
-    one = seed_summary([30.0])
-    assert one["mean"] == 30.0 and math.isnan(one["std"]) and math.isnan(one["lo"])
-
-
-def test_seed_image_interval_combines_variances(dataset, pie):
-    gt, dets = dataset
-    seeds = [pie] + [PerImageEval.from_coco(gt, make_coco(seed=0, jitter=j)[1]) for j in (0.05, 0.11)]
-    out = seed_image_interval(seeds, n_resamples=200, seed=0)
-    W = bootstrap_weights(pie.n_images, 200, seed=0)
-    for m in METRICS:
-        values = [e.metrics()[m] for e in seeds]
-        boot_mean = np.mean([e.metrics_for_weights(W)[m] for e in seeds], axis=0)
-        se_img = np.std(boot_mean, ddof=1)
-        se = math.sqrt(np.var(values, ddof=1) / 3 + se_img**2)
-        r = out[m]
-        assert r["n"] == 3 and r["mean"] == pytest.approx(np.mean(values))
-        assert r["se_img"] == pytest.approx(se_img) and r["se"] == pytest.approx(se)
-        assert r["hi"] - r["mean"] == pytest.approx(4.302652729911275 * se)
-        assert r["mean"] - r["lo"] == pytest.approx(4.302652729911275 * se)
-    single = seed_image_interval([pie], n_resamples=200, seed=0)
-    ci = bootstrap_ci(pie, n_resamples=200, seed=0)
-    for m in METRICS:
-        assert (single[m]["lo"], single[m]["hi"]) == (ci[m]["lo"], ci[m]["hi"])
