@@ -4,7 +4,7 @@ import csv
 import io
 import math
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..evaluation.intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
 from ..run_record import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
@@ -257,7 +257,7 @@ def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
     return ["", text]
 
 
-def differences_section(runs, diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
+def differences_section(runs, diffs: Sequence[dict], results: dict, title: str) -> List[str]:
     """Paired differences to BN and GN; title "Box AP" / "Mask AP" in a report with masks."""
     if not diffs:
         return []
@@ -283,7 +283,7 @@ def differences_section(runs, diffs: Sequence[dict], results: dict, title: str =
     return lines
 
 
-def power_section(diffs: Sequence[dict], results: dict, title: str = "AP") -> List[str]:
+def power_section(diffs: Sequence[dict], results: dict, title: str) -> List[str]:
     """Per comparison: its noise model, the minimum detectable difference, the seeds needed."""
     if not diffs:
         return []
@@ -335,8 +335,7 @@ def best_lr_section(choices: Sequence[dict], masks: bool = False) -> List[str]:
     return lines
 
 
-def detail_table_section(groups: Dict[Tuple[str, int], Group], keys: Sequence[str] = METRIC_KEYS,
-                         title: str = "All COCO metrics per setting") -> List[str]:
+def detail_table_section(groups: Dict[Tuple[str, int], Group], keys: Sequence[str], title: str) -> List[str]:
     rows = []
     for g in groups.values():
         batches = "/".join(str(b) for b in g.total_batches()) or NOT_RUN
@@ -390,6 +389,21 @@ def references_section(references: Sequence[dict]) -> List[str]:
     return lines
 
 
+class APKind(NamedTuple):
+    """Box AP or mask AP, as the Markdown report shows it."""
+
+    metric: str  # its key in the results and the run records
+    title: str  # of its difference and power sections
+    table: Callable[..., List[str]]  # its main table section
+    keys: Tuple[str, ...]  # its COCO metrics
+    detail_title: str  # of its table of all COCO metrics
+
+
+BOX_AP = APKind("AP", "Box AP", main_table_section, METRIC_KEYS, "All COCO box metrics per setting")
+MASK_AP = APKind("mask_AP", "Mask AP", mask_table_section, MASK_KEYS, "All COCO mask (segm) metrics per setting")
+BOX_ONLY = BOX_AP._replace(title="AP", detail_title="All COCO metrics per setting")  # a report without masks
+
+
 def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 0,
                      references: Sequence[dict] = (), plot_name: Optional[str] = None,
                      samples: Optional[Dict[str, RunSamples]] = None, curves_name: Optional[str] = None,
@@ -402,31 +416,25 @@ def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 
         results = sweep_results(runs, samples or {}, mask_samples if masks else None, effect)
     fixed = fixed_lr_runs(runs)
     groups = group_runs(fixed)
+    kinds = (BOX_AP, MASK_AP) if masks else (BOX_ONLY,)
+    # Mask AP gets intervals only where its detections were found and bootstrapped.
+    shown = (BOX_AP, MASK_AP) if masks and "mask_AP" in results["settings"] else (BOX_ONLY,)
     lines = header_section(runs, skipped, sweep_dirs, results["machines"])
-    lines += main_table_section(fixed, groups, results)
-    lines += seed_variance_section(results)
-    if masks and "mask_AP" in results["settings"]:
-        lines += mask_table_section(fixed, groups, results)
-        lines += seed_variance_section(results, "mask_AP")
+    for kind in shown:
+        lines += kind.table(fixed, groups, results)
+        lines += seed_variance_section(results, kind.metric)
     if plot_name:
         lines += ["", f"![AP vs images per GPU]({plot_name})"]
     diffs = results["differences"]
-    if masks and "mask_AP" in diffs:
-        lines += differences_section(fixed, diffs["AP"], results, "Box AP")
-        lines += differences_section(fixed, diffs["mask_AP"], results, "Mask AP")
-        lines += power_section(diffs["AP"], results, "Box AP")
-        lines += power_section(diffs["mask_AP"], results, "Mask AP")
-    else:
-        lines += differences_section(fixed, diffs["AP"], results)
-        lines += power_section(diffs["AP"], results)
+    for kind in shown:
+        lines += differences_section(fixed, diffs[kind.metric], results, kind.title)
+    for kind in shown:
+        lines += power_section(diffs[kind.metric], results, kind.title)
     lines += best_lr_section(results["best_lr"], masks)
     if curves_name:
         lines += ["", "## Training curves", "", f"![training curves]({curves_name})"]
-    if masks:
-        lines += detail_table_section(groups, METRIC_KEYS, "All COCO box metrics per setting")
-        lines += detail_table_section(groups, MASK_KEYS, "All COCO mask (segm) metrics per setting")
-    else:
-        lines += detail_table_section(groups)
+    for kind in kinds:
+        lines += detail_table_section(groups, kind.keys, kind.detail_title)
     lines += cost_table_section(group_runs(runs))
     lines += unfinished_section(runs)
     lines += references_section(references)
