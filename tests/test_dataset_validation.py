@@ -1,4 +1,5 @@
-"""Tests of COCO-format dataset validation (frn_det.data.validate) and its use in prepare_datasets."""
+"""Tests of COCO-format dataset validation (frn_det.data.validate, coco_schema, coco_repair) and its use in
+prepare_datasets."""
 
 import json
 import logging
@@ -9,7 +10,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from frn_det.data import validate
+from frn_det.data import coco_repair, coco_schema, validate
 from frn_det.data.synthetic import ShapesSpec, ensure_shapes_dataset
 from frn_det.data.validate import load_validated_coco, validate_coco_json
 
@@ -172,7 +173,7 @@ def test_drop_mode_removes_exactly_the_bad_boxes(tmp_path, warnings_log):
     json_file, img_dir = make_coco(tmp_path, extra_anns=BAD_BOXES)
     records = load_validated_coco(json_file, img_dir, unique("ds_drop"), "drop")
     assert num_annotations(records) == 3 + 1  # the good ones and the one within tolerance
-    assert all(validate.box_problem(a["bbox"], W, H) is None for r in records for a in r["annotations"])
+    assert all(coco_schema.box_problem(a["bbox"], W, H) is None for r in records for a in r["annotations"])
 
     warnings = [r.getMessage() for r in warnings_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
@@ -210,8 +211,8 @@ def test_training_set_without_valid_boxes(tmp_path):
 def test_validation_is_cached_until_the_file_changes(tmp_path, monkeypatch):
     json_file, img_dir = make_coco(tmp_path)
     calls = []
-    inspect = validate._inspect
-    monkeypatch.setattr(validate, "_inspect", lambda *a: calls.append(a) or inspect(*a))
+    inspect = validate.inspect_coco_json
+    monkeypatch.setattr(validate, "inspect_coco_json", lambda *a: calls.append(a) or inspect(*a))
     for _ in range(3):
         validate_coco_json(json_file, img_dir, "ds_cached")
     assert len(calls) == 1
@@ -590,7 +591,7 @@ def test_missing_iscrowd_and_area_are_filled(tmp_path, warnings_log):
     report = validate_coco_json(json_file, img_dir, name)
     assert (report.missing_iscrowd, report.missing_area) == ([2, 3], [1, 2, 3])
     fixed = report.eval_json_file
-    assert fixed != json_file and fixed.startswith(str(validate.cache_dir() / "fixed_json"))
+    assert fixed != json_file and fixed.startswith(str(coco_repair.cache_dir() / "fixed_json"))
     anns = json.load(open(fixed))["annotations"]
     assert [a["iscrowd"] for a in anns] == [0, 0, 0]
     assert anns[0]["area"] == anns[1]["area"] == 80.0  # box 10 x 8
@@ -655,7 +656,7 @@ def test_missing_info_is_added_when_pycocotools_needs_it(tmp_path, monkeypatch):
     json_file, img_dir = make_coco(tmp_path)
     report = validate_coco_json(json_file, img_dir, unique("ds_info"), missing_eval_fields="error")
     assert report.missing_info and report.eval_json_file == json_file  # the installed one does not need it
-    monkeypatch.setattr(validate, "loadres_needs_info", lambda: True)
+    monkeypatch.setattr(coco_repair, "loadres_needs_info", lambda: True)
     fixed = validate_coco_json(json_file, img_dir, unique("ds_info")).eval_json_file
     assert fixed != json_file and json.load(open(fixed))["info"] == {}
     with pytest.raises(ValueError, match="no top-level 'info'"):
@@ -678,7 +679,7 @@ def test_loadres_probe_matches_the_installed_pycocotools():
             needs = False
         except KeyError:
             needs = True
-    assert validate.loadres_needs_info() == needs
+    assert coco_repair.loadres_needs_info() == needs
 
 
 # ----------------------------------------------------------------------------- prepare_datasets: new checks

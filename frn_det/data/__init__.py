@@ -1,3 +1,4 @@
+from .coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, DatasetPathError, ValidationReport, check_dataset_path
 from .datasets import (
     BUILTIN_SHAPES,
     check_num_classes,
@@ -9,14 +10,4 @@ from .datasets import (
     register_coco_datasets,
 )
 from .image_check import ImageCheckError, check_images
-from .validate import (
-    ANNOTATION_FILE,
-    IMAGE_FOLDER,
-    INVALID_BOXES_CHOICES,
-    MISSING_EVAL_FIELDS_CHOICES,
-    DatasetPathError,
-    ValidationReport,
-    check_dataset_path,
-    load_validated_coco,
-    validate_coco_json,
-)
+from .validate import INVALID_BOXES_CHOICES, MISSING_EVAL_FIELDS_CHOICES, load_validated_coco, validate_coco_json

@@ -15,17 +15,13 @@ from typing import Iterable, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .coco_repair import fix_records, needs_record_fixes
+from .coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path, check_masks_for_mask_model
 from .synthetic import SHAPES_CATEGORIES, ShapesSpec, dataset_paths, dataset_root, ensure_shapes_dataset
 from .validate import (
-    ANNOTATION_FILE,
-    IMAGE_FOLDER,
-    PathKind,
     check_dataset_images,
-    check_dataset_path,
     check_invalid_boxes_setting,
-    check_masks_for_mask_model,
     check_missing_eval_fields_setting,
-    fix_records,
     load_validated_coco,
     validate_coco_json,
 )
@@ -234,7 +230,7 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
             if cfg.MODEL.MASK_ON:
                 check_masks_for_mask_model(report)
             _use_json_file(name, report.eval_json_file, json_file)
-            if report.needs_record_fixes:
+            if needs_record_fixes(report):
                 _fix_records_in_loader(name)
             reports.append(report)
             classes[name] = report.category_names

@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.validate import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
+from ..data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
 from ..engine.config_checks import (
     ANY_INT,
     BOOL,
