@@ -82,6 +82,19 @@ def test_runs_without_detections_say_they_have_no_interval(tmp_path):
     assert list(rows) == ["bn", "gn", "frn"]  # report order, not alphabetical
 
 
+def test_mask_ap_without_detections_is_reported_as_values_in_md_and_tex(tmp_path):
+    d = tmp_path / "sweep"
+    make_run(d, "bn", 2, ap=28.5, mask_AP=25.0)
+    make_run(d, "frn", 2, ap=30.0, mask_AP=26.0)
+    make_run(d, "frn", 2, seed=1, ap=31.0, mask_AP=27.5)
+    paths = write_report([d])
+    tex = paths["tex"].read_text()
+    # the mask table has the recorded values (frn: mean of 2 seeds); no difference table without intervals
+    assert "\\label{tab:mask-ap}" in tex and "26.8" in tex and "25.0" in tex
+    assert "tab:mask-ap-diff" not in tex
+    assert "## All COCO mask (segm) metrics per setting" in paths["md"].read_text()
+
+
 def test_seeds_aggregate_to_mean_and_std(sweep):
     md = write_report([sweep])["md"].read_text()
     rows = md_rows(md)

@@ -115,8 +115,11 @@ def runs_to_latex(runs: Sequence[dict], results: dict) -> str:
         "",
     ]
     shown = [("", "Box AP", "box")] + ([("mask_", "Mask AP", "mask")] if has_masks(runs) else [])
+    # a metric without intervals (e.g. runs with masks whose detections were not found) gets
+    # its values without intervals, as in results.md, and no difference table
     for prefix, what, tag in shown:
-        lines += main_table(fixed, groups, results["settings"][prefix + "AP"], prefix + "AP", what, f"tab:{tag}-ap")
+        intervals = results["settings"].get(prefix + "AP", {})
+        lines += main_table(fixed, groups, intervals, prefix + "AP", what, f"tab:{tag}-ap")
     for prefix, what, tag in shown:
-        lines += differences_table(fixed, results["differences"][prefix + "AP"], what, f"tab:{tag}-ap-diff")
+        lines += differences_table(fixed, results["differences"].get(prefix + "AP", []), what, f"tab:{tag}-ap-diff")
     return "\n".join(lines)
