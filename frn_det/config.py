@@ -1,47 +1,92 @@
-"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`, and the
-config hash that identifies a run."""
+"""frn-det's config keys, added to a Detectron2 config by `add_frn_config(cfg)`; the norm
+layers' options read from a config (norm_options_from_config) and the norm keys checked
+(check_norm_config); the config hash that identifies a run."""
 import hashlib
+from dataclasses import fields
+from typing import Dict, Optional, Tuple
 
 from detectron2.config import CfgNode as CN
 
-from .layers.factory import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions
+from .layers import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions, parse_norm
+
+# Every config key that takes a norm string: the backbone, the FPN and the heads of
+# RetinaNet and the R-CNNs (the box head's FCs take MODEL.ROI_BOX_HEAD.NORM when
+# MODEL.ROI_BOX_HEAD.NORM_FCS is True).
+NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.RETINANET.NORM", "MODEL.ROI_BOX_HEAD.NORM",
+             "MODEL.ROI_MASK_HEAD.NORM")
+# Where each norm key lives in the shipped LazyConfigs (configs/lazy/): the first is the one
+# place the others follow through OmegaConf interpolation.
+LAZY_NORM_KEYS = {
+    "MODEL.RESNETS.NORM": ("model.backbone.bottom_up.stages.norm", "model.backbone.bottom_up.stem.norm"),
+    "MODEL.FPN.NORM": ("model.backbone.norm",),
+    "MODEL.RETINANET.NORM": ("model.head.norm",),
+    "MODEL.ROI_BOX_HEAD.NORM": ("model.roi_heads.box_head.conv_norm",),
+    "MODEL.ROI_MASK_HEAD.NORM": ("model.roi_heads.mask_head.conv_norm",),
+}
+# MODEL.<SECTION> -> the options dataclass whose fields are its keys in lower case
+# (learnable_eps <-> MODEL.FRN.LEARNABLE_EPS) and whose field defaults are its defaults.
+OPTION_SECTIONS = {"FRN": FRNOptions, "BRN": BRNOptions, "EVONORM": EvoNormOptions, "CBN": CBNOptions,
+                   "MABN": MABNOptions}
+# The schedules (SOLVER.MAX_ITER) that the iteration-count defaults of a section were written
+# for, and those keys: BRN's ramp is the paper's 5k / 40k / 25k steps of the 125k-step protocol
+# of configs/Base-RetinaNet-FRN.yaml; CBN's burn-in the public config's 8 of 12 epochs of a 90k
+# schedule; MABN's warm-up and renormalization start the public 2x schedule's 100 and 1000 of
+# 180k iterations. The sweep keeps each key's fraction (NORM_SCHEDULE_FRACTIONS) of its run.
+REFERENCE_SCHEDULES = {
+    "BRN": (125000, ("WARMUP_START_ITER", "R_MAX_END_ITER", "D_MAX_END_ITER")),
+    "CBN": (90000, ("BURNIN_ITER",)),
+    "MABN": (180000, ("WARMUP_ITER", "RENORM_START_ITER")),
+}
+
+
+def section_defaults(section: str) -> dict:
+    """{KEY: default} of MODEL.<section>, from its options dataclass."""
+    return {f.name.upper(): f.default for f in fields(OPTION_SECTIONS[section])}
+
+
+# {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, ...}: each scheduled key's default as a
+# fraction of its reference schedule.
+NORM_SCHEDULE_FRACTIONS = {
+    f"MODEL.{section}.{key}": section_defaults(section)[key] / max_iter
+    for section, (max_iter, keys) in REFERENCE_SCHEDULES.items()
+    for key in keys
+}
 
 
 def add_frn_config(cfg):
     """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
     if "FRN" in cfg.MODEL:
         return cfg
-    # Each section's keys and defaults are its options dataclass's fields (layers/factory.py).
+    # Each section's keys and defaults are its options dataclass's fields (OPTION_SECTIONS).
     # FRN: EPS, the paper's constant epsilon for conv layers; LEARNABLE_EPS, eps + |eps_l| with
     # learned eps_l (init 1e-4), the paper's fix for 1x1 activation maps; RESIDUAL_ACTIVATION
     # after a residual add in FRN ResNets, "TLU" (paper) or "ReLU"; IMPL "auto"/"fused" (fused
     # autograd function: C++ kernels on CPU when they build, Triton kernels on CUDA when
     # triton is installed), "reference" (plain ops), or a fused backend: "torch", "cpp", "triton".
-    cfg.MODEL.FRN = CN(FRNOptions.defaults())
+    cfg.MODEL.FRN = CN(section_defaults("FRN"))
     # Batch Renormalization ("BRN", "naiveSyncBRN"/"SyncBRN"; Ioffe 2017). r_max and d_max
     # stay 1 and 0 (BRN = BN) up to WARMUP_START_ITER, then grow linearly to R_MAX (reached
-    # at R_MAX_END_ITER) and D_MAX (at D_MAX_END_ITER): the paper's 5k / 40k / 25k steps,
-    # which suit the 125k-step protocol of configs/Base-RetinaNet-FRN.yaml; scale them with
-    # SOLVER.MAX_ITER for other schedules. The iteration is each layer's own
+    # at R_MAX_END_ITER) and D_MAX (at D_MAX_END_ITER): the paper's steps (REFERENCE_SCHEDULES);
+    # scale them with SOLVER.MAX_ITER for other schedules. The iteration is each layer's own
     # num_batches_tracked (saved in checkpoints). MOMENTUM and EPS as BatchNorm2d's defaults.
-    cfg.MODEL.BRN = CN(BRNOptions.defaults())
+    cfg.MODEL.BRN = CN(section_defaults("BRN"))
     # EvoNorm-B0 / -S0 ("EvoNormB0", "EvoNormS0"; Liu et al. 2020): S0's group count, eps,
     # B0's running-variance momentum, and "auto" (C++ kernels on CPU) or "reference".
-    cfg.MODEL.EVONORM = CN(EvoNormOptions.defaults())
+    cfg.MODEL.EVONORM = CN(section_defaults("EVONORM"))
     # Weight Standardization of the convs a "GNWS" norm follows: (W - mean) / sqrt(var + EPS).
     cfg.MODEL.WS = CN()
-    cfg.MODEL.WS.EPS = 1e-5
+    cfg.MODEL.WS.EPS = NormOptions.ws_eps  # the field's default
     # Cross-Iteration BN ("CBN"; Yao et al. 2021): statistics pooled over the BUFFER_SIZE most
     # recent iterations, the current one included (1 = BN; the public code's "buffer 3" is 4),
-    # after BURNIN_ITER iterations of plain BN (the public config's 8 of 12 epochs of a 90k
-    # schedule; the sweep scales it with SOLVER.MAX_ITER). Moving averages as BN's.
-    cfg.MODEL.CBN = CN(CBNOptions.defaults())
+    # after BURNIN_ITER iterations of plain BN (REFERENCE_SCHEDULES; the sweep scales it with
+    # SOLVER.MAX_ITER). Moving averages as BN's.
+    cfg.MODEL.CBN = CN(section_defaults("CBN"))
     # Moving Average BN ("MABN"; Yan et al. 2020), the public code's detection defaults:
     # simple moving averages over BUFFER_SIZE iterations (its real_B 32 / 2 images) from
     # WARMUP_ITER on, renormalization to the EMA (clipped to [1/R_MAX, R_MAX]) from
-    # RENORM_START_ITER on (the sweep scales both with SOLVER.MAX_ITER); MOMENTUM of the EMA
+    # RENORM_START_ITER on (REFERENCE_SCHEDULES; the sweep scales both); MOMENTUM of the EMA
     # as BN writes it (the code's 0.98 is 0.02).
-    cfg.MODEL.MABN = CN(MABNOptions.defaults())
+    cfg.MODEL.MABN = CN(section_defaults("MABN"))
     # A Python LazyConfig (configs/lazy/*.py) whose `model` Trainer.build_model builds
     # instead of MODEL.META_ARCHITECTURE, with this config's norm keys, MODEL.FRN/BRN/
     # EVONORM/WS/CBN/MABN, class count, pixel mean/std and device applied: an absolute path, a path
@@ -84,6 +129,38 @@ def add_frn_config(cfg):
     cfg.TRACKING.MLFLOW_URI = ""
     cfg.TRACKING.PARAMS = ""
     return cfg
+
+
+def _options(section: str, cfg):
+    node = cfg.MODEL[section]
+    return OPTION_SECTIONS[section](**{f.name: node[f.name.upper()] for f in fields(OPTION_SECTIONS[section])})
+
+
+def norm_options_from_config(cfg) -> NormOptions:
+    """NormOptions from MODEL.FRN / BRN / EVONORM / WS / CBN / MABN (add_frn_config); a config
+    that lacks one of the comparator sections gets that section's defaults."""
+    m = cfg.MODEL
+    frn = _options("FRN", cfg)
+    optional = {section.lower(): _options(section, cfg) for section in ("BRN", "EVONORM", "CBN", "MABN")
+                if section in m}
+    if "WS" in m:
+        optional["ws_eps"] = m.WS.EPS
+    return NormOptions(frn=frn, **optional)
+
+
+def _cfg_get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
+    """Validate the norm keys (NORM_KEYS) and the norm option keys of a config before
+    anything is built; returns {key: (norm, activation)}."""
+    parsed = {key: parse_norm(_cfg_get(cfg, key), key) for key in NORM_KEYS}
+    norm_options_from_config(cfg)  # raises on bad MODEL.FRN / BRN / EVONORM / WS / CBN / MABN values
+    return parsed
 
 
 def config_hash(cfg) -> str:

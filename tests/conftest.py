@@ -15,7 +15,7 @@ os.environ.setdefault("FRN_DET_CACHE", tempfile.mkdtemp(prefix="frn_det_test_cac
 
 def tiny_cfg(norm="FRN", *opts):
     """The tiny CPU config with `norm` in backbone, FPN and head, plus KEY VALUE overrides."""
-    from frn_det.engine.train_net import build_config
+    from frn_det.config_build import build_config
 
     norms = ["MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "MODEL.RETINANET.NORM", norm]
     return build_config(str(TINY_CONFIG), norms + list(opts))

@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from frn_det.layers.factory import FRNOptions, resolve_norm
+from frn_det.layers import FRNOptions
+from frn_det.layers.factory import resolve_norm
 from frn_det.layers.frn import FilterResponseNorm2d
 
 # (config norm string, FRN impl or None): every norm of the sweep's norm group

@@ -225,7 +225,7 @@ def test_validation_is_cached_until_the_file_changes(tmp_path, monkeypatch):
 
 
 def _cfg(name, json_file, img_dir, *opts, model="tiny_retinanet_cpu"):
-    from frn_det.engine.train_net import build_config
+    from frn_det.config_build import build_config
 
     return build_config(f"configs/{model}.yaml", [
         "DATASETS.REGISTER_COCO", [(name, json_file, img_dir)],
@@ -422,8 +422,8 @@ def test_prepare_datasets_drops_boxes_of_datasets_registered_elsewhere(tmp_path)
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
+    from frn_det.config_build import build_config
     from frn_det.data import prepare_datasets
-    from frn_det.engine.train_net import build_config
 
     name = unique("d2_train")
     json_file, img_dir = make_coco(tmp_path, extra_anns=BAD_BOXES)
@@ -694,8 +694,8 @@ def test_prepare_datasets_fill_reaches_training_and_the_evaluator(tmp_path):
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances
 
+    from frn_det.config_build import build_config
     from frn_det.data import prepare_datasets
-    from frn_det.engine.train_net import build_config
 
     json_file, img_dir = make_coco(tmp_path)
     edit_coco(json_file, strip_fields)
@@ -788,8 +788,8 @@ def test_test_set_categories_are_checked_too(tmp_path):
 
 
 def test_class_count_key_follows_the_meta_architecture():
+    from frn_det.config_build import build_config
     from frn_det.data import model_num_classes
-    from frn_det.engine.train_net import build_config
 
     cfg = build_config("configs/tiny_retinanet_cpu.yaml")
     assert model_num_classes(cfg) == ("MODEL.RETINANET.NUM_CLASSES", 4)

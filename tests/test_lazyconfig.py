@@ -23,8 +23,8 @@ from frn_testing import record_execution
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from frn_det.config_build import build_config
 from frn_det.engine.optimizer import build_optimizer
-from frn_det.engine.train_net import build_config
 from frn_det.engine.trainer import Trainer, evaluation_tasks
 from frn_det.layers import TLU, FilterResponseNorm2d
 
@@ -555,7 +555,7 @@ def test_trainer_build_model_from_lazy_rcnn_config_equals_yaml(detector, norm):
 
 
 def test_apply_yacs_model_keys_sets_the_rcnn_heads_and_classes():
-    from frn_det.modeling.lazy import apply_yacs_model_keys
+    from frn_det.modeling.lazy_bridge import apply_yacs_model_keys
 
     ycfg = tiny_rcnn_cfg("GN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "GN+TLU",
                          "MODEL.ROI_BOX_HEAD.NORM_FCS", "True", "MODEL.ROI_HEADS.NUM_CLASSES", "7",
@@ -586,7 +586,7 @@ def test_apply_yacs_model_keys_sets_the_rcnn_heads_and_classes():
 
 
 def test_mask_on_must_agree_with_the_lazy_model():
-    from frn_det.modeling.lazy import apply_yacs_model_keys
+    from frn_det.modeling.lazy_bridge import apply_yacs_model_keys
 
     with pytest.raises(ValueError, match=r"MODEL.MASK_ON=False but the LazyConfig's model has a mask head"):
         apply_yacs_model_keys(LazyConfig.load(str(TINY_MASK_LAZY)), tiny_rcnn_cfg("GN", detector="faster"))
@@ -726,7 +726,7 @@ def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
     ("dataloader.train.total_batch_sise=4", "dataloader.train.total_batch_size"),
 ])
 def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
-    from frn_det.engine.config_checks import ConfigError
+    from frn_det.config_checks import ConfigError
     from frn_det.engine.lazy_train_net import load_config
 
     key = typo.partition("=")[0]
@@ -776,7 +776,7 @@ def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
     (f"{NORM_KEY}=FRNN", "model.backbone.bottom_up.stages.norm='FRNN' is not a known norm"),
 ])
 def test_lazy_values_get_the_yacs_checks(override, message):
-    from frn_det.engine.config_checks import check_config
+    from frn_det.config_checks import check_config
     from frn_det.engine.lazy_train_net import load_config
 
     with pytest.raises(ValueError) as err:
@@ -794,7 +794,7 @@ def test_lazy_values_get_the_yacs_checks(override, message):
 ])
 def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
     """One table of rules: the same bad value gets the same "expected ..." in both kinds of config."""
-    from frn_det.engine.config_checks import ConfigError, check_config
+    from frn_det.config_checks import ConfigError, check_config
     from frn_det.engine.lazy_train_net import load_config
 
     with pytest.raises(ConfigError) as from_yacs:
@@ -806,7 +806,7 @@ def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
 
 
 def test_lazy_total_batch_must_divide_over_the_workers():
-    from frn_det.engine.config_checks import ConfigError, check_config
+    from frn_det.config_checks import ConfigError, check_config
     from frn_det.engine.lazy_train_net import load_config
 
     cfg = load_config(str(TINY_LAZY), ["dataloader.train.total_batch_size=5"])
@@ -817,7 +817,7 @@ def test_lazy_total_batch_must_divide_over_the_workers():
 
 
 def test_every_shipped_lazy_config_passes_the_checks():
-    from frn_det.engine.config_checks import check_config
+    from frn_det.config_checks import check_config
     from frn_det.engine.lazy_train_net import load_config
 
     files = sorted(LAZY.glob("*.py"))

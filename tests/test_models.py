@@ -1,4 +1,6 @@
 """Model structure: parity with stock Detectron2, FRN placement, no ReLU after FRN+TLU."""
+import re
+
 import pytest
 import torch
 from conftest import tiny_cfg
@@ -8,8 +10,8 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from frn_testing import record_execution
 from torch import nn
 
+from frn_det.config_build import build_config
 from frn_det.engine.optimizer import build_optimizer
-from frn_det.engine.train_net import build_config
 from frn_det.layers import TLU, FilterResponseNorm2d
 
 ZOO_RETINANET = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
@@ -138,13 +140,20 @@ def test_gn_with_indivisible_channels_names_the_count():
 
 @pytest.mark.parametrize("eps", ["0.0", "-1e-3"])
 def test_non_positive_config_eps_is_a_clear_error(eps):
-    with pytest.raises(ValueError, match=r"MODEL.FRN.EPS must be > 0") as err:
-        build_model(tiny_cfg("FRN", "MODEL.FRN.EPS", eps))
-    assert f"got {float(eps)!r}" in str(err.value)
+    from frn_det.config_checks import check_config
+
+    cfg = tiny_cfg("FRN", "MODEL.FRN.EPS", eps)
+    # The config check names the key (before anything is built); the layer checks its argument.
+    with pytest.raises(ValueError, match=re.escape(f"MODEL.FRN.EPS={float(eps)!r} is not allowed: expected a "
+                                                   "finite number > 0")):
+        check_config(cfg, 1)
+    with pytest.raises(ValueError, match=r"FRN eps must be > 0") as err:
+        build_model(cfg)
+    assert f"got eps={float(eps)!r}" in str(err.value)
 
 
 def test_total_batch_must_divide_across_workers():
-    from frn_det.engine.train_net import check_config
+    from frn_det.config_checks import check_config
 
     with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=5 \(the total batch\) must be a positive multiple of "
                                          r"the number of workers \(2\)"):
@@ -152,7 +161,7 @@ def test_total_batch_must_divide_across_workers():
 
 
 def test_sync_bn_with_one_worker_warns(caplog):
-    from frn_det.engine.train_net import check_config
+    from frn_det.config_checks import check_config
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN"), 1)

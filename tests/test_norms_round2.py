@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from frn_det.engine.precise_bn import batch_stat_modules, update_population_stats
-from frn_det.layers import TLU, BatchRenorm2d, EvoNorm2dB0
-from frn_det.layers.factory import ACCEPTED_NORMS, resolve_norm
+from frn_det.layers import ACCEPTED_NORMS, TLU, BatchRenorm2d, EvoNorm2dB0
+from frn_det.layers.factory import resolve_norm
 from frn_det.layers.norms import (
     CrossIterationBatchNorm2d,
     EvalNorm2d,

@@ -221,7 +221,7 @@ def test_batch_renorm_ramp_follows_the_run_schedule():
 def test_sync_brn_with_one_worker_warns(caplog):
     from conftest import tiny_cfg
 
-    from frn_det.engine.config_checks import check_config
+    from frn_det.config_checks import check_config
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBRN+TLU"), 1)
@@ -231,7 +231,7 @@ def test_sync_brn_with_one_worker_warns(caplog):
 def test_bad_norm_string_fails_in_the_config_check_with_the_choices():
     from conftest import tiny_cfg
 
-    from frn_det.engine.config_checks import check_config
+    from frn_det.config_checks import check_config
 
     with pytest.raises(ValueError, match=r"MODEL.RESNETS.NORM='FRNN' is not a known norm. Accepted: .*'GNWS'"):
         check_config(tiny_cfg("FRNN"), 1)
@@ -294,7 +294,7 @@ def test_amp_key_turns_on_detectron2_mixed_precision(norm):
 
 
 def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
-    from frn_det.engine.config_checks import check_config
+    from frn_det.config_checks import check_config
 
     cfg, _ = build_detectron2_config(compose_job("amp=true"), "/tmp/x")
     with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE='cpu'"):
@@ -328,7 +328,7 @@ def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
                                          "Detectron2 KEY, VALUE pairs"),
 ])
 def test_bad_sweep_values_name_the_sweep_key_and_what_is_allowed(override, message):
-    from frn_det.engine.config_checks import ConfigError
+    from frn_det.config_checks import ConfigError
     from frn_det.sweep.job_checks import check_job, override_value_error
 
     assert override_value_error([override], CONFIGS_DIR / "sweep").startswith(message)

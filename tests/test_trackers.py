@@ -13,9 +13,9 @@ from detectron2.utils.events import EventStorage
 from tracker_readback import mlflow_metric_history, mlflow_runs, wandb_offline_runs
 
 from frn_det.config import config_hash
-from frn_det.engine.config_checks import ConfigError, check_config
+from frn_det.config_build import build_config
+from frn_det.config_checks import ConfigError, check_config
 from frn_det.engine.trackers import TRACKER_IDS_FILE, TrackerWriter, TrackingOptions, record_result
-from frn_det.engine.train_net import build_config
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")

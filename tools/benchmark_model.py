@@ -2,7 +2,7 @@
 """Model-level cost of each norm: RetinaNet (or Mask R-CNN) training-iteration time,
 inference time per image and memory, as ratios to BN (= BN+ReLU) measured in the same run (norms interleaved
 per round, so a noisy shared machine affects them alike). --norms takes any config norm
-string (NORM or NORM+ACT, see frn_det/layers/factory.py); the default is the stock norms,
+string (NORM or NORM+ACT, see frn_det/layers/grammar.py); the default is the stock norms,
 FRN and the comparators.
 
     python tools/benchmark_model.py --model tiny                 # configs/tiny_retinanet_cpu.yaml, 160 px
@@ -36,8 +36,8 @@ from detectron2.utils.events import EventStorage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from frn_det.config_build import build_config  # noqa: E402
 from frn_det.engine.optimizer import build_optimizer  # noqa: E402
-from frn_det.engine.train_net import build_config  # noqa: E402
 from frn_det.sweep.d2config import head_keys  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 

@@ -1,8 +1,10 @@
 from .coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, DatasetPathError, ValidationReport, check_dataset_path
 from .datasets import (
     BUILTIN_SHAPES,
+    ModelClasses,
     check_num_classes,
     check_register_coco,
+    model_classes_from_config,
     model_num_classes,
     prepare_datasets,
     prepare_datasets_distributed,

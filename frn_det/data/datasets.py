@@ -9,9 +9,11 @@ model's class count, and (DATASETS.CHECK_IMAGES) that every image decodes with t
 json's size (image_check.py).
 """
 import logging
+from dataclasses import dataclass
 from functools import partial
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
@@ -143,16 +145,35 @@ def model_num_classes(cfg) -> Tuple[str, int]:
     return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
-def check_num_classes(cfg, name: str, json_file: str, num_categories: int) -> None:
-    """More categories in a dataset than the model has classes is an error; fewer is fine."""
+@dataclass(frozen=True)
+class ModelClasses:
+    """The model's class count, the config key that sets it, and where it comes from in
+    words (for the messages)."""
+
+    key: str
+    num_classes: int
+    about: str
+
+
+def model_classes_from_config(cfg) -> ModelClasses:
+    """ModelClasses of a yacs config (model_num_classes)."""
     key, num_classes = model_num_classes(cfg)
     both = (f"MODEL.RETINANET.NUM_CLASSES = {cfg.MODEL.RETINANET.NUM_CLASSES}, "
             f"MODEL.ROI_HEADS.NUM_CLASSES = {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+    return ModelClasses(key, num_classes, f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} uses {key}; {both}")
+
+
+def check_num_classes(classes: Optional[ModelClasses], name: str, json_file: str, num_categories: int) -> None:
+    """More categories in a dataset than the model has classes is an error; fewer is fine.
+    No check where the class count is unknown (None)."""
+    if classes is None:
+        return
+    key, num_classes = classes.key, classes.num_classes
     if num_categories > num_classes:
         raise ValueError(
             f"Dataset {name!r}: {json_file} has {num_categories} categories, but the model has only "
-            f"{num_classes} classes (MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} uses {key}; "
-            f"{both}). Detectron2 maps the json's category ids to class ids 0..{num_categories - 1}, so "
+            f"{num_classes} classes ({classes.about}). Detectron2 maps the json's category ids to class ids "
+            f"0..{num_categories - 1}, so "
             f"annotations of classes {num_classes} and up would fail the first training step. Set {key} "
             f"{num_categories}, or remove the extra categories from the json."
         )
@@ -188,21 +209,43 @@ def _check_images_setting(value) -> bool:
     return value
 
 
-def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: str = REGISTER_KEY) -> None:
-    """Register the config's extra datasets, generate built-in ones and validate the rest.
+def _datasets_from_config(cfg) -> dict:
+    """prepare_datasets' arguments from a yacs config (DATASETS.*, MODEL.MASK_ON, the class count)."""
+    return dict(
+        train=cfg.DATASETS.TRAIN,
+        test=cfg.DATASETS.TEST,
+        register_coco=cfg.DATASETS.REGISTER_COCO,
+        invalid_boxes=cfg.DATASETS.INVALID_BOXES,
+        missing_eval_fields=cfg.DATASETS.get("MISSING_EVAL_FIELDS", "fill"),
+        check_images=cfg.DATASETS.get("CHECK_IMAGES", True),
+        mask_on=cfg.MODEL.MASK_ON,
+        model_classes=model_classes_from_config(cfg),
+    )
+
+
+@configurable(from_config=_datasets_from_config)
+def prepare_datasets(train: Sequence[str], test: Sequence[str] = (), *,
+                     register_coco: Iterable[Tuple[str, str, str]] = (), invalid_boxes: str = "drop",
+                     missing_eval_fields: str = "fill", check_images: bool = True, mask_on: bool = False,
+                     model_classes: Optional[ModelClasses] = None, names: Optional[Iterable[str]] = None,
+                     register_key: str = REGISTER_KEY) -> None:
+    """Register the extra datasets (`register_coco`), generate built-in ones and validate the rest.
 
     Runs before any training so that a missing file, a bad annotation, too many
     categories for the model or an image that does not decode is a clear error, not a
     crash deep inside a data loader worker or after training, in evaluation (see
-    validate.py); with MODEL.MASK_ON every annotation needs a mask. The json checks of all datasets
-    run first, then the (slower) image
-    checks.
+    validate.py); with `mask_on` every annotation needs a mask. The json checks of all datasets
+    (`names`, default the `train` and `test` sets) run first, then the (slower) image checks.
+
+    Takes plain arguments, or a yacs config as Detectron2's @configurable functions do:
+    `prepare_datasets(cfg)` reads them from DATASETS.* (DATASETS.INVALID_BOXES ...),
+    MODEL.MASK_ON and the model's class count (_datasets_from_config).
     """
-    invalid_boxes = check_invalid_boxes_setting(cfg.DATASETS.INVALID_BOXES)
-    missing_eval_fields = check_missing_eval_fields_setting(cfg.DATASETS.get("MISSING_EVAL_FIELDS", "fill"))
-    check_images = _check_images_setting(cfg.DATASETS.get("CHECK_IMAGES", True))
-    register_coco_datasets(cfg.DATASETS.REGISTER_COCO, invalid_boxes, missing_eval_fields, register_key)
-    names = list(names if names is not None else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    invalid_boxes = check_invalid_boxes_setting(invalid_boxes)
+    missing_eval_fields = check_missing_eval_fields_setting(missing_eval_fields)
+    check_images = _check_images_setting(check_images)
+    register_coco_datasets(register_coco, invalid_boxes, missing_eval_fields, register_key)
+    names = list(names if names is not None else list(train) + list(test))
     reports = []
     classes = {}  # dataset -> category names in id order
     for name in dict.fromkeys(names):  # a dataset in TRAIN and TEST is checked once
@@ -215,7 +258,7 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
         meta = MetadataCatalog.get(name)
         if name in BUILTIN_SHAPES:  # generated by us, always valid
             ensure_shapes_dataset(DEFAULT_SHAPES_SPEC)
-            check_num_classes(cfg, name, meta.json_file, len(SHAPES_CATEGORIES))
+            check_num_classes(model_classes, name, meta.json_file, len(SHAPES_CATEGORIES))
             classes[name] = [c["name"] for c in SHAPES_CATEGORIES]
             continue
         # The user's json, also after _use_json_file pointed json_file at a fixed copy.
@@ -224,10 +267,10 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
         # COCO instances format only: e.g. LVIS also has a json_file, in another format.
         if json_file and image_root and getattr(meta, "evaluator_type", "coco") == "coco":
             report = validate_coco_json(json_file, image_root, name, invalid_boxes,
-                                        for_training=name in cfg.DATASETS.TRAIN,
+                                        for_training=name in train,
                                         missing_eval_fields=missing_eval_fields)
-            check_num_classes(cfg, name, json_file, report.num_categories)
-            if cfg.MODEL.MASK_ON:
+            check_num_classes(model_classes, name, json_file, report.num_categories)
+            if mask_on:
                 check_masks_for_mask_model(report)
             _use_json_file(name, report.eval_json_file, json_file)
             if needs_record_fixes(report):
@@ -237,12 +280,12 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
             continue
         thing_classes = getattr(meta, "thing_classes", None)
         if thing_classes:
-            check_num_classes(cfg, name, getattr(meta, "json_file", "(no json)"), len(thing_classes))
+            check_num_classes(model_classes, name, getattr(meta, "json_file", "(no json)"), len(thing_classes))
         for kind in OTHER_FORMAT_PATHS:  # other formats: at least the files must be there
             path = getattr(meta, kind.label, None)
             if path is not None:
                 check_dataset_path(name, path, kind)
-    _warn_if_categories_differ(classes, list(cfg.DATASETS.TRAIN))
+    _warn_if_categories_differ(classes, list(train))
     if check_images:
         for report in reports:
             check_dataset_images(report)
@@ -251,14 +294,14 @@ def prepare_datasets(cfg, names: Optional[Iterable[str]] = None, register_key: s
 register_builtin_shapes()
 
 
-def prepare_datasets_distributed(cfg, register_key: str = REGISTER_KEY) -> None:
-    """prepare_datasets in every worker, local rank 0 first: the first (uncached) image
-    check runs once per machine and the other ranks then read its cache."""
+def prepare_datasets_distributed(*args, **kwargs) -> None:
+    """prepare_datasets (a config or plain arguments) in every worker, local rank 0 first: the
+    first (uncached) image check runs once per machine and the other ranks then read its cache."""
     from detectron2.utils import comm
 
     first = comm.get_local_rank() == 0
     if first:
-        prepare_datasets(cfg, register_key=register_key)
+        prepare_datasets(*args, **kwargs)
     comm.synchronize()
     if not first:
-        prepare_datasets(cfg, register_key=register_key)
+        prepare_datasets(*args, **kwargs)

@@ -16,7 +16,6 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
   frn_det.data.prepare_datasets does for YAML configs;
 - without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
   DDP over CPU (GLOO) workers works;
-- `coco_evaluator` (for configs): COCOEvaluator on the faster COCOeval backend;
 - overrides of keys the config does not have are errors with the nearest keys, and the
   values get the YAML path's checks (config_checks.check_config: batch, lr, iterations,
   steps, sizes, classes, norms, ...), before anything is built;
@@ -30,6 +29,7 @@ import json
 import logging
 import os
 import sys
+from typing import Optional
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -46,18 +46,18 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from ..data import check_register_coco
-from ..modeling.lazy import lazy_model_has_masks
+from ..config_checks import check_config, check_lazy_overrides
+from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
+from ..modeling.lazy_bridge import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
-from .config_checks import check_config, check_lazy_overrides
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
 from .trackers import DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result, tracking_writers
-from .trainer import coco_evaluator, ddp_model  # noqa: F401  (coco_evaluator: used by configs/lazy)
+from .trainer import ddp_model
 
 logger = logging.getLogger("frn_det")
 
-__all__ = ["coco_evaluator", "load_config", "check_masks", "prepare_lazy_datasets", "precise_bn_hook", "do_test",
+__all__ = ["load_config", "check_masks", "prepare_lazy_datasets", "precise_bn_hook", "do_test",
            "do_train", "main", "run"]
 
 
@@ -115,17 +115,18 @@ def _names(value):
     return [str(v) for v in value]
 
 
-def _num_classes(cfg):
-    """(yacs key, value) for the model's class count, where the LazyConfig has one."""
-    for path, key in (("model.num_classes", "MODEL.RETINANET.NUM_CLASSES"),
-                      ("model.roi_heads.num_classes", "MODEL.ROI_HEADS.NUM_CLASSES")):
-        value = OmegaConf.select(cfg, path, default=None)
-        if isinstance(value, int):
-            return key, value
-    return None, None
-
-
+# Where a LazyConfig's model holds its class count (RetinaNet's, the R-CNN ROI heads').
+CLASS_COUNT_KEYS = ("model.num_classes", "model.roi_heads.num_classes")
 REGISTER_KEY = "dataloader.prepare.register_coco"
+
+
+def _model_classes(cfg) -> Optional[ModelClasses]:
+    """The model's class count, where the LazyConfig has one (else no class check)."""
+    for key in CLASS_COUNT_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int):
+            return ModelClasses(key, value, f"set by {key}")
+    return None
 
 
 def _register_coco(cfg) -> list:
@@ -137,36 +138,20 @@ def prepare_lazy_datasets(cfg) -> list:
     """frn_det.data.prepare_datasets for a LazyConfig: registers dataloader.prepare
     .register_coco, generates the built-in set and validates (json, boxes, evaluation
     fields, class count against the model's, images) the datasets of dataloader.train
-    and dataloader.test, before anything is built. Returns the dataset names.
-
-    prepare_datasets takes a yacs config; it gets one that holds the LazyConfig's values.
-    """
-    from detectron2.config import get_cfg
-
-    from ..config import add_frn_config
-    from ..data import prepare_datasets_distributed
-
+    and dataloader.test, before anything is built. Returns the dataset names."""
     train = _names(OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None))
     test = _names(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None))
     prep = OmegaConf.select(cfg, "dataloader.prepare", default=None) or {}
-    shim = add_frn_config(get_cfg())
-    shim.DATASETS.TRAIN, shim.DATASETS.TEST = tuple(train), tuple(test)
-    shim.DATASETS.REGISTER_COCO = _register_coco(cfg)
-    shim.DATASETS.INVALID_BOXES = prep.get("invalid_boxes", "drop")
-    shim.DATASETS.MISSING_EVAL_FIELDS = prep.get("missing_eval_fields", "fill")
-    shim.DATASETS.CHECK_IMAGES = bool(prep.get("check_images", True))
-    key, num_classes = _num_classes(cfg)
-    target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
-    if key == "MODEL.RETINANET.NUM_CLASSES":
-        shim.MODEL.META_ARCHITECTURE = target.rpartition(".")[2] if "RetinaNet" in target else "RetinaNet"
-        shim.MODEL.RETINANET.NUM_CLASSES = num_classes
-    elif key is not None:
-        shim.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-        shim.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
-    else:  # a model without a class count frn-det knows where to find: no class check
-        shim.MODEL.META_ARCHITECTURE = "RetinaNet"
-        shim.MODEL.RETINANET.NUM_CLASSES = 1 << 30
-    prepare_datasets_distributed(shim, register_key=REGISTER_KEY)
+    prepare_datasets_distributed(
+        train=train,
+        test=test,
+        register_coco=_register_coco(cfg),
+        invalid_boxes=prep.get("invalid_boxes", "drop"),
+        missing_eval_fields=prep.get("missing_eval_fields", "fill"),
+        check_images=bool(prep.get("check_images", True)),
+        model_classes=_model_classes(cfg),
+        register_key=REGISTER_KEY,
+    )
     return train + test
 
 

@@ -10,7 +10,7 @@ model is built, naming the keys to set.
 import logging
 from typing import List
 
-from ..layers.factory import DETECTRON2_NORMS  # Detectron2's get_norm strings: others need frn-det's builders
+from ..layers import DETECTRON2_NORMS  # Detectron2's get_norm strings: others need frn-det's builders
 
 logger = logging.getLogger("frn_det")
 BACKBONE_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM")

@@ -4,70 +4,17 @@ Same CLI and behaviour as Detectron2's tools/train_net.py (default_argument_pars
 launch, DefaultTrainer, --eval-only/--resume); adds frn-det's config keys, data
 preparation and a CPU fallback for configs written for CUDA.
 """
-import logging
-import os
-
-import torch
-from detectron2 import model_zoo
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_frn_config
+from ..config_build import build_config, resolve_config_file
+from ..config_checks import check_config
 from ..data import check_register_coco, prepare_datasets_distributed
-from ..utils.paths import CONFIGS_DIR
 from .checkpoint import SafeDetectionCheckpointer
-from .config_checks import check_config, unknown_key_error  # noqa: F401  (check_config is part of this API)
-from .stock_switch import use_frn_builders
 from .trackers import TrackingOptions, recorded_result, yacs_params
 from .trainer import Trainer
-
-logger = logging.getLogger("frn_det")
-
-
-def resolve_config_file(path: str) -> str:
-    """A local file, one of frn-det's configs (e.g. tiny_retinanet_cpu.yaml), or a path inside
-    Detectron2's model zoo (e.g. COCO-Detection/retinanet_R_50_FPN_1x.yaml)."""
-    if os.path.isfile(path):
-        return path
-    if (CONFIGS_DIR / path).is_file():
-        return str(CONFIGS_DIR / path)
-    try:
-        return model_zoo.get_config_file(path)
-    except RuntimeError:
-        raise FileNotFoundError(
-            f"Config file {path!r} not found: neither a local file, nor in frn-det's configs ({CONFIGS_DIR}), "
-            "nor in Detectron2's model zoo"
-        ) from None
-
-
-def build_config(config_file: str, opts=(), announce: bool = True):
-    """Detectron2's config with frn-det's keys, the file and the overrides merged; stock
-    builders switched to frn-det's where its norms need them (logged when `announce`)."""
-    cfg = get_cfg()
-    add_frn_config(cfg)
-    if config_file:
-        path = resolve_config_file(config_file)
-        _merge(cfg, lambda: cfg.merge_from_file(path), path)
-    _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
-    use_frn_builders(cfg, announce)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
-def _merge(cfg, merge, source: str) -> None:
-    """yacs' merge, with unknown keys reported with the nearest known key."""
-    try:
-        merge()
-    except (KeyError, AssertionError) as e:
-        better = unknown_key_error(e, cfg, source)
-        if better is None:
-            raise
-        raise better from None
 
 
 def setup(args):

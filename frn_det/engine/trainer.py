@@ -23,7 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import CheckedDatasetMapper
 from ..evaluation import install_fast_coco_eval
-from ..modeling.lazy import build_lazy_model
+from ..modeling.lazy_bridge import build_lazy_model
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
 from .precise_bn import PrecisePopulationStats

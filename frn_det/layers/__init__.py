@@ -1,6 +1,8 @@
 """Norm and activation layers for Detectron2 models, and the norm-string factory.
 
-    factory.py      config norm strings ("FRN", "GN+TLU", "EvoNormS0", ...) -> NormFactory
+    grammar.py      the norm strings ("FRN", "GN+TLU", "EvoNormS0", ...) and the names they use
+    options.py      the norm layers' options (FRNOptions, BRNOptions, ..., NormOptions)
+    factory.py      a norm string and its options -> NormFactory (Detectron2's get_norm table)
     frn/            Filter Response Normalization: the layer and its reference, fused
                     PyTorch, C++ (CPU) and Triton (CUDA) backends
     norms/          comparator norms: Batch Renormalization (+ synced), EvoNorm-B0/S0,
@@ -10,31 +12,24 @@
     cpu_ops.py      builds and loads the C++ CPU library of csrc/ (FRN, TLU, EvoNorm kernels)
     autograd_utils.py  shared autograd helpers of the fused functions
 
-Dependencies point one way: factory -> frn, norms, activations -> cpu_ops, autograd_utils.
+Dependencies point one way: factory -> options, grammar, frn, norms, activations -> cpu_ops,
+autograd_utils. Nothing here reads a config: frn_det/config.py turns one into these arguments.
 """
 from . import cpu_ops
 from .activations import TLU
-from .factory import (
+from .factory import NormFactory, activation_after, residual_activation, resolve_norm
+from .frn import FRN_IMPLS, FilterResponseNorm2d, frn_fused, frn_reference
+from .grammar import (
     ACCEPTED_NORMS,
     ACTIVATIONS,
+    BATCH_STAT_NORMS,
     COMPARATOR_NORMS,
     DETECTRON2_NORMS,
     FRN_NORMS,
     NORM_ACT_LAYERS,
-    NORM_KEYS,
     PER_LEVEL_NORMS,
-    BRNOptions,
-    EvoNormOptions,
-    FRNOptions,
-    NormFactory,
-    NormOptions,
-    activation_after,
-    check_norm_config,
     parse_norm,
-    residual_activation,
-    resolve_norm,
 )
-from .frn import FRN_IMPLS, FilterResponseNorm2d, frn_fused, frn_reference
 from .norms import (
     EVONORM_IMPLS,
     BatchRenorm2d,
@@ -47,6 +42,7 @@ from .norms import (
     standardize_convs,
     standardize_weight,
 )
+from .options import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions
 
 __all__ = [
     "FilterResponseNorm2d",
@@ -66,19 +62,20 @@ __all__ = [
     "standardize_weight",
     "ACCEPTED_NORMS",
     "ACTIVATIONS",
+    "BATCH_STAT_NORMS",
     "COMPARATOR_NORMS",
     "DETECTRON2_NORMS",
     "FRN_NORMS",
     "NORM_ACT_LAYERS",
-    "NORM_KEYS",
     "PER_LEVEL_NORMS",
     "FRNOptions",
     "BRNOptions",
     "EvoNormOptions",
+    "CBNOptions",
+    "MABNOptions",
     "NormOptions",
     "NormFactory",
     "parse_norm",
-    "check_norm_config",
     "resolve_norm",
     "activation_after",
     "residual_activation",

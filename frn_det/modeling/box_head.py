@@ -20,7 +20,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
 from torch import nn
 
-from ..layers.factory import NormFactory, NormOptions, resolve_norm_arg
+from ..config import norm_options_from_config
+from ..layers import NormOptions
+from ..layers.factory import NormFactory, resolve_norm_arg
 from ..layers.norms import to_ws_linear
 from .roi_norms import use_norm_activation
 
@@ -89,5 +91,5 @@ class FRNFastRCNNConvFCHead(FastRCNNConvFCHead):
         ret = super().from_config(cfg, input_shape)
         head = cfg.MODEL.ROI_BOX_HEAD
         ret["fc_norm"] = head.NORM if head.get("NORM_FCS", False) else ""
-        ret["norm_options"] = NormOptions.from_config(cfg)
+        ret["norm_options"] = norm_options_from_config(cfg)
         return ret

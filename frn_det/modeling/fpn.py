@@ -9,7 +9,8 @@ in Detectron2: plain convs with a ReLU between them.
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
-from ..layers.factory import NormFactory, NormOptions, resolve_norm
+from ..config import norm_options_from_config
+from ..layers.factory import NormFactory, resolve_norm
 from .resnet import build_frn_resnet_backbone
 
 __all__ = ["make_norm_fpn", "build_frn_resnet_fpn_backbone", "build_frn_retinanet_resnet_fpn_backbone"]
@@ -38,7 +39,7 @@ def make_norm_fpn(bottom_up, in_features, out_channels, norm="", top_block=None,
 
 def _fpn(cfg, bottom_up, top_block):
     return make_norm_fpn(bottom_up, cfg.MODEL.FPN.IN_FEATURES, cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.FPN.NORM,
-                         top_block, cfg.MODEL.FPN.FUSE_TYPE, options=NormOptions.from_config(cfg))
+                         top_block, cfg.MODEL.FPN.FUSE_TYPE, options=norm_options_from_config(cfg))
 
 
 @BACKBONE_REGISTRY.register()

@@ -19,7 +19,7 @@ arguments and share their code, so a LazyConfig model is module for module the Y
     )
 
 `norm` takes the strings of MODEL.*.NORM ("FRN", "GN", "BN", "GN+TLU", "EvoNormS0", ...:
-frn_det.layers.factory.parse_norm), a NormFactory, or any importable callable
+frn_det.layers.grammar.parse_norm), a NormFactory, or any importable callable
 `channels -> nn.Module` (Detectron2's convention; a ReLU follows it). `norm_options`
 (frn_det.layers.NormOptions, e.g. `L(NormOptions)(frn=L(FRNOptions)(eps=1e-5))`) carries
 what MODEL.FRN / BRN / EVONORM / WS hold in yacs; None means their defaults.
@@ -28,19 +28,17 @@ what MODEL.FRN / BRN / EVONORM / WS hold in yacs; None means their defaults.
 (`conv_norm`, `fc_norm`, `norm_options`) and FRNMaskRCNNConvUpsampleHead (`conv_norm`,
 `norm_options`), which take the same norm strings: configs/lazy/common/models/mask_rcnn_frn.py
 LazyCalls them in Detectron2's GeneralizedRCNN / StandardROIHeads.
+
+lazy_bridge.py builds a LazyConfig's model from a YAML config (MODEL.LAZY_CONFIG).
 """
 import dataclasses
-import os
-from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional
 
-from detectron2.config import LazyConfig, instantiate
 from detectron2.config.instantiate import dump_dataclass
 from detectron2.layers import ShapeSpec
-from omegaconf import OmegaConf
 
-from ..layers.factory import NormOptions, resolve_norm_arg
-from ..utils.paths import CONFIGS_DIR
+from ..layers import NormOptions
+from ..layers.factory import resolve_norm_arg
 from .fpn import make_norm_fpn
 from .resnet import NormActStem, make_norm_act_stages, standardize_for
 from .retinanet import FRNRetinaNetHead, head_norm
@@ -51,24 +49,7 @@ __all__ = [
     "make_frn_fpn",
     "make_frn_retinanet_head",
     "norm_options_config",
-    "CONFIGS_DIR",
-    "resolve_lazy_config",
-    "LAZY_NORM_KEYS",
-    "apply_yacs_model_keys",
-    "lazy_model_has_masks",
-    "build_lazy_model",
 ]
-
-# Where each norm of the shipped LazyConfigs lives (configs/lazy/): the first is the one
-# place the others follow through OmegaConf interpolation.
-LAZY_NORM_KEYS = {
-    "MODEL.RESNETS.NORM": ("model.backbone.bottom_up.stages.norm", "model.backbone.bottom_up.stem.norm"),
-    "MODEL.FPN.NORM": ("model.backbone.norm",),
-    "MODEL.RETINANET.NORM": ("model.head.norm",),
-    "MODEL.ROI_BOX_HEAD.NORM": ("model.roi_heads.box_head.conv_norm",),
-    "MODEL.ROI_MASK_HEAD.NORM": ("model.roi_heads.mask_head.conv_norm",),
-}
-# the repository's configs/ folder (LazyConfig paths of the sweep are relative to it)
 
 _STAGE_KEYS = {
     "depth": "model.backbone.bottom_up.stages.depth",
@@ -144,89 +125,3 @@ def norm_options_config(options: Optional[NormOptions] = None) -> dict:
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"expected a NormOptions, got {type(options).__name__}")
     return dump_dataclass(options)
-
-
-def resolve_lazy_config(path: Union[str, os.PathLike]) -> str:
-    """The file a LazyConfig path names: an absolute path as is; a relative one relative to
-    the repository's configs/ when the file is there (e.g. "lazy/tiny_retinanet_cpu.py"),
-    else relative to the current directory (e.g. "configs/lazy/tiny_retinanet_cpu.py")."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and (CONFIGS_DIR / p).is_file():
-        p = CONFIGS_DIR / p
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"LazyConfig {str(path)!r} not found (neither in {CONFIGS_DIR} nor relative to {os.getcwd()})"
-        )
-    return str(p.resolve())
-
-
-def _has(cfg, dotted: str) -> bool:
-    parent, _, leaf = dotted.rpartition(".")
-    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-    return OmegaConf.is_dict(node) and leaf in node
-
-
-def lazy_model_has_masks(lazy_cfg) -> bool:
-    """Whether a LazyConfig's model predicts masks: ROI heads with a mask head and mask
-    features (StandardROIHeads' mask_on), as in configs/lazy/common/models/mask_rcnn_frn.py."""
-    roi_heads = OmegaConf.select(lazy_cfg, "model.roi_heads", default=None)
-    return (OmegaConf.is_dict(roi_heads) and roi_heads.get("mask_head") is not None
-            and roi_heads.get("mask_in_features") is not None)
-
-
-def apply_yacs_model_keys(lazy_cfg, cfg) -> list:
-    """Set a loaded LazyConfig's model from a yacs config, where the lazy model has the
-    keys: the norms (MODEL.RESNETS.NORM / FPN.NORM / RETINANET.NORM / ROI_BOX_HEAD.NORM /
-    ROI_MASK_HEAD.NORM at LAZY_NORM_KEYS; MODEL.ROI_BOX_HEAD.NORM_FCS as the box head's
-    `fc_norm`), their options (MODEL.FRN / BRN / EVONORM / WS as `norm_options` next to each
-    norm), the class counts (MODEL.RETINANET.NUM_CLASSES; MODEL.ROI_HEADS.NUM_CLASSES for the
-    ROI heads, their box predictor and mask head, 1 for the mask head with
-    MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK) and MODEL.PIXEL_MEAN / PIXEL_STD. Returns the keys set.
-
-    MODEL.MASK_ON must agree with the lazy model (a mask head or none): the yacs config's
-    data loader loads masks and its evaluator asks for mask AP by MODEL.MASK_ON."""
-    if bool(cfg.MODEL.MASK_ON) != lazy_model_has_masks(lazy_cfg):
-        raise ValueError(
-            f"MODEL.MASK_ON={cfg.MODEL.MASK_ON} but the LazyConfig's model has "
-            + ("a mask head (model.roi_heads.mask_head): set MODEL.MASK_ON True (masks in the data, mask AP) "
-               "or name a Faster R-CNN LazyConfig"
-               if lazy_model_has_masks(lazy_cfg) else
-               "no mask head (model.roi_heads.mask_head): set MODEL.MASK_ON False or name a Mask R-CNN LazyConfig")
-        )
-    options = norm_options_config(NormOptions.from_config(cfg))
-    values = {}
-    for yacs_key, lazy_keys in LAZY_NORM_KEYS.items():
-        node = cfg
-        for part in yacs_key.split("."):
-            node = node[part]
-        for key in lazy_keys:
-            values[key] = node
-            values[key.rpartition(".")[0] + ".norm_options"] = options
-    box_head = cfg.MODEL.ROI_BOX_HEAD
-    values["model.roi_heads.box_head.fc_norm"] = box_head.NORM if box_head.get("NORM_FCS", False) else ""
-    values["model.num_classes"] = cfg.MODEL.RETINANET.NUM_CLASSES
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    values["model.roi_heads.num_classes"] = num_classes
-    values["model.roi_heads.box_predictor.num_classes"] = num_classes
-    values["model.roi_heads.mask_head.num_classes"] = 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else num_classes
-    values["model.pixel_mean"] = list(cfg.MODEL.PIXEL_MEAN)
-    values["model.pixel_std"] = list(cfg.MODEL.PIXEL_STD)
-    done = []
-    for key, value in values.items():
-        if _has(lazy_cfg, key):
-            OmegaConf.update(lazy_cfg, key, value, merge=False)
-            done.append(key)
-    return done
-
-
-def build_lazy_model(cfg):
-    """The model of the LazyConfig named by cfg.MODEL.LAZY_CONFIG (see resolve_lazy_config),
-    with the yacs config's norms, norm options, class count and pixel statistics applied
-    (apply_yacs_model_keys), on cfg.MODEL.DEVICE."""
-    path = resolve_lazy_config(cfg.MODEL.LAZY_CONFIG)
-    lazy_cfg = LazyConfig.load(path)  # the whole config: interpolations may point anywhere in it
-    model_cfg = OmegaConf.select(lazy_cfg, "model", default=None)
-    if not (OmegaConf.is_dict(model_cfg) and "_target_" in model_cfg):
-        raise ValueError(f"MODEL.LAZY_CONFIG={cfg.MODEL.LAZY_CONFIG!r}: {path} has no LazyCall `model`")
-    apply_yacs_model_keys(lazy_cfg, cfg)
-    return instantiate(lazy_cfg.model).to(cfg.MODEL.DEVICE)

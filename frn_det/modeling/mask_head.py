@@ -12,7 +12,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY
 from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
 
-from ..layers.factory import NormOptions, resolve_norm_arg
+from ..config import norm_options_from_config
+from ..layers import NormOptions
+from ..layers.factory import resolve_norm_arg
 from .roi_norms import use_norm_activation
 
 __all__ = ["FRNMaskRCNNConvUpsampleHead"]
@@ -33,5 +35,5 @@ class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["norm_options"] = NormOptions.from_config(cfg)
+        ret["norm_options"] = norm_options_from_config(cfg)
         return ret

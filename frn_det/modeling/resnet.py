@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
-from ..layers.factory import NormFactory, NormOptions, activation_after, check_norm_config, resolve_norm
+from ..config import check_norm_config, norm_options_from_config
+from ..layers.factory import NormFactory, activation_after, resolve_norm
 
 __all__ = [
     "NormActStem",
@@ -159,7 +160,7 @@ def build_frn_resnet_backbone(cfg, input_shape):
     """
     check_norm_config(cfg)  # all three norm keys, before anything is built
     r = cfg.MODEL.RESNETS
-    options = NormOptions.from_config(cfg)
+    options = norm_options_from_config(cfg)
     norm = resolve_norm(r.NORM, key="MODEL.RESNETS.NORM", options=options)
     if any(r.DEFORM_ON_PER_STAGE):
         raise ValueError(

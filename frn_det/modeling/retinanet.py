@@ -23,7 +23,9 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..layers.factory import PER_LEVEL_NORMS, NormFactory, NormOptions, check_norm_config, resolve_norm
+from ..config import check_norm_config, norm_options_from_config
+from ..layers import PER_LEVEL_NORMS
+from ..layers.factory import NormFactory, resolve_norm
 from ..layers.norms import CycleBatchRenormList, WSConv2d, standardized_once
 
 __all__ = ["FRNRetinaNetHead", "FRNRetinaNet", "head_norm"]
@@ -57,7 +59,7 @@ class FRNRetinaNetHead(RetinaNetHead):
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
         ret["norm"] = head_norm(cfg.MODEL.RETINANET.NORM, len(input_shape), key="MODEL.RETINANET.NORM",
-                                options=NormOptions.from_config(cfg))
+                                options=norm_options_from_config(cfg))
         return ret
 
 

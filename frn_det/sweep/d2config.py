@@ -6,22 +6,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import config_hash  # noqa: F401  (the sweep's run identity; runner imports it from here)
+from ..config import (
+    NORM_KEYS,
+    NORM_SCHEDULE_FRACTIONS,
+    config_hash,  # noqa: F401  (the sweep's run identity; runner imports it from here)
+)
+from ..config_build import build_config
 from ..data.datasets import model_num_classes
-from ..engine.train_net import build_config
-from ..layers import NORM_ACT_LAYERS, NORM_KEYS, parse_norm
-from ..layers.factory import BATCH_STAT_NORMS
+from ..layers import BATCH_STAT_NORMS, NORM_ACT_LAYERS, parse_norm
 from ..utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
 ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
-BRN_RAMP_FRACTIONS = {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, "MODEL.BRN.R_MAX_END_ITER": 40000 / 125000,
-                      "MODEL.BRN.D_MAX_END_ITER": 25000 / 125000}
-# The iteration counts of the other norms' schedules, as fractions of their papers' runs:
-# CBN's burn-in (8 of 12 epochs, the public config), MABN's warm-up and renormalization start
-# (100 and 1000 of the public 2x schedule's 180k iterations).
-NORM_SCHEDULE_FRACTIONS = {**BRN_RAMP_FRACTIONS, "MODEL.CBN.BURNIN_ITER": 8 / 12,
-                           "MODEL.MABN.WARMUP_ITER": 100 / 180000, "MODEL.MABN.RENORM_START_ITER": 1000 / 180000}
 PRECISE_SUFFIX = "+precise"
 
 
@@ -196,8 +192,8 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "TEST.EVAL_PERIOD", sched.eval_period if job.schedule.eval_period else 0,
         "SEED", job.seed,
         "SOLVER.AMP.ENABLED", amp,  # Detectron2's AMPTrainer: fp16 autocast and a grad scaler
-        # Batch Renorm's r_max/d_max ramp (the paper's 5k/40k/25k of 125k steps), CBN's burn-in and
-        # MABN's warm-up, as fractions of this run's schedule (opts still override them).
+        # Batch Renorm's r_max/d_max ramp, CBN's burn-in and MABN's warm-up, at the fractions of
+        # their reference schedules (frn_det.config.REFERENCE_SCHEDULES; opts still override them).
         *[item for key, fraction in NORM_SCHEDULE_FRACTIONS.items()
           for item in (key, max(1, round(fraction * sched.max_iter)))],
         # PreciseBN (engine/precise_bn.py) for every batch-statistics norm before each evaluation

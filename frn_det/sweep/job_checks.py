@@ -2,7 +2,7 @@
 
 Without them a bad value reaches Detectron2 and fails in its words (`seed=abc`: "Type
 mismatch ... for config key: SEED"). Every key has one rule in SWEEP_RULES, a Rule of
-frn_det/engine/config_checks.py (the same rules as the Detectron2 keys) or a dataset
+frn_det/config_checks.py (the same rules as the Detectron2 keys) or a dataset
 path; a new sweep key's check is one line there. The rules run on the command-line
 overrides (every value of a sweep) and on the composed job of the first combination
 before Hydra starts any job (`override_value_error`, from tools/sweep.py), and on each
@@ -13,8 +13,7 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
-from ..engine.config_checks import (
+from ..config_checks import (
     ANY_INT,
     BOOL,
     DEVICE,
@@ -29,6 +28,7 @@ from ..engine.config_checks import (
     ConfigError,
     Rule,
 )
+from ..data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
 from ..layers import parse_norm
 from .d2config import ACTIVATION_NAMES, split_dataset_name
 
@@ -73,7 +73,7 @@ def _is_norm(value) -> bool:
 
 
 NORM = Rule(_is_norm, "a norm string of MODEL.*.NORM, e.g. 'FRN', 'GN', 'BN', 'GN+TLU', 'EvoNormS0' or '' "
-                      "(frn_det/layers/factory.py lists them)")
+                      "(frn_det/layers/grammar.py lists them)")
 NAME = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
 AUTO_OR_COUNT = Rule(lambda v: v == "auto" or INT_MIN_1.test(v), "'auto' or an integer >= 1")
 

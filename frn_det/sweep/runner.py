@@ -19,9 +19,9 @@ from typing import Optional
 from detectron2.engine import launch
 from omegaconf import DictConfig
 
+from ..config_checks import check_config
 from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
 from ..engine.trackers import record_sweep_result
-from ..engine.train_net import check_config
 from ..run_record import (
     DIVERGED,
     FAILED,

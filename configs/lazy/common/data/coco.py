@@ -7,7 +7,7 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from omegaconf import OmegaConf
 
 from frn_det.data.mapper import CheckedDatasetMapper
-from frn_det.engine.lazy_train_net import coco_evaluator
+from frn_det.engine.trainer import coco_evaluator
 
 dataloader = OmegaConf.create()
 

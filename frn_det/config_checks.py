@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..layers import NORM_KEYS, check_norm_config, parse_norm
-from ..modeling.lazy import LAZY_NORM_KEYS
-from .trackers import check_loggers
+from .config import LAZY_NORM_KEYS, NORM_KEYS, check_norm_config
+from .engine.trackers import check_loggers
+from .layers import parse_norm
 
 logger = logging.getLogger("frn_det")
 
