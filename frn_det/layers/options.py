@@ -2,14 +2,31 @@
 resolve_norm (factory.py) passes to the layers. Their field defaults are the defaults of
 the config keys of the same name (frn_det/config.py builds MODEL.FRN etc. from them), and
 their checks are those of the config values (the messages name the config keys).
+
+A default that is the layer's own default is read from the layer's signature, so that the
+number is written once, in the layer (e.g. BRN's ramp, the paper's 5k / 40k / 25k steps).
 """
+import inspect
 from dataclasses import dataclass, field
 
-from .frn import FRN_IMPLS
+from .frn import FRN_IMPLS, FilterResponseNorm2d
 from .grammar import RESIDUAL_ACTIVATIONS
-from .norms import EVONORM_IMPLS
+from .norms import (
+    EVONORM_IMPLS,
+    BatchRenorm2d,
+    CrossIterationBatchNorm2d,
+    EvoNorm2dB0,
+    EvoNorm2dS0,
+    MABN2d,
+    standardize_convs,
+)
 
 __all__ = ["FRNOptions", "BRNOptions", "EvoNormOptions", "CBNOptions", "MABNOptions", "NormOptions"]
+
+
+def _layer_default(layer, argument: str):
+    """The default of `argument` in the signature of `layer`."""
+    return inspect.signature(layer).parameters[argument].default
 
 
 @dataclass(frozen=True)
@@ -17,9 +34,9 @@ class FRNOptions:
     """MODEL.FRN.*: see frn_det/config.py and layers/frn/. (eps > 0 is the layer's own check,
     and MODEL.FRN.EPS's in frn_det/config_checks.py.)"""
 
-    eps: float = 1e-6
-    learnable_eps: bool = False
-    impl: str = "auto"
+    eps: float = _layer_default(FilterResponseNorm2d, "eps")
+    learnable_eps: bool = _layer_default(FilterResponseNorm2d, "learnable_eps")
+    impl: str = _layer_default(FilterResponseNorm2d, "impl")
     residual_activation: str = "TLU"
 
     def __post_init__(self):
@@ -36,13 +53,13 @@ class FRNOptions:
 class BRNOptions:
     """MODEL.BRN.*: see frn_det/config.py and layers/norms/batch_renorm.py."""
 
-    r_max: float = 3.0
-    d_max: float = 5.0
-    warmup_start_iter: int = 5000
-    r_max_end_iter: int = 40000
-    d_max_end_iter: int = 25000
-    momentum: float = 0.1
-    eps: float = 1e-5
+    r_max: float = _layer_default(BatchRenorm2d, "r_max")
+    d_max: float = _layer_default(BatchRenorm2d, "d_max")
+    warmup_start_iter: int = _layer_default(BatchRenorm2d, "warmup_start")
+    r_max_end_iter: int = _layer_default(BatchRenorm2d, "r_max_end")
+    d_max_end_iter: int = _layer_default(BatchRenorm2d, "d_max_end")
+    momentum: float = _layer_default(BatchRenorm2d, "momentum")
+    eps: float = _layer_default(BatchRenorm2d, "eps")
 
     def __post_init__(self):
         if not self.r_max >= 1.0:
@@ -69,10 +86,10 @@ class BRNOptions:
 class EvoNormOptions:
     """MODEL.EVONORM.*: groups of EvoNorm-S0, eps, B0's momentum, implementation."""
 
-    groups: int = 32
-    eps: float = 1e-5
-    momentum: float = 0.1
-    impl: str = "auto"
+    groups: int = _layer_default(EvoNorm2dS0, "groups")
+    eps: float = _layer_default(EvoNorm2dS0, "eps")
+    momentum: float = _layer_default(EvoNorm2dB0, "momentum")
+    impl: str = _layer_default(EvoNorm2dS0, "impl")
 
     def __post_init__(self):
         if self.groups < 1:
@@ -89,10 +106,12 @@ class EvoNormOptions:
 class CBNOptions:
     """MODEL.CBN.*: Cross-Iteration BN (layers/norms/cross_iteration_bn.py)."""
 
-    buffer_size: int = 4
+    buffer_size: int = _layer_default(CrossIterationBatchNorm2d, "buffer_size")
+    # The layer starts pooling at once; detection configs burn in with plain BN first (the
+    # public config's 8 of 12 epochs of a 90k schedule).
     burnin_iter: int = 60000
-    momentum: float = 0.1
-    eps: float = 1e-5
+    momentum: float = _layer_default(CrossIterationBatchNorm2d, "momentum")
+    eps: float = _layer_default(CrossIterationBatchNorm2d, "eps")
 
     def __post_init__(self):
         if self.buffer_size < 1:
@@ -112,12 +131,12 @@ class CBNOptions:
 class MABNOptions:
     """MODEL.MABN.*: Moving Average BN (layers/norms/mabn.py)."""
 
-    buffer_size: int = 16
-    warmup_iter: int = 100
-    renorm_start_iter: int = 1000
-    r_max: float = 5.0
-    momentum: float = 0.02
-    eps: float = 1e-5
+    buffer_size: int = _layer_default(MABN2d, "buffer_size")
+    warmup_iter: int = _layer_default(MABN2d, "warmup_iters")
+    renorm_start_iter: int = _layer_default(MABN2d, "renorm_start")
+    r_max: float = _layer_default(MABN2d, "r_max")
+    momentum: float = _layer_default(MABN2d, "momentum")
+    eps: float = _layer_default(MABN2d, "eps")
 
     def __post_init__(self):
         if self.buffer_size < 1:
@@ -144,7 +163,7 @@ class NormOptions:
     frn: FRNOptions = field(default_factory=FRNOptions)
     brn: BRNOptions = field(default_factory=BRNOptions)
     evonorm: EvoNormOptions = field(default_factory=EvoNormOptions)
-    ws_eps: float = 1e-5
+    ws_eps: float = _layer_default(standardize_convs, "eps")
     cbn: CBNOptions = field(default_factory=CBNOptions)
     mabn: MABNOptions = field(default_factory=MABNOptions)
 
