@@ -352,8 +352,9 @@ def test_unreadable_json_is_named(tmp_path):
 
 
 def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
+    from frn_det.config_lazy import load_config
     from frn_det.data import DatasetPathError
-    from frn_det.engine.lazy_train_net import load_config, prepare_lazy_datasets
+    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
 
     name = unique("lazy_paths")
     json_file, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")

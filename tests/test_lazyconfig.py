@@ -595,7 +595,8 @@ def test_mask_on_must_agree_with_the_lazy_model():
 
 
 def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
-    from frn_det.engine.lazy_train_net import load_config, prepare_lazy_datasets
+    from frn_det.config_lazy import load_config
+    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
 
     cfg = load_config(str(TINY_MASK_LAZY))
     assert prepare_lazy_datasets(cfg) == ["frn_shapes_train", "frn_shapes_val"]
@@ -727,7 +728,7 @@ def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
 ])
 def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
     from frn_det.config_checks import ConfigError
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     key = typo.partition("=")[0]
     with pytest.raises(ConfigError, match=rf"unknown config key {re.escape(key)} \(in the command-line overrides\); "
@@ -736,7 +737,7 @@ def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
 
 
 def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     cfg = load_config(str(TINY_LAZY), [
         "dataloader.train.aspect_ratio_grouping=false",  # an argument of the LazyCall's target, at its default
@@ -777,7 +778,7 @@ def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
 ])
 def test_lazy_values_get_the_yacs_checks(override, message):
     from frn_det.config_checks import check_config
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     with pytest.raises(ValueError) as err:
         check_config(load_config(str(TINY_LAZY), [override]), 1)
@@ -795,7 +796,7 @@ def test_lazy_values_get_the_yacs_checks(override, message):
 def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
     """One table of rules: the same bad value gets the same "expected ..." in both kinds of config."""
     from frn_det.config_checks import ConfigError, check_config
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     with pytest.raises(ConfigError) as from_yacs:
         check_config(tiny_cfg("FRN", *yacs), 1)
@@ -807,7 +808,7 @@ def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
 
 def test_lazy_total_batch_must_divide_over_the_workers():
     from frn_det.config_checks import ConfigError, check_config
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     cfg = load_config(str(TINY_LAZY), ["dataloader.train.total_batch_size=5"])
     check_config(cfg, 1)
@@ -818,7 +819,7 @@ def test_lazy_total_batch_must_divide_over_the_workers():
 
 def test_every_shipped_lazy_config_passes_the_checks():
     from frn_det.config_checks import check_config
-    from frn_det.engine.lazy_train_net import load_config
+    from frn_det.config_lazy import load_config
 
     files = sorted(LAZY.glob("*.py"))
     assert len(files) >= 15

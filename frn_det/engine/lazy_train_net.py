@@ -20,19 +20,17 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
   values get the YAML path's checks (config_checks.check_config: batch, lr, iterations,
   steps, sizes, classes, norms, ...), before anything is built;
 - a config whose model and data disagree on masks fails before anything is built
-  (check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
+  (config_lazy.check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
   evaluation needs a mask head);
 - `train.precise_bn` (enabled, num_iter): Detectron2's PreciseBN hook, as TEST.PRECISE_BN
   in YAML (the SyncBN R-CNN configs turn it on, as Detectron2's scratch SyncBN config does).
 """
 import json
 import logging
-import os
 import sys
 from typing import Optional
 
-import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -46,73 +44,16 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from ..config_checks import check_config, check_lazy_overrides
+from ..config_checks import check_config
+from ..config_lazy import load_config, name_list
 from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
-from ..modeling.lazy_bridge import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
-from .trackers import DEFAULT_LOGGERS, TrackingOptions, check_loggers, lazy_params, recorded_result, tracking_writers
+from .trackers import TrackingOptions, lazy_params, recorded_result, tracking_writers
 from .trainer import ddp_model
 
-logger = logging.getLogger("frn_det")
-
-__all__ = ["load_config", "check_masks", "prepare_lazy_datasets", "precise_bn_hook", "do_test",
-           "do_train", "main", "run"]
-
-
-def load_config(config_file: str, opts=()):
-    """LazyConfig.load + apply_overrides (Hydra grammar; an override of an unknown key is a
-    ConfigError with the nearest keys), check_masks, and a CPU fallback for
-    train.device=cuda* without CUDA. The values are checked by check_config."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"LazyConfig {config_file!r} not found")
-    cfg = LazyConfig.load(config_file)
-    check_lazy_overrides(cfg, list(opts))
-    cfg = LazyConfig.apply_overrides(cfg, list(opts))
-    check_masks(cfg)
-    check_loggers(OmegaConf.select(cfg, "train.tracking.loggers", default=DEFAULT_LOGGERS), "train.tracking.loggers")
-    device = OmegaConf.select(cfg, "train.device", default=None)
-    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("train.device=%s but CUDA is not available: running on CPU", device)
-        cfg.train.device = "cpu"
-    return cfg
-
-
-def check_masks(cfg) -> None:
-    """Raise ValueError where the model and the data disagree on instance masks: a model
-    with a mask head (model.roi_heads.mask_head, Mask R-CNN) trained by a mapper that does
-    not load them (dataloader.train.mapper.use_instance_mask), which would fail at the
-    first step for want of gt_masks, or mask AP asked of a model without a mask head
-    (dataloader.evaluator.tasks with "segm"), which would fail after inference. Warns when
-    a Mask R-CNN is evaluated without "segm". Keys a config lacks are not checked."""
-    has_mask = lazy_model_has_masks(cfg)
-    use_mask = OmegaConf.select(cfg, "dataloader.train.mapper.use_instance_mask", default=None)
-    if has_mask and use_mask is not None and not use_mask:
-        raise ValueError(
-            "the model has a mask head (model.roi_heads.mask_head) but dataloader.train.mapper.use_instance_mask="
-            f"{use_mask}: Mask R-CNN trains on the instance masks; set it True (configs/lazy/common/data/"
-            "coco_masks.py and shapes_masks.py do)"
-        )
-    tasks = OmegaConf.select(cfg, "dataloader.evaluator.tasks", default=None)
-    if tasks is None:
-        return
-    tasks = _names(tasks)
-    if "segm" in tasks and not has_mask:
-        raise ValueError(
-            f"dataloader.evaluator.tasks={tasks} asks for mask AP (segm) but the model has no mask head "
-            "(model.roi_heads.mask_head); evaluate [bbox] only"
-        )
-    if has_mask and "segm" not in tasks:
-        logger.warning("dataloader.evaluator.tasks=%s: the Mask R-CNN's masks are not evaluated (no \"segm\")", tasks)
-
-
-def _names(value):
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
+__all__ = ["prepare_lazy_datasets", "precise_bn_hook", "do_test", "do_train", "main", "run"]
 
 
 # Where a LazyConfig's model holds its class count (RetinaNet's, the R-CNN ROI heads').
@@ -139,8 +80,8 @@ def prepare_lazy_datasets(cfg) -> list:
     .register_coco, generates the built-in set and validates (json, boxes, evaluation
     fields, class count against the model's, images) the datasets of dataloader.train
     and dataloader.test, before anything is built. Returns the dataset names."""
-    train = _names(OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None))
-    test = _names(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None))
+    train = name_list(OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None))
+    test = name_list(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None))
     prep = OmegaConf.select(cfg, "dataloader.prepare", default=None) or {}
     prepare_datasets_distributed(
         train=train,
