@@ -28,10 +28,10 @@ LAZY_NORM_KEYS = {
 OPTION_SECTIONS = {"FRN": FRNOptions, "BRN": BRNOptions, "EVONORM": EvoNormOptions, "CBN": CBNOptions,
                    "MABN": MABNOptions}
 # The schedules (SOLVER.MAX_ITER) that the iteration-count defaults of a section were written
-# for, and those keys: BRN's ramp is the paper's 5k / 40k / 25k steps of the 125k-step protocol
-# of configs/Base-RetinaNet-FRN.yaml; CBN's burn-in the public config's 8 of 12 epochs of a 90k
-# schedule; MABN's warm-up and renormalization start the public 2x schedule's 100 and 1000 of
-# 180k iterations. The sweep keeps each key's fraction (NORM_SCHEDULE_FRACTIONS) of its run.
+# for, and those keys: BRN's ramp is the paper's, for the 125k-step protocol of
+# configs/Base-RetinaNet-FRN.yaml; CBN's burn-in the public config's (8 of 12 epochs of 90k);
+# MABN's warm-up and renormalization start the public 2x schedule's (of 180k). The sweep keeps
+# each key's fraction of its reference schedule (NORM_SCHEDULE_FRACTIONS) in every run.
 REFERENCE_SCHEDULES = {
     "BRN": (125000, ("WARMUP_START_ITER", "R_MAX_END_ITER", "D_MAX_END_ITER")),
     "CBN": (90000, ("BURNIN_ITER",)),
@@ -44,8 +44,7 @@ def section_defaults(section: str) -> dict:
     return {f.name.upper(): f.default for f in fields(OPTION_SECTIONS[section])}
 
 
-# {"MODEL.BRN.WARMUP_START_ITER": 5000 / 125000, ...}: each scheduled key's default as a
-# fraction of its reference schedule.
+# {"MODEL.BRN.WARMUP_START_ITER": 0.04, ...}: each scheduled key's default over its reference schedule.
 NORM_SCHEDULE_FRACTIONS = {
     f"MODEL.{section}.{key}": section_defaults(section)[key] / max_iter
     for section, (max_iter, keys) in REFERENCE_SCHEDULES.items()
