@@ -611,6 +611,20 @@ def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
     assert "masks are not evaluated" in caplog.text
 
 
+def test_lazy_mask_rcnn_needs_a_mask_on_every_annotation_before_training(tmp_path):
+    from test_dataset_validation import make_coco
+
+    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+
+    json_file, img_dir = make_coco(tmp_path, num_images=2)  # boxes only
+    data = [f"dataloader.prepare.register_coco=[[lazy_boxes_only,{json_file},{img_dir}]]",
+            "dataloader.train.dataset.names=lazy_boxes_only", "dataloader.test.dataset.names=lazy_boxes_only"]
+    with pytest.raises(ValueError, match=r"has 2 of 2 annotations without a 'segmentation'.*but the LazyConfig's "
+                                         r"model has a mask head \(model.roi_heads.mask_head\)"):
+        prepare_lazy_datasets(lazy_cfg(TINY_MASK_LAZY, *data))
+    assert prepare_lazy_datasets(lazy_cfg(LAZY / "tiny_faster_rcnn_cpu.py", *data)) == ["lazy_boxes_only"] * 2
+
+
 def test_precise_bn_hook_as_the_yaml_trainer_adds_it():
     from frn_det.engine.lazy_train_net import precise_bn_hook
     from frn_det.engine.precise_bn import PrecisePopulationStats

@@ -364,16 +364,16 @@ def inspect_coco_json(json_file: str, image_root: str, name: str) -> ValidationR
     )
 
 
-def check_masks_for_mask_model(report: ValidationReport) -> None:
+def check_masks_for_mask_model(report: ValidationReport, asked_by: str) -> None:
     """A model that predicts masks (MODEL.MASK_ON) trains on every annotation's mask and is
     scored on them (COCOeval segm): an annotation without one would stop training at the
     first batch that holds it, or evaluation after training. Raises naming the dataset,
-    the json and the annotations."""
+    the json, the annotations and what asked for masks (`asked_by`)."""
     if report.without_masks:
         raise ValueError(
             f"Dataset {report.name!r}: {report.json_file} has {len(report.without_masks)} of "
             f"{report.num_annotations} annotations without a 'segmentation' (annotation ids "
-            f"{few(report.without_masks, 5)}), but MODEL.MASK_ON=True: Mask R-CNN trains on and is "
+            f"{few(report.without_masks, 5)}), but {asked_by}: Mask R-CNN trains on and is "
             "evaluated on every annotation's mask. Give each annotation polygons or an RLE, or use a "
-            "model without masks (MODEL.MASK_ON False; in the sweep e.g. model=tiny_faster_rcnn_cpu)"
+            "model without a mask head (e.g. MODEL.MASK_ON False, or in the sweep model=tiny_faster_rcnn_cpu)"
         )

@@ -218,7 +218,7 @@ def _datasets_from_config(cfg) -> dict:
         invalid_boxes=cfg.DATASETS.INVALID_BOXES,
         missing_eval_fields=cfg.DATASETS.get("MISSING_EVAL_FIELDS", "fill"),
         check_images=cfg.DATASETS.get("CHECK_IMAGES", True),
-        mask_on=cfg.MODEL.MASK_ON,
+        masks_asked_by="MODEL.MASK_ON=True" if cfg.MODEL.MASK_ON else None,
         model_classes=model_classes_from_config(cfg),
     )
 
@@ -226,7 +226,7 @@ def _datasets_from_config(cfg) -> dict:
 @configurable(from_config=_datasets_from_config)
 def prepare_datasets(train: Sequence[str], test: Sequence[str] = (), *,
                      register_coco: Iterable[Tuple[str, str, str]] = (), invalid_boxes: str = "drop",
-                     missing_eval_fields: str = "fill", check_images: bool = True, mask_on: bool = False,
+                     missing_eval_fields: str = "fill", check_images: bool = True, masks_asked_by: Optional[str] = None,
                      model_classes: Optional[ModelClasses] = None, names: Optional[Iterable[str]] = None,
                      register_key: str = REGISTER_KEY) -> None:
     """Register the extra datasets (`register_coco`), generate built-in ones and validate the rest.
@@ -234,7 +234,8 @@ def prepare_datasets(train: Sequence[str], test: Sequence[str] = (), *,
     Runs before any training so that a missing file, a bad annotation, too many
     categories for the model or an image that does not decode is a clear error, not a
     crash deep inside a data loader worker or after training, in evaluation (see
-    validate.py); with `mask_on` every annotation needs a mask. The json checks of all datasets
+    validate.py); when the model predicts masks (`masks_asked_by` names what says so, e.g.
+    "MODEL.MASK_ON=True") every annotation needs a mask. The json checks of all datasets
     (`names`, default the `train` and `test` sets) run first, then the (slower) image checks.
 
     Takes plain arguments, or a yacs config as Detectron2's @configurable functions do:
@@ -270,8 +271,8 @@ def prepare_datasets(train: Sequence[str], test: Sequence[str] = (), *,
                                         for_training=name in train,
                                         missing_eval_fields=missing_eval_fields)
             check_num_classes(model_classes, name, json_file, report.num_categories)
-            if mask_on:
-                check_masks_for_mask_model(report)
+            if masks_asked_by:
+                check_masks_for_mask_model(report, masks_asked_by)
             _use_json_file(name, report.eval_json_file, json_file)
             if needs_record_fixes(report):
                 _fix_records_in_loader(name)

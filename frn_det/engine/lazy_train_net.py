@@ -47,6 +47,7 @@ from omegaconf import OmegaConf
 from ..config_checks import check_config
 from ..config_lazy import load_config, name_list
 from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
+from ..modeling.lazy_bridge import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
@@ -91,6 +92,8 @@ def prepare_lazy_datasets(cfg) -> list:
         missing_eval_fields=prep.get("missing_eval_fields", "fill"),
         check_images=bool(prep.get("check_images", True)),
         model_classes=_model_classes(cfg),
+        masks_asked_by="the LazyConfig's model has a mask head (model.roi_heads.mask_head)"
+        if lazy_model_has_masks(cfg) else None,
         register_key=REGISTER_KEY,
     )
     return train + test
