@@ -93,3 +93,40 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
         assert len({e["pid"] for e in events}) == 2  # the other sweep saw it busy or finished
         assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"
     assert (tmp_path / "results.md").is_file()
+
+
+def _processes_of_sweep(sweep_pid: int) -> list:
+    """Processes started under the sweep process (they inherit FRN_DET_SWEEP_PID from it)."""
+    mark = f"FRN_DET_SWEEP_PID={sweep_pid}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark in environ.read_bytes().split(b"\0") and int(environ.parent.name) != sweep_pid:
+                found.append(int(environ.parent.name))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def test_sigterm_to_a_parallel_sweep_stops_its_runs_resumably_and_starts_no_other(tmp_path):
+    # 3 runs, 2 at once: the signal goes to the sweep process alone, as `kill PID` sends it
+    proc = start("sweep.py", "-m", "norm=bn,gn,frn", "ims_per_gpu=2", "jobs=2", f"output_dir={tmp_path}",
+                 *SHORT_SWEEP, "schedule.max_iter=400", "report=false")
+    for norm in ("bn", "gn"):
+        wait_for_iteration(proc, tmp_path / f"{norm}_ims2_seed0" / "training_metrics.json", 19)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == -signal.SIGTERM, log[-2000:]
+    deadline = time.time() + 120
+    while _processes_of_sweep(proc.pid):  # the workers stop their training and end: no orphan trains on
+        assert time.time() < deadline, f"still running: {_processes_of_sweep(proc.pid)}"
+        time.sleep(0.5)
+    for norm in ("bn", "gn"):
+        run_dir = tmp_path / f"{norm}_ims2_seed0"
+        events = read_events(run_dir)
+        assert [e["event"] for e in events] == ["start", "preempted"], events
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running"  # resumable
+        stopped_at = events[-1]["iteration"] - 1
+        assert 19 <= stopped_at < 399
+        assert (run_dir / "last_checkpoint").read_text() == f"model_{stopped_at:07d}.pth"
+    assert not (tmp_path / "frn_ims2_seed0" / "metrics.json").exists()  # the third run never started

@@ -19,6 +19,7 @@ from .job_checks import override_value_error
 from .override_check import unknown_override_error
 from .parallel import local_jobs
 from .runner import run_job
+from .stop import job_of_a_live_sweep
 
 # Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml); runs at once
 # (hydra/launcher/local.yaml).
@@ -31,7 +32,9 @@ def run(job: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     # runs that share this machine's cores with this one: the local launcher's jobs in a multirun
     runs_at_once = (hydra_cfg.launcher.get("n_jobs") or 1) if hydra_cfg.mode == RunMode.MULTIRUN else 1
-    return run_job(job, Path(hydra_cfg.runtime.output_dir), runs_at_once=runs_at_once)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    with job_of_a_live_sweep(run_dir.name):  # a signal to the sweep process stops its workers too (stop.py)
+        return run_job(job, run_dir, runs_at_once=runs_at_once)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .events import read_events
+from .stop import stop_workers_with_the_sweep
 
 logger = logging.getLogger("frn_det")
 
@@ -90,6 +91,8 @@ class SweepCallback(Callback):
             self.total = count_sweep_jobs(sweep_overrides(config))
         except Exception:  # noqa: BLE001  sweeps defined in other ways: a bar without total
             self.total = None
+        if "Joblib" in config.hydra.launcher._target_:  # jobs in this machine's worker processes
+            stop_workers_with_the_sweep()
         if config.hydra.launcher.get("n_jobs", 1) == 1 and "submitit" not in config.hydra.launcher._target_:
             self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
         else:  # jobs run in other processes (several at once, or a cluster): each prints its own line
