@@ -65,7 +65,7 @@ def start_nodes(out, port, *extra):
         }
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "num_machines=2", "norm=gn",
-             f"output_dir={out}", *SHORT, *extra],
+             f"output_dir={out}", "threads=1", *SHORT, *extra],  # two "machines" share these 2 cores
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
     return procs
 
