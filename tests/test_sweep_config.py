@@ -285,6 +285,27 @@ def test_runs_at_once_and_threads_share_the_cores(monkeypatch):
     assert parallel.local_jobs("auto", "cpu", 1) == parallel.MAX_LOCAL_JOBS
 
 
+def test_a_containers_cpu_quota_caps_the_cores(monkeypatch, tmp_path):
+    from frn_det.sweep import parallel
+
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # docker --cpus=1.5
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (none / "cpu").mkdir(parents=True)
+    (none / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (none / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert parallel.cgroup_cpu_limit(v2) == 1.5 and parallel.cgroup_cpu_limit(v1) == 2.0
+    assert parallel.cgroup_cpu_limit(none) is None and parallel.cgroup_cpu_limit(tmp_path / "missing") is None
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(parallel, "cgroup_cpu_limit", lambda: 1.5)
+    assert parallel.cpu_cores() == 2 and parallel.local_jobs("auto", "cpu", 1) == 2
+    monkeypatch.setattr(parallel, "cgroup_cpu_limit", lambda: None)
+    assert parallel.cpu_cores() == 64
+
+
 @pytest.mark.parametrize("norm", ["bn", "gn", "frn", "syncbn", "brn", "gnws", "evonorm_s0"])
 def test_amp_key_turns_on_detectron2_mixed_precision(norm):
     cfg, _ = build_detectron2_config(compose_job(f"norm={norm}", "amp=true", "model.device=cuda"), "/tmp/x")
