@@ -276,17 +276,18 @@ def test_scratch_9x_schedule_scales_from_a_total_batch_of_64():
 def test_runs_at_once_and_threads_share_the_cores(monkeypatch):
     from frn_det.sweep import parallel
 
-    monkeypatch.setattr(parallel, "cpu_cores", lambda: 8)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
     assert parallel.local_jobs("auto", "cpu", 1) == 8 and parallel.local_jobs("auto", "cpu", 2) == 4
     assert parallel.local_jobs("auto", "cuda", 1) == 1 and parallel.local_jobs(3, "cpu", 1) == 3
     assert parallel.threads_per_worker("auto", 2, 1) == 4 and parallel.threads_per_worker("auto", 8, 2) == 1
     assert parallel.threads_per_worker(2, 8, 1) == 2
-    monkeypatch.setattr(parallel, "cpu_cores", lambda: 64)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 64)
     assert parallel.local_jobs("auto", "cpu", 1) == parallel.MAX_LOCAL_JOBS
 
 
 def test_a_containers_cpu_quota_caps_the_cores(monkeypatch, tmp_path):
     from frn_det.sweep import parallel
+    from frn_det.utils import cores
 
     v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
     v2.mkdir()
@@ -297,13 +298,13 @@ def test_a_containers_cpu_quota_caps_the_cores(monkeypatch, tmp_path):
     (none / "cpu").mkdir(parents=True)
     (none / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (none / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert parallel.cgroup_cpu_limit(v2) == 1.5 and parallel.cgroup_cpu_limit(v1) == 2.0
-    assert parallel.cgroup_cpu_limit(none) is None and parallel.cgroup_cpu_limit(tmp_path / "missing") is None
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
-    monkeypatch.setattr(parallel, "cgroup_cpu_limit", lambda: 1.5)
-    assert parallel.cpu_cores() == 2 and parallel.local_jobs("auto", "cpu", 1) == 2
-    monkeypatch.setattr(parallel, "cgroup_cpu_limit", lambda: None)
-    assert parallel.cpu_cores() == 64
+    assert cores.cgroup_cpu_limit(v2) == 1.5 and cores.cgroup_cpu_limit(v1) == 2.0
+    assert cores.cgroup_cpu_limit(none) is None and cores.cgroup_cpu_limit(tmp_path / "missing") is None
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda: 1.5)
+    assert cores.usable_cores() == 2 and parallel.local_jobs("auto", "cpu", 1) == 2
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda: None)
+    assert cores.usable_cores() == 64
 
 
 @pytest.mark.parametrize("norm", ["bn", "gn", "frn", "syncbn", "brn", "gnws", "evonorm_s0"])

@@ -62,9 +62,10 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the generated folder")
     args = parser.parse_args(argv)
 
-    from frn_det.data.image_check import _default_workers, check_images
+    from frn_det.data.image_check import check_images
+    from frn_det.utils.cores import usable_cores
 
-    workers = args.workers or _default_workers()
+    workers = args.workers or usable_cores()
     root = Path(tempfile.mkdtemp(prefix="frn_det_image_check_bench_"))
     try:
         t0 = time.perf_counter()

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..utils.cores import usable_cores
 from ..utils.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -145,13 +146,6 @@ def _save_cache(path: Optional[Path], entries: Dict[str, list]) -> None:
             pass
 
 
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _executor(workers: int):
     """Processes (fork: no re-import of torch/Detectron2 in the workers), else threads."""
     import multiprocessing as mp
@@ -233,7 +227,7 @@ def check_images(images: Sequence[Tuple[object, str, object, object]], name: str
 
     try:
         if to_open:
-            _decode_all(to_open, workers or _default_workers(), progress, f"Checking images of {name}", on_result)
+            _decode_all(to_open, workers or usable_cores(), progress, f"Checking images of {name}", on_result)
     finally:
         if to_open:
             _save_cache(cache_path, entries)
