@@ -1,7 +1,9 @@
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,22 @@ def run_tool(script, *args, timeout=900, check=True, env=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def kill_sweep_at_first_checkpoint(args, run_dir: Path, env=None) -> None:
+    """Start `tools/sweep.py args` and SIGKILL its whole process group once `run_dir` has
+    its first checkpoint: a run killed outright, with no chance to save or record anything."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "sweep.py"), *map(str, args)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        deadline = time.time() + 600
+        while not (run_dir / "last_checkpoint").exists():
+            assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
 
 
 @pytest.fixture

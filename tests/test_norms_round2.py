@@ -13,6 +13,7 @@ from detectron2.layers import Conv2d
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from frn_testing import record_execution
+from test_norms import batch as retinanet_batch  # two tiny images, one box each
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -350,19 +351,6 @@ def test_an_empty_batch_passes_through_and_teaches_the_statistics_nothing(norm, 
 
 # ---------------------------------------------------------------------------------------
 # In the models
-
-
-def retinanet_batch(n=2, size=64):
-    from detectron2.structures import Boxes, Instances
-
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        inst = Instances((size, size))
-        inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 36.0]]))
-        inst.gt_classes = torch.tensor([1])
-        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
-    return out
 
 
 def train_two_steps(model, data):

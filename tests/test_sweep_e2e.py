@@ -1,15 +1,10 @@
 """Real Hydra multiruns of tools/sweep.py on the built-in dataset (tiny model, few iterations)."""
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHORT_SWEEP, run_tool
+from conftest import SHORT_SWEEP, kill_sweep_at_first_checkpoint, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -77,8 +72,6 @@ def test_changed_config_moves_the_old_result_aside(two_point_sweep, tmp_path):
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     args = [
-        sys.executable,
-        str(REPO / "tools" / "sweep.py"),
         "hydra.mode=RUN",
         "norm=gn",
         f"output_dir={tmp_path}",
@@ -88,20 +81,10 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         "report=false",
     ]
     run_dir = tmp_path / "gn_ims2_seed0"
-    proc = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.time() + 600
-        while not (run_dir / "last_checkpoint").exists():
-            assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-            time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_sweep_at_first_checkpoint(args, run_dir)
     assert metrics(run_dir)["status"] == "running"  # the killed run left no result behind
     checkpoint = (run_dir / "last_checkpoint").read_text().strip()
-    run_tool("sweep.py", *args[2:])
+    run_tool("sweep.py", *args)
     m = metrics(run_dir)
     assert m["status"] == "finished" and m["iterations"] == 40
     assert m["resumed_from_iter"] == int(checkpoint.split("_")[1].split(".")[0]) + 1 > 1

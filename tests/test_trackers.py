@@ -2,13 +2,11 @@
 from its run files, and MLflow on a SQLite store, read back through mlflow.search_runs."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import REPO, TINY_CONFIG, run_tool
+from conftest import REPO, TINY_CONFIG, kill_sweep_at_first_checkpoint, run_tool
 from detectron2.utils.events import EventStorage
 from tracker_readback import mlflow_metric_history, mlflow_runs, wandb_offline_runs
 
@@ -113,22 +111,13 @@ def test_writer_and_result_on_wandb_and_mlflow_resume_the_same_runs(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_logs_to_both_trackers_and_a_killed_run_resumes_its_tracker_runs(tmp_path):
-    args = [sys.executable, str(REPO / "tools" / "sweep.py"), "hydra.mode=RUN", "norm=gn", f"output_dir={tmp_path}",
+    args = ["hydra.mode=RUN", "norm=gn", f"output_dir={tmp_path}",
             "logger=[wandb,mlflow]", "schedule.reference_batch=2", "schedule.max_iter=30", "schedule.steps=[25]",
             "schedule.warmup_iters=5", "schedule.checkpoint_period=10", "dataset.tune=[]", "report=false"]
     run_dir = tmp_path / "gn_ims2_seed0"
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, **OFFLINE})
-    try:
-        deadline = time.time() + 600
-        while not (run_dir / "last_checkpoint").exists():
-            assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-            time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_sweep_at_first_checkpoint(args, run_dir, env=OFFLINE)
     ids = json.loads((run_dir / TRACKER_IDS_FILE).read_text())
-    run_tool("sweep.py", *args[2:], env=OFFLINE)
+    run_tool("sweep.py", *args, env=OFFLINE)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["resumed_from_iter"] > 1
     assert json.loads((run_dir / TRACKER_IDS_FILE).read_text()) == ids
