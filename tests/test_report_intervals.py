@@ -93,7 +93,7 @@ def test_one_seed_gets_no_star_and_the_table_says_training_noise_is_missing(swee
     md = paths["md"].read_text()
     section = md.split("## AP difference to BN and GN")[1]
     table, note = section.split("\n\n")[1:3]
-    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn (primary) |"))
     assert "*" not in frn_bn and "†" in frn_bn
     assert note.startswith("† one seed") and "training noise is not included" in note
     comparisons = json.loads(paths["comparisons"].read_text())
@@ -125,23 +125,27 @@ def seeded(tmp_path_factory):
 
 
 def test_a_clearly_better_norm_with_three_seeds_is_marked_significant(seeded):
+    """Two settings: one pair, nothing to borrow, so its own seed variance (df 2); the primary
+    family frn − bn is that one comparison, so its critical value is its own t quantile."""
     paths = write_report([seeded])
     md = paths["md"].read_text()
     table = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
-    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn |"))
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn (primary) |"))
     assert frn_bn.rstrip(" |").endswith("*") and "†" not in frn_bn and "↓" not in frn_bn
     comparisons = json.loads(paths["comparisons"].read_text())
     diff = next(x for x in comparisons["differences"] if x["norm"] == "frn" and x["baseline"] == "bn")
-    assert diff["significant"] and diff["model"] == "paired, pooled" and diff["n"] == 3
-    sv = comparisons["seed_variance"]["AP"]
-    assert sv["df"] == 4 and sv["paired_df"] == 2 and sv["settings"] == 2
-    assert "pooled over 2 settings (df 4)" in md
+    assert diff["significant"] and diff["model"] == "paired, own" and diff["n"] == 3 and diff["family"] == "primary"
+    assert (diff["lo"], diff["hi"]) == (diff["lo_unadjusted"], diff["hi_unadjusted"])  # a family of one
+    assert diff["p_adjusted"] == pytest.approx(diff["p"], abs=0.002) and diff["p"] < 0.05
+    noise = comparisons["noise"]["AP"]
+    assert noise["settings"] == 2 and noise["pairs"] == 1 and noise["pair_prior"] is None
+    assert "one setting" not in md and "Families: **primary**" in md
     # The power table has the comparison with its minimum detectable difference and seeds needed.
     power = md.split("## AP power per comparison")[1].split("\n\n")[1]
     row = next(line for line in power.splitlines() if line.startswith("| frn − bn |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:4] == ["2", "3", f"paired, pooled (df {math.floor(diff['df'])})"]
-    assert float(cells[4]) == pytest.approx(diff["mdd"], abs=0.05) and diff["mdd"] > 0
+    assert cells[1:5] == ["2", "3", "primary", f"paired, own (df {math.floor(diff['df'])})"]
+    assert float(cells[8]) == pytest.approx(diff["mdd"], abs=0.05) and diff["mdd"] > 0
     assert "seeds for 0.50 AP" in power.splitlines()[0]
 
 
@@ -172,8 +176,8 @@ def test_plan_seeds_prints_seeds_needed_per_effect(seeded, capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| frn − bn |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == ["frn − bn", "2", "3"]
-    assert cells[3] == "more test images" and int(cells[4]) >= 2  # 0.5 AP: 60 images are too few; 50 AP: a few seeds
+    assert cells[:4] == ["frn − bn", "2", "3", "primary"]
+    assert cells[4] == "more test images" and int(cells[5]) >= 2  # 0.5 AP: 60 images are too few; 50 AP: a few seeds
     assert not (seeded / "results_plan.md").exists()
     assert main([str(seeded), "--effect", "-1"]) == 2
 
@@ -271,7 +275,7 @@ def test_the_baselines_difference_is_shown_once(sweep):
     md = write_report([sweep])["md"].read_text()
     diffs = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
     rows = [line.split("|")[1].strip() for line in diffs.splitlines()[2:]]
-    assert rows == ["gn − bn", "frn − bn", "frn − gn"]
+    assert rows == ["gn − bn", "frn − bn (primary)", "frn − gn (primary)"]
 
 
 def test_no_ap_panel_without_evaluations_during_training(sweep, tmp_path):
@@ -294,3 +298,72 @@ def test_no_ap_panel_without_evaluations_during_training(sweep, tmp_path):
     plot_training_curves(runs, tmp_path / "with_ap.png")
     loss_only, with_ap = (matplotlib.image.imread(tmp_path / n) for n in ("loss_only.png", "with_ap.png"))
     assert with_ap.shape[0] > 1.5 * loss_only.shape[0]  # a second row of panels
+
+
+@pytest.fixture(scope="module")
+def lost_run(tmp_path_factory):
+    """bn, gn, frn at 2 images per GPU, 3 seeds; bn's seed 1 failed."""
+    root = tmp_path_factory.mktemp("lost")
+    gt = root / "gt.json"
+    anns = write_gt(gt, seed=4)
+    d = root / "sweep"
+    for seed in (0, 1, 2):
+        for norm, jitter in (("bn", 12.0), ("gn", 6.0), ("frn", 0.5)):
+            run = make_run(d, gt, anns, norm, 2, jitter=jitter, seed=seed)
+            if (norm, seed) == ("bn", 1):
+                record = json.loads((run / "metrics.json").read_text())
+                record.update(status="failed", AP=None, status_detail="RuntimeError: boom")
+                (run / "metrics.json").write_text(json.dumps(record))
+    return d
+
+
+def test_a_setting_that_lost_runs_is_counted_paired_on_the_rest_and_marked(lost_run):
+    paths = write_report([lost_run])
+    md = paths["md"].read_text()
+    assert "**Finished:** 8 of 9 runs (11% did not finish: bn@2 2 of 3)" in md
+    table = md.split("## AP difference to BN and GN")[1].split("\n\n")[1]
+    frn_bn = next(line for line in table.splitlines() if line.startswith("| frn − bn (primary) |"))
+    frn_gn = next(line for line in table.splitlines() if line.startswith("| frn − gn (primary) |"))
+    assert "‡" in frn_bn and "‡" not in frn_gn
+    assert "‡ A setting lost runs: bn@2 2 of 3 finished" in md
+    comparisons = json.loads(paths["comparisons"].read_text())
+    d = next(x for x in comparisons["differences"] if (x["norm"], x["baseline"]) == ("frn", "bn"))
+    assert d["n"] == 2 and d["lost_runs"] == {"bn@2": {"finished": 2, "runs": 3}}
+    assert d["model"].startswith("paired")  # on seeds 0 and 2, which both finished
+
+
+def test_primary_comparisons_from_the_cli_and_a_whole_table_family(lost_run, tmp_path, capsys):
+    from frn_det.report.cli import main
+
+    assert main([str(lost_run), "--out", str(tmp_path / "one"), "--primary"]) == 0  # no primary: one family
+    comparisons = json.loads((tmp_path / "one" / "comparisons.json").read_text())
+    assert {d["family"] for d in comparisons["differences"]} == {"all"} and comparisons["primary"] == []
+    assert "**one family**: every difference of this table" in (tmp_path / "one" / "results.md").read_text()
+    assert main([str(lost_run), "--out", str(tmp_path / "gn"), "--primary", "gn-bn"]) == 0
+    comparisons = json.loads((tmp_path / "gn" / "comparisons.json").read_text())
+    families = {(d["norm"], d["baseline"]): d["family"] for d in comparisons["differences"]}
+    assert families == {("gn", "bn"): "primary", ("frn", "bn"): "exploratory", ("frn", "gn"): "exploratory"}
+    assert main([str(lost_run), "--primary", "frn-in"]) == 2
+    assert "--primary: primary comparison 'frn-in': expected <norm>-<baseline> with a baseline in bn, gn" in \
+        capsys.readouterr().err
+
+
+def test_identical_seeds_are_named_and_get_no_star(tmp_path):
+    gt = tmp_path / "gt.json"
+    anns = write_gt(gt, seed=5)
+    d = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        make_run(d, gt, anns, "bn", 2, jitter=12.0, seed=seed)
+        frn = make_run(d, gt, anns, "frn", 2, jitter=0.5, seed=seed)
+        if seed:  # frn's seeds 1 and 2 are copies of seed 0: a seed that never reached the training
+            (frn / "dets.json").write_text((d / "frn_ims2_seed0" / "dets.json").read_text())
+            record = json.loads((frn / "metrics.json").read_text())
+            record["AP"] = json.loads((d / "frn_ims2_seed0" / "metrics.json").read_text())["AP"]
+            (frn / "metrics.json").write_text(json.dumps(record))
+    paths = write_report([d])
+    md = paths["md"].read_text()
+    assert "§ Identical AP in every seed: frn@2." in md
+    diff = next(x for x in json.loads(paths["comparisons"].read_text())["differences"] if x["norm"] == "frn")
+    assert diff["excludes_zero"] and not diff["significant"] and diff["untestable"] == "zero seed variance"
+    row = next(line for line in md.splitlines() if line.startswith("| frn − bn (primary) |"))
+    assert "] §" in row and "*" not in row

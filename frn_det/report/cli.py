@@ -1,6 +1,7 @@
 """Command line for the sweep report.
 
     python tools/report.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--references FILE] [--effect AP]
+                           [--primary frn-gn frn-bn ...]
     python tools/report.py SWEEP_DIR --plan-seeds [--effect AP ...]   # seeds needed, nothing written
 """
 import argparse
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .comparisons import DEFAULT_EFFECT
+from .comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, parse_comparison
 from .load import ReportError
 from .write import write_report
 
@@ -31,21 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--effect", type=float, nargs="+", default=None, metavar="AP",
                    help=f"difference in AP points the power columns ask seeds for (default {DEFAULT_EFFECT}, "
                         "the paper's claimed gain); with --plan-seeds, one column per value")
+    p.add_argument("--primary", nargs="*", default=None, metavar="NORM-BASELINE",
+                   help="the primary comparisons, which form their own family and carry the stars (default: "
+                        f"what the sweep declared, else {' '.join(DEFAULT_PRIMARY)}); with no value, the whole "
+                        "difference table is one family")
     p.add_argument("--plan-seeds", action="store_true",
                    help="print the seeds per setting needed to detect each effect, from this sweep's "
                         "seed and test-image variances, and write nothing")
     return p
 
 
-def plan_seeds(sweep_dirs, effects) -> str:
+def plan_seeds(sweep_dirs, effects, primary=None) -> str:
     """The planning table of a finished sweep (tables.plan_table of its box AP differences)."""
     from .comparisons import sweep_results
     from .load import load_runs
     from .samples import attach_samples
     from .tables import plan_table
+    from .write import recorded_primary
 
     runs = load_runs(sweep_dirs)
-    results = sweep_results(runs, attach_samples(runs))
+    results = sweep_results(runs, attach_samples(runs), primary=recorded_primary(runs) if primary is None else primary)
     return plan_table(results, effects)
 
 
@@ -57,10 +63,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: --effect must be positive AP points, got {effects}", file=sys.stderr)
         return 2
     try:
+        for comparison in args.primary or ():
+            parse_comparison(comparison)
+    except ValueError as e:
+        print(f"error: --primary: {e}", file=sys.stderr)
+        return 2
+    try:
         if args.plan_seeds:
-            print(plan_seeds(args.sweep_dirs, effects))
+            print(plan_seeds(args.sweep_dirs, effects, args.primary))
             return 0
-        paths = write_report(args.sweep_dirs, out_dir=args.out, references=args.references, effect=effects[0])
+        paths = write_report(args.sweep_dirs, out_dir=args.out, references=args.references, effect=effects[0],
+                             primary=args.primary)
     except ReportError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2

@@ -2,8 +2,10 @@
 paper (pure string functions, no I/O). The same groups, intervals and differences as the
 Markdown tables (tables.py); `\\input{results.tex}` needs only \\usepackage{booktabs}.
 
-Cells: `value {\\scriptsize [lo, hi]}` (95% interval); a difference whose interval excludes
-0 carries `$^{*}$`; a setting without a number names what happened (diverged@k, failed).
+Cells: `value {\\scriptsize [lo, hi]}` (95% interval; for a difference, simultaneous in its
+family); marks as in results.md (`$^{*}$` primary star, `$^{\\circ}$` exploratory,
+`$^{\\dagger}$` one seed, `$^{\\ddagger}$` lost runs); a setting without a number names
+what happened (diverged@k, failed).
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -12,7 +14,7 @@ from ..evaluation.intervals import Interval
 from .aggregate import Group, group_runs, ims_in, norms_in, run_label
 from .comparisons import fixed_lr_runs
 from .load import has_masks
-from .tables import fmt_delta, fmt_num, fmt_stat
+from .tables import SIGNAL, STAR, ZERO_VARIANCE, difference_mark, fmt_delta, fmt_num, fmt_stat
 
 TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -51,12 +53,17 @@ def main_cell(group: Optional[Group], interval: Optional[Interval], key: str) ->
     return text
 
 
-def difference_cell(interval: Interval) -> str:
+MARKS = {STAR: "$^{*}$", SIGNAL: "$^{\\circ}$", ZERO_VARIANCE: "$^{\\S}$"}
+
+
+def difference_cell(d: dict) -> str:
+    """A difference row (comparisons.differences) with the marks results.md gives it."""
+    interval = d["adjusted"] or d["interval"]
     if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
         return _minus(fmt_delta(interval.value))
     text = _with_interval(fmt_delta(interval.value), fmt_delta(interval.lo), fmt_delta(interval.hi))
-    # as in results.md: a star needs training noise in the interval; one seed gets a dagger
-    return text + ("$^{*}$" if interval.significant else "" if interval.training_noise else "$^{\\dagger}$")
+    text += MARKS.get(difference_mark(d), "") + ("" if interval.training_noise else "$^{\\dagger}$")
+    return text + ("$^{\\ddagger}$" if d["lost"] else "")
 
 
 def tabular(first: str, ims: Sequence[int], rows: Sequence[Sequence[str]], caption: str, label: str) -> List[str]:
@@ -93,12 +100,14 @@ def differences_table(runs, diffs: Sequence[dict], what: str, label: str) -> Lis
     if not diffs:
         return []
     ims = ims_in(runs)
-    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): difference_cell(d["interval"]) for d in diffs}
+    cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): difference_cell(d) for d in diffs}
     rows = [[f"{tex_escape(norm)} $-$ {base}"] + [cells.get((norm, base, i), DASH) for i in ims]
             for norm in norms_in(runs) for base in ("bn", "gn") if any((norm, base, i) in cells for i in ims)]
     caption = (f"{what} difference to BN and GN (AP points, paired by seed and on the same bootstrap resamples "
-               "of the test images, 95\\% intervals). $^{*}$: the interval excludes 0 and includes training "
-               "noise; $^{\\dagger}$: one seed, training noise not included, no $^{*}$.")
+               "of the test images; simultaneous 95\\% intervals within each family of comparisons). $^{*}$: a "
+               "primary comparison whose simultaneous interval excludes 0 (family-wise error 5\\%); "
+               "$^{\\circ}$: an exploratory one; $^{\\dagger}$: one seed, training noise not included; "
+               "$^{\\ddagger}$: a setting lost runs; $^{\\S}$: identical seeds, never starred.")
     return tabular("Comparison", ims, rows, caption, label)
 
 

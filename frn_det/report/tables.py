@@ -6,7 +6,8 @@ import math
 from collections import Counter
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..evaluation.intervals import HOMOGENEITY_ALPHA, Interval, SeedVariance
+from ..evaluation.intervals import Interval
+from ..evaluation.moderation import ERRATIC_ALPHA, SeedNoise
 from ..run_record import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
 from .aggregate import (
     Group,
@@ -17,7 +18,7 @@ from .aggregate import (
     run_label,
     status_counts,
 )
-from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, sweep_results
+from .comparisons import ALL, DEFAULT_EFFECT, EXPLORATORY, PRIMARY, fixed_lr_runs, sweep_results
 from .convergence import DROP, WINDOW
 from .load import MASK_KEYS, has_masks
 from .samples import RunSamples
@@ -31,6 +32,10 @@ MASK_CSV_COLUMNS = (*MASK_KEYS, "mask_AP_lo", "mask_AP_hi")  # after AP_hi, for 
 NOT_RUN = "–"
 ONE_SEED = "†"  # the interval covers test images only: training noise not included
 STILL_FALLING = "↓"  # the loss was still falling at the end of the schedule (convergence.py)
+STAR = "*"  # a primary (or whole-table) family's conclusion: the simultaneous interval excludes 0
+SIGNAL = "°"  # an exploratory family's difference whose simultaneous interval excludes 0
+LOST = "‡"  # a setting of the difference lost runs (failed, diverged or unfinished)
+ZERO_VARIANCE = "§"  # the seeds gave identical values: never starred
 STATUS_ORDER = (FINISHED, DIVERGED, FAILED, RUNNING)
 
 
@@ -79,11 +84,21 @@ def fmt_interval(interval: Interval) -> str:
     return f"{fmt_num(interval.value)} [{fmt_num(interval.lo)}, {fmt_num(interval.hi)}]"
 
 
-def fmt_difference(interval: Interval) -> str:
+def fmt_difference(interval: Interval, mark: str = "") -> str:
     if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
         return fmt_delta(interval.value)
-    mark = " *" if interval.significant else ""
-    return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]{mark}"
+    return f"{fmt_delta(interval.value)} [{fmt_delta(interval.lo)}, {fmt_delta(interval.hi)}]" + (
+        f" {mark}" if mark else "")
+
+
+def difference_mark(d: dict) -> str:
+    """The verdict of a difference row (comparisons.differences): star, exploratory mark,
+    zero variance; "" otherwise."""
+    if d["starred"]:
+        return STAR
+    if d["signal"]:
+        return SIGNAL
+    return ZERO_VARIANCE if d["untestable"] == "zero seed variance" else ""
 
 
 def marks(interval: Optional[Interval], falling: bool = False) -> str:
@@ -224,7 +239,19 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict
         "`(k diverged)` / `(k failed)`: k seeds of that setting ended without a result; "
         f"`{NOT_RUN}`: not run; `(no interval)`: the run's detections were not found.{lr_note}",
     ]
-    return lines
+    return lines + finished_line(groups)
+
+
+def finished_line(groups: Dict[Tuple[str, int], Group]) -> List[str]:
+    """How many runs finished, the share that did not, and the settings that lost runs."""
+    runs = sum(len(g.runs) for g in groups.values())
+    finished = sum(len(g.finished) for g in groups.values())
+    if finished == runs:
+        return []
+    lost = ", ".join(f"{g.norm}@{g.ims_per_gpu} {len(g.finished)} of {len(g.runs)}" for g in groups.values()
+                     if len(g.finished) < len(g.runs))
+    return ["", f"**Finished:** {finished} of {runs} runs ({(runs - finished) / runs:.0%} did not finish: {lost}). "
+                "A mean over the runs that finished is conditional on success, which flatters an unstable norm."]
 
 
 def mask_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict) -> List[str]:
@@ -235,30 +262,81 @@ def mask_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict
 
 
 def seed_variance_section(results: dict, metric: str = "AP") -> List[str]:
-    """One paragraph: the seed noise the intervals used and whether it was pooled."""
-    sv: SeedVariance = results["seed_variance"][metric]
-    if sv.df == 0:
+    """One paragraph: the training noise the intervals used, how much it was shared between
+    settings, and the settings it was not shared with (erratic, identical seeds)."""
+    noise: SeedNoise = results["noise"][metric]
+    name = metric.replace("_", " ")
+    if not noise.settings:
         if metric != "AP":
             return []  # said once, under the box AP table
         return ["", "**Training noise:** no setting has two finished seeds, so no interval includes it "
                     f"(every interval is marked {ONE_SEED}). Run `seed=0,1,2` to measure it."]
-    name = metric.replace("_", " ")
-    text = (f"**Training noise** ({name}): seed std {fmt_num(math.sqrt(sv.variance), 2)} AP pooled over "
-            f"{sv.settings} settings (df {sv.df})")
-    if math.isfinite(sv.paired_variance):
-        text += f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP (df {sv.paired_df})"
-    if math.isfinite(sv.bartlett_p):
-        text += f"; Bartlett's test of equal seed variances p = {sv.bartlett_p:.2g}"
-    if sv.pooled:
-        text += ": pooled."
+    prior = noise.setting_prior
+    if prior is None:
+        text = (f"**Training noise** ({name}): one setting with seeds, so nothing is shared: its own seed "
+                "variance")
     else:
-        text += (f" < {HOMOGENEITY_ALPHA:g}: the settings' seed variances are too unequal to pool, so every "
-                 "interval uses its own settings' variances (Welch; per pair when paired by seed).")
-    return ["", text]
+        text = (f"**Training noise** ({name}): seed std {fmt_num(math.sqrt(prior.scale), 2)} AP per run over "
+                f"{prior.units} settings, {_shared(prior.df)}")
+    pair = noise.pair_prior
+    if pair is not None:
+        text += (f"; seed-wise differences (paired) std {fmt_num(math.sqrt(pair.scale), 2)} AP over {pair.units} "
+                 f"pairs, {_shared(pair.df)}")
+    text += (". Each setting's and pair's own seed variance is shrunk toward these by how much the sweep's "
+             "variances agree (empirical Bayes; docs/intervals.md).")
+    lines = ["", text]
+    if noise.erratic:
+        names = ", ".join(f"{_setting_name(k)} (p = {p:.2g})" for k, p in noise.erratic.items())
+        lines += ["", f"Erratic (seed variance above the others', F test p < {ERRATIC_ALPHA:g}): {names}. "
+                      "Their intervals and differences use their own seed variance only."]
+    if noise.zero:
+        names = ", ".join(_setting_name(k) for k in noise.zero)
+        lines += ["", f"{ZERO_VARIANCE} Identical {name} in every seed: {names}. A seed that never reached the "
+                      "training, or a copied or cached result? Their differences get no star."]
+    return lines
+
+
+def _shared(df: float) -> str:
+    return "equal within noise: fully shared" if not math.isfinite(df) else f"prior df {fmt_num(df, 1)}"
+
+
+def _setting_name(key) -> str:
+    norm, ims = key[0], key[1]
+    lr = key[2] if len(key) > 2 else 1.0
+    return f"{norm}@{ims}" + ("" if lr == 1 else f" (lr_scale {lr:g})")
+
+
+def _family_note(diffs: Sequence[dict], results: dict) -> List[str]:
+    families = {}
+    for d in diffs:
+        if d["family"] is not None and not d["untestable"]:
+            families.setdefault(d["family"], []).append(d)
+    if not families:
+        return []
+    parts = []
+    for family in (PRIMARY, ALL, EXPLORATORY):
+        members = families.get(family)
+        if not members:
+            continue
+        names = sorted({f"{d['norm']} − {d['baseline']}" for d in members})
+        critical = members[0]["adjusted"].se and (members[0]["adjusted"].hi - members[0]["adjusted"].value) / \
+            members[0]["adjusted"].se
+        what = {PRIMARY: f"**primary** (declared: `primary={','.join(results['primary'])}`)",
+                ALL: "**one family**: every difference of this table",
+                EXPLORATORY: "**exploratory**"}[family]
+        parts.append(f"{what}: {len(members)} comparison(s) ({', '.join(names)}), critical value "
+                     f"{fmt_num(critical, 2)}")
+    return ["", "Families: " + "; ".join(parts) + ". Each family's intervals are simultaneous 95% intervals "
+                "(max-t over its comparisons, which share baselines, seeds and test images), so a family's marks "
+                f"are all right together 95% of the time. `{STAR}`: the simultaneous interval of a "
+                + ("primary" if PRIMARY in families else "") + " difference excludes 0"
+                + (f"; `{SIGNAL}`: an exploratory one does (a lead to confirm in a sweep that declares it "
+                   "primary, not a conclusion)" if EXPLORATORY in families else "")
+                + ". The intervals alone and the p values are in the power table and comparisons.json."]
 
 
 def differences_section(runs, diffs: Sequence[dict], results: dict, title: str) -> List[str]:
-    """Paired differences to BN and GN; title "Box AP" / "Mask AP" in a report with masks."""
+    """Differences to BN and GN with family-wise marks; title "Box AP" / "Mask AP"."""
     if not diffs:
         return []
     ims = ims_in(runs)
@@ -266,25 +344,36 @@ def differences_section(runs, diffs: Sequence[dict], results: dict, title: str) 
     def cell(d: dict) -> str:
         ims = d["ims_per_gpu"]
         falling = _falling(results, (d["norm"], ims)) or _falling(results, (d["baseline"], ims))
-        return fmt_difference(d["interval"]) + marks(d["interval"], falling)
+        text = fmt_difference(d["adjusted"] or d["interval"], difference_mark(d)) + marks(d["interval"], falling)
+        return text + (f" {LOST}" if d["lost"] else "")
 
     cells = {(d["norm"], d["baseline"], d["ims_per_gpu"]): cell(d) for d in diffs}
+    declared = {(d["norm"], d["baseline"]) for d in diffs if d["declared"]}
     rows = []
     for norm in norms_in(runs):
         for base in ("bn", "gn"):
             if any((norm, base, i) in cells for i in ims):
-                rows.append([f"{norm} − {base}"] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
-    lines = ["", f"## {title} difference to BN and GN (paired, 95% intervals)", ""]
+                label = f"{norm} − {base}" + (" (primary)" if (norm, base) in declared else "")
+                rows.append([label] + [cells.get((norm, base, i), NOT_RUN) for i in ims])
+    lines = ["", f"## {title} difference to BN and GN (simultaneous 95% intervals per family)", ""]
     lines += _table(["comparison / images per GPU"] + [str(i) for i in ims], rows, [":---"] + ["---:"] * len(ims))
     lines += _markers_note([d["interval"] for d in diffs], any(STILL_FALLING in c for c in cells.values()))
+    lines += _family_note(diffs, results)
+    lost = {k: v for d in diffs for k, v in d["lost"].items()}
+    if lost:
+        lines += ["", f"{LOST} A setting lost runs: " + ", ".join(f"{k} {f} of {n} finished" for k, (f, n) in
+                                                                   sorted(lost.items()))
+                  + ". Its mean is over the runs that finished (conditional on success, which flatters an "
+                    "unstable norm), and its differences pair the seeds both settings finished."]
     lines += ["", "Difference in AP points at the same images per GPU: the seeds' training noise (paired by seed "
-                  "where both settings ran the same seeds) plus the test-image noise, both settings scored on the "
-                  "same bootstrap resamples. `*`: the interval excludes 0 and includes training noise."]
+                  "on the seeds both settings finished) plus the test-image noise, both settings scored on the "
+                  "same bootstrap resamples."]
     return lines
 
 
 def power_section(diffs: Sequence[dict], results: dict, title: str) -> List[str]:
-    """Per comparison: its noise model, the minimum detectable difference, the seeds needed."""
+    """Per comparison: family, noise model, the interval alone with its p values, the
+    minimum detectable difference and the seeds needed."""
     if not diffs:
         return []
     effect = results["effect"]
@@ -297,17 +386,25 @@ def power_section(diffs: Sequence[dict], results: dict, title: str) -> List[str]
         mdd = NOT_RUN if d["mdd"] is None or not math.isfinite(d["mdd"]) else fmt_num(d["mdd"])
         need = (str(d["seeds_needed"]) if d["seeds_needed"] is not None
                 else "more test images" if d["design"] else NOT_RUN)
-        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(iv.n), noise, mdd, need])
-    test = f"{results['power']:.0%} power, {1 - results['level']:.0%} two-sided"
+        p = NOT_RUN if d["p"] is None else f"{d['p']:.2g}"
+        p_adj = NOT_RUN if d["p_adjusted"] is None else f"{d['p_adjusted']:.2g}"
+        family = d["family"] or NOT_RUN
+        if d["untestable"]:
+            family += f" ({d['untestable']})"
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(iv.n), family, noise,
+                     fmt_difference(iv), p, p_adj, mdd, need])
+    test = f"{results['power']:.0%} power at the family's level"
     lines = ["", f"## {title} power per comparison ({test})", ""]
-    lines += _table(["comparison", "ims/GPU", "seeds", "training noise", "min. detectable difference",
-                     f"seeds for {fmt_num(effect, 2)} AP"], rows, [":---", "---:", "---:", ":---", "---:", "---:"])
+    lines += _table(["comparison", "ims/GPU", "seeds", "family", "training noise", "interval alone (95%)", "p alone",
+                     "p family-adjusted", "min. detectable difference", f"seeds for {fmt_num(effect, 2)} AP"],
+                    rows, [":---", "---:", "---:", ":---", ":---", "---:", "---:", "---:", "---:", "---:"])
     lines += _markers_note([d["interval"] for d in diffs], False)
-    lines += ["", "Minimum detectable difference: the true difference this design finds with "
-                  f"{results['power']:.0%} power, (t(0.975, df) + t(0.8, df)) x SE. Seeds needed: per setting, to "
-                  f"detect {fmt_num(effect, 2)} AP with the same test images (`--effect`); `more test images`: the "
-                  "test-image noise alone is too large for any number of seeds. `tools/report.py --plan-seeds DIR` "
-                  "prints it for other effects."]
+    lines += ["", "Interval alone: this comparison's 95% interval as if it were the only one made (not the "
+                  "star's). Minimum detectable difference: the true difference its family's test finds with "
+                  f"{results['power']:.0%} power (noncentral t at the interval's df). Seeds needed: per setting, "
+                  f"to find {fmt_num(effect, 2)} AP with the same test images, the same noise model and the same "
+                  "family (`--effect`); `more test images`: the test-image noise alone is too large for any "
+                  "number of seeds. `tools/report.py --plan-seeds DIR` prints it for other effects."]
     return lines
 
 
@@ -443,19 +540,17 @@ def runs_to_markdown(runs: Sequence[dict], sweep_dirs: Sequence, skipped: int = 
 
 def plan_table(results: dict, effects: Sequence[float]) -> str:
     """Seeds per setting needed to detect each effect, per box AP comparison (--plan-seeds)."""
-    sv: SeedVariance = results["seed_variance"]["AP"]
-    head = (f"Seed std {fmt_num(math.sqrt(sv.variance), 2)} AP (pooled over {sv.settings} settings, df {sv.df}"
-            + (f"; paired by seed {fmt_num(math.sqrt(sv.paired_variance), 2)} AP, df {sv.paired_df}"
-               if math.isfinite(sv.paired_variance) else "")
-            + ("" if sv.pooled else "; not pooled: settings too unequal, each pair's own variance") + ")"
-            if sv.df else "No setting has two finished seeds: the seed variance is unknown.")
+    pair = results["noise"]["AP"].pair_prior or results["noise"]["AP"].setting_prior
+    head = (f"Seed std {fmt_num(math.sqrt(pair.scale), 2)} AP ({_shared(pair.df)}; docs/intervals.md)"
+            if pair is not None else "No two settings with two finished seeds: the seed variance is not shared.")
     rows = []
     for d in results["differences"]["AP"]:
         design = d["design"]
         cells = [NOT_RUN if design is None else str(design.seeds_needed(e) or "more test images") for e in effects]
-        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(d["interval"].n)] + cells)
-    lines = [head, f"Seeds per setting for {results['power']:.0%} power at {1 - results['level']:.0%} "
-                   "two-sided (docs/intervals.md):", ""]
-    lines += _table(["comparison", "ims/GPU", "seeds now"] + [f"{fmt_num(e, 2)} AP" for e in effects], rows,
-                    [":---", "---:", "---:"] + ["---:"] * len(effects))
+        rows.append([f"{d['norm']} − {d['baseline']}", str(d["ims_per_gpu"]), str(d["interval"].n),
+                     d["family"] or NOT_RUN] + cells)
+    lines = [head, f"Seeds per setting for {results['power']:.0%} power at each comparison's family level "
+                   "(docs/intervals.md):", ""]
+    lines += _table(["comparison", "ims/GPU", "seeds now", "family"] + [f"{fmt_num(e, 2)} AP" for e in effects],
+                    rows, [":---", "---:", "---:", ":---"] + ["---:"] * len(effects))
     return "\n".join(lines)

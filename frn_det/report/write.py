@@ -1,11 +1,12 @@
 """Write every report file for a set of sweep dirs (the one entry point that does I/O)."""
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..evaluation.intervals import setting_interval
+from ..evaluation.intervals import one_seed_setting
 from ..utils.atomic import write_atomic, write_text_atomic
-from .comparisons import DEFAULT_EFFECT, fixed_lr_runs, results_json, sweep_results
+from .comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, fixed_lr_runs, results_json, sweep_results
 from .curves import has_training_logs, plot_training_curves
 from .latex import runs_to_latex
 from .load import ReportError, has_masks, load_runs_and_skipped
@@ -22,18 +23,28 @@ def _with_interval(run: dict, samples, prefix: str = "") -> dict:
     """The run record plus its own AP interval (one run, bootstrap over test images);
     prefix "mask_": its mask AP interval (mask_AP_lo, mask_AP_hi)."""
     s = samples.get(run["source"])
-    interval = setting_interval([s.point["AP"]], s.samples["AP"][None]) if s is not None else None
+    interval = one_seed_setting(s.point["AP"], s.samples["AP"][None]) if s is not None else None
     return {**run, f"{prefix}AP_lo": interval.lo if interval else None,
             f"{prefix}AP_hi": interval.hi if interval else None}
 
 
+def recorded_primary(runs: Sequence[dict]) -> Sequence[str]:
+    """The primary comparisons the sweep declared (metrics.json "primary", the most common
+    record), else DEFAULT_PRIMARY."""
+    declared = Counter(tuple(r["primary"]) for r in runs if isinstance(r.get("primary"), list))
+    return list(declared.most_common(1)[0][0]) if declared else list(DEFAULT_PRIMARY)
+
+
 def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
-                 references: Optional[Path] = None, effect: float = DEFAULT_EFFECT) -> Dict[str, Path]:
+                 references: Optional[Path] = None, effect: float = DEFAULT_EFFECT,
+                 primary: Optional[Sequence[str]] = None) -> Dict[str, Path]:
     """Write results.json/.csv/.md/.tex, comparisons.json and the plots; return {"json"|"csv"|"md"|"tex"|
     "png"|"comparisons"|"curves": path} ("curves" only when some run has a training log).
 
     ``out_dir`` defaults to the first sweep dir, so the report sits next to its runs.
-    ``effect``: the difference (AP points) the power columns ask seeds for.
+    ``effect``: the difference (AP points) the power columns ask seeds for. ``primary``: the
+    primary comparisons ("frn-gn", ...); None: what the runs recorded (the sweep's
+    `primary`), else DEFAULT_PRIMARY.
     """
     if isinstance(sweep_dirs, (str, Path)):
         sweep_dirs = [sweep_dirs]
@@ -52,7 +63,8 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
     mask_samples = attach_samples(runs, "segm") if has_masks(runs) else None
     if mask_samples is not None:
         runs = [_with_interval(r, mask_samples, "mask_") for r in runs]
-    results = sweep_results(runs, samples, mask_samples, effect)  # the one place the answer is computed
+    primary = recorded_primary(runs) if primary is None else primary
+    results = sweep_results(runs, samples, mask_samples, effect, primary)  # the one place the answer is computed
     fixed = fixed_lr_runs(runs)
     paths = {
         "json": write_text_atomic(out_dir / "results.json", json.dumps(runs, indent=2) + "\n"),
