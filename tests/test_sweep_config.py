@@ -279,10 +279,14 @@ def test_runs_at_once_and_threads_share_the_cores(monkeypatch):
     monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
     assert parallel.local_jobs("auto", "cpu", 1) == 8 and parallel.local_jobs("auto", "cpu", 2) == 4
     assert parallel.local_jobs("auto", "cuda", 1) == 1 and parallel.local_jobs(3, "cpu", 1) == 3
-    assert parallel.threads_per_worker("auto", 2, 1) == 4 and parallel.threads_per_worker("auto", 8, 2) == 1
-    assert parallel.threads_per_worker(2, 8, 1) == 2
+    # threads=auto: the machine's share for as many runs as jobs=auto starts, whatever runs beside it
+    # (a run alone, resumed or added later gets the threads its sweep's runs got: issue 28)
+    assert parallel.threads_per_worker("auto", "cpu", 1) == 1 and parallel.threads_per_worker("auto", "cpu", 2) == 1
+    assert parallel.threads_per_worker("auto", "cuda", 1) == 8 and parallel.threads_per_worker("auto", "cuda", 2) == 4
+    assert parallel.threads_per_worker(2, "cpu", 1) == 2
     monkeypatch.setattr(parallel, "usable_cores", lambda: 64)
     assert parallel.local_jobs("auto", "cpu", 1) == parallel.MAX_LOCAL_JOBS
+    assert parallel.threads_per_worker("auto", "cpu", 1) == 64 // parallel.MAX_LOCAL_JOBS
 
 
 def test_a_containers_cpu_quota_caps_the_cores(monkeypatch, tmp_path):
@@ -455,3 +459,19 @@ def test_sweep_cli_stops_on_a_bad_value_before_any_job(tmp_path):
     assert proc.returncode == 2
     assert "error: seed='abc' is not allowed: expected an integer (< 0: a random seed)" in proc.stderr
     assert "Type mismatch" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_resumed_run_keeps_the_threads_it_started_with(caplog):
+    """threads=auto resumes with the thread count the run started with (it changes the
+    numbers); an explicit other value wins, with a warning that the run mixes layouts."""
+    from omegaconf import OmegaConf
+
+    from frn_det.sweep.runner import keep_thread_layout
+
+    started = {"machine": {"torch_threads": 2}}
+    record = {"run": "frn_ims1", "machine": {"torch_threads": 1}}
+    keep_thread_layout(OmegaConf.create({"threads": "auto"}), started, record)
+    assert record["machine"]["torch_threads"] == 2
+    record = {"run": "frn_ims1", "machine": {"torch_threads": 1}}
+    keep_thread_layout(OmegaConf.create({"threads": 1}), started, record)
+    assert record["machine"]["torch_threads"] == 1 and "mix two thread layouts" in caplog.text

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..utils.paths import CONFIGS_DIR
@@ -29,12 +28,9 @@ OmegaConf.register_new_resolver("frn_det.local_jobs", local_jobs, replace=True)
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS_DIR / "sweep"), config_name="sweep")
 def run(job: DictConfig) -> dict:
-    hydra_cfg = HydraConfig.get()
-    # runs that share this machine's cores with this one: the local launcher's jobs in a multirun
-    runs_at_once = (hydra_cfg.launcher.get("n_jobs") or 1) if hydra_cfg.mode == RunMode.MULTIRUN else 1
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     with job_of_a_live_sweep(run_dir.name):  # a signal to the sweep process stops its workers too (stop.py)
-        return run_job(job, run_dir, runs_at_once=runs_at_once)
+        return run_job(job, run_dir)
 
 
 def main() -> None:

@@ -72,6 +72,13 @@ def _is_norm(value) -> bool:
     return True
 
 
+def _is_comparison(value) -> bool:
+    from ..report.comparisons import parse_comparison
+
+    parse_comparison(value)  # raises on anything else
+    return True
+
+
 NORM = Rule(_is_norm, "a norm string of MODEL.*.NORM, e.g. 'FRN', 'GN', 'BN', 'GN+TLU', 'EvoNormS0' or '' "
                       "(frn_det/layers/grammar.py lists them)")
 NAME = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
@@ -101,6 +108,9 @@ SWEEP_RULES = {
     "logger.mlflow": Rule(lambda v: isinstance(v, dict), "a mapping with the MLflow tracking URI"),
     "logger.mlflow.tracking_uri": NAME.or_none().note("null: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"),
     "effect": POSITIVE.or_none().note("AP points; null: the report's default"),
+    "primary": Rule(lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_comparison(c) for c in v)),
+                    "null (the report's default) or a list of <norm>-<baseline> comparisons with a baseline bn or "
+                    "gn, e.g. [frn-gn,frn-bn]; [] makes the whole difference table one family"),
     "output_dir": NAME,
     "rerun_failed": BOOL,
     "report": BOOL,

@@ -88,8 +88,8 @@ def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) ->
     return existing.get("status") in (DIVERGED, FAILED) and not rerun_failed
 
 
-def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
-    """Skip, resume or train one run; `runs_at_once`: runs sharing this machine's cores."""
+def run_job(job: DictConfig, run_dir: Path) -> dict:
+    """Skip, resume or train one run."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
@@ -113,8 +113,10 @@ def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
         "scaling": sched.as_dict(),
         "config_hash": digest,
         "versions": library_versions(),
-        "machine": machine_record(threads_per_worker(job.get("threads", "auto"), runs_at_once, job.num_gpus)),
+        "machine": machine_record(threads_per_worker(job.get("threads", "auto"), job.model.device, job.num_gpus)),
         "deterministic": bool(job.get("deterministic", False)),
+        # declared before the run: the report's primary family (None: the report's default)
+        "primary": None if job.get("primary") is None else [str(c) for c in job.primary],
     }
     machine_rank, dist_url = resolve_distributed(job.num_machines, job.get("machine_rank"), job.dist_url)
     logger.info("%s: %s", name, sched.describe())
@@ -176,6 +178,8 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
         return existing
     if existing and existing.get("config_hash") != digest:
         archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
+    elif existing:
+        keep_thread_layout(job, existing, record)
 
     write_text_atomic(run_dir / "config.yaml", cfg.dump())
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
@@ -202,6 +206,21 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     log_event(run_dir, "end", status=record["status"], resumed_from_iter=record["resumed_from_iter"])
     logger.info("%s: %s %s", name, record["status"], {k: record.get(k) for k in ("AP", "AP50", "AP75")})
     return record
+
+
+def keep_thread_layout(job: DictConfig, existing: dict, record: dict) -> None:
+    """A resumed run keeps the torch threads it started with (they change its numbers):
+    threads=auto takes them; an explicit other value wins, with a warning."""
+    started = (existing.get("machine") or {}).get("torch_threads")
+    now = record["machine"]["torch_threads"]
+    if not isinstance(started, int) or started == now:
+        return
+    if str(job.get("threads", "auto")) == "auto":
+        record["machine"]["torch_threads"] = started
+        logger.info("%s: resumes with the %d torch thread(s) it started with", record["run"], started)
+    else:
+        logger.warning("%s: started with %d torch thread(s), resumes with threads=%d: its numbers mix two thread "
+                       "layouts (the report flags the setting)", record["run"], started, now)
 
 
 def _coco_metrics(evaluation: dict, dataset: str, kind: str = "metrics") -> Optional[dict]:
