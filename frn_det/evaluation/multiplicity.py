@@ -48,6 +48,20 @@ def _two_sided_p(t: np.ndarray, df: np.ndarray) -> np.ndarray:
     return np.where(normal, 2 * special.ndtr(-np.abs(t)), 2 * special.stdtr(d, -np.abs(t)))
 
 
+COARSE_DF = np.array([30.0, 40.0, 60.0, 120.0])  # above 30 df the null draws use the next of these below
+
+
+def coarse_df(df: np.ndarray) -> np.ndarray:
+    """The df the null draws use: floored to an integer up to 30, then down to COARSE_DF
+    (normal above NORMAL_DF, as the intervals): t barely changes there, the draws get few
+    distinct df, and rounding df down only makes the family's level a little more cautious."""
+    df = np.asarray(df, float)
+    normal = ~np.isfinite(df) | (df > NORMAL_DF)
+    floored = np.floor(np.maximum(np.where(normal, 1.0, df), 1))
+    grid = COARSE_DF[np.clip(np.searchsorted(COARSE_DF, floored, side="right") - 1, 0, None)]
+    return np.where(normal, np.inf, np.where(floored < COARSE_DF[0], floored, grid))
+
+
 def min_p(t: Sequence[float], df: Sequence[float], corr: np.ndarray, level: float = LEVEL,
           draws: int = DRAWS, seed: int = DRAW_SEED) -> FamilyTest:
     """The family's level alpha*, each comparison's critical value and adjusted p; t: the
@@ -62,15 +76,15 @@ def min_p(t: Sequence[float], df: Sequence[float], corr: np.ndarray, level: floa
     rng = np.random.default_rng(seed)
     w, v = np.linalg.eigh(nearest_correlation(np.asarray(corr, float)))
     z = rng.standard_normal((draws, k)) @ (v * np.sqrt(np.clip(w, 0, None))).T
-    finite = np.isfinite(df) & (df <= NORMAL_DF)
+    coarse = coarse_df(df)
+    finite = np.isfinite(coarse)
     if finite.any():
-        d = np.floor(np.maximum(df[finite], 1))
+        d = coarse[finite]
         z[:, finite] /= np.sqrt(rng.chisquare(d, size=(draws, int(finite.sum()))) / d)
-    # min over k of p_k: the largest |T| of each distinct (floored) df, then its p
-    floored = np.where(finite, np.floor(np.maximum(np.where(finite, df, 1.0), 1)), np.inf)
+    # min over k of p_k: the largest |T| of each distinct df, then its p
     smallest = np.ones(draws)
-    for value in np.unique(floored):
-        largest = np.abs(z[:, floored == value]).max(axis=1)
+    for value in np.unique(coarse):
+        largest = np.abs(z[:, coarse == value]).max(axis=1)
         smallest = np.minimum(smallest, _two_sided_p(largest, np.full(draws, value)))
     smallest.sort()
     pos = (1 - level) * (draws - 1)  # np.quantile's linear rule, on the sorted draws
