@@ -85,7 +85,7 @@ _LOCK = "build.flock"
 _WORK_PREFIX = "build-"  # a builder's private folder: build-<pid>-<random>
 _MARKER_PREFIX = "compile_error-"
 _LEGACY_MARKERS = "build_failed-*.txt"  # frn-det < 0.x remembered interrupted builds too
-PREPARED_ENV = "FRN_DET_CPP_PREPARED"  # {"build": build folder name, "reason": why unavailable or null}
+PREPARED_ENV = "FRN_DET_CPP_PREPARED"  # {"build": build folder, "reason": why unavailable or null}
 
 _lock = threading.Lock()
 _NOT_YET = object()
@@ -166,11 +166,12 @@ def failure_marker(build_dir: Path, compiler_path: str) -> Path:
 # In ninja's output: a diagnostic of the compiler or linker ...
 _COMPILE_ERROR = re.compile(r"\berror:|undefined reference|\bld returned \d+ exit status")
 # ... and what says that a compiler did not finish on its own (a signal, a killed or
-# crashed compiler, no memory or disk): the next build may well succeed.
-_INTERRUPTED = re.compile(r"interrupted by user|build stopped|signal terminated program|terminated signal|"
+# crashed compiler, no memory or disk): the next build may well succeed. Case matters: GCC
+# ends every fatal error with "compilation terminated."
+_INTERRUPTED = re.compile(r"interrupted by user|signal terminated program|terminated signal|"
                           r"\bKilled\b|\bTerminated\b|due to signal|unable to execute command|"
                           r"internal compiler error|No space left|Cannot allocate memory|out of memory|"
-                          r"Resource temporarily unavailable", re.IGNORECASE)
+                          r"Resource temporarily unavailable")
 _NINJA_FAILED = 1  # ninja's exit status when a command failed (2: interrupted; < 0: killed by a signal)
 
 
@@ -254,7 +255,7 @@ def _prepared_outcome() -> Optional[dict]:
         prepared = json.loads(os.environ.get(PREPARED_ENV) or "null")
     except ValueError:
         return None
-    if isinstance(prepared, dict) and prepared.get("build") == build_directory().name:
+    if isinstance(prepared, dict) and prepared.get("build") == str(build_directory()):
         return prepared
     return None  # not prepared, or for another machine or version (a cluster job's environment)
 
@@ -370,7 +371,7 @@ def _register_fake_kernels() -> None:
 def _describe(e: Exception) -> str:
     """A one-line reason: the exception's first line plus the first compiler error, if any."""
     lines = [ln.strip() for ln in str(e).strip().splitlines()] or [""]
-    errors = [ln for ln in lines[1:] if "error" in ln.lower() or "not found" in ln.lower()]
+    errors = [ln for ln in lines[1:] if _COMPILE_ERROR.search(ln) or "not found" in ln.lower()]
     reason = f"{type(e).__name__}: {lines[0][:300]}"
     return reason + (f" ... {errors[0][:300]}" if errors else "")
 
@@ -434,7 +435,7 @@ def prepare(announce: Callable[[str], None] = logger.warning) -> Optional[str]:
     finally:
         _announce = previous
     build_dir = build_directory()
-    os.environ[PREPARED_ENV] = json.dumps({"build": build_dir.name, "reason": _reason})
+    os.environ[PREPARED_ENV] = json.dumps({"build": str(build_dir), "reason": _reason})
     if _reason is not None and inherited is None:  # (a parent said it already)
         announce(f"FRN, TLU and EvoNorm use their PyTorch implementation in every run: {_reason}")
     elif time.perf_counter() - started > 1.0:
