@@ -53,9 +53,9 @@ def compiler_in_session(session: int) -> Optional[int]:
 
 def start(cmd, env, ignore_sigint=False) -> subprocess.Popen:
     """`cmd` in a session of its own (so that its whole process group can be signalled)."""
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=ignore)
 
 
 def wait_until_compiling(proc: subprocess.Popen, timeout: float = 600) -> int:
@@ -195,7 +195,8 @@ def test_two_checkouts_share_one_library(tmp_path):
         shutil.copytree(REPO / "frn_det", tmp_path / name / "frn_det", symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
         checkouts.append(tmp_path / name)
-    show = PREPARE + "; import os; p = cpu_ops.library_path(); print('library:', p, os.stat(p).st_ino, os.stat(p).st_mtime_ns)"
+    show = PREPARE + ("; import os; p = cpu_ops.library_path(); "
+                      "print('library:', p, os.stat(p).st_ino, os.stat(p).st_mtime_ns)")
     outputs = [run_tool_code(show, {"PYTHONPATH": str(c)}) for c in (checkouts[0], checkouts[1], checkouts[0])]
     libraries = [out.split("library: ")[1].splitlines()[0] for out in outputs]
     assert libraries[0] == libraries[1] == libraries[2], libraries  # one library, unchanged

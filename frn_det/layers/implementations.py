@@ -22,10 +22,11 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-__all__ = ["CPP", "TRITON", "PYTORCH", "REFERENCE", "note", "used", "expect", "reset", "label",
+__all__ = ["CPP", "TRITON", "TRITON_INTERPRETER", "PYTORCH", "REFERENCE", "note", "used", "expect", "reset", "label",
            "ImplementationChanged", "RecordedImplementations", "prepare"]
 
 CPP, TRITON, PYTORCH, REFERENCE = "C++", "Triton", "PyTorch", "PyTorch reference"
+TRITON_INTERPRETER = "Triton (interpreter)"  # CPU tensors under TRITON_INTERPRET=1 (tests)
 
 _noted = set()  # (layer, implementation) pairs seen: the fast path of note()
 _used: Dict[str, Dict[str, Optional[str]]] = {}  # layer -> {implementation: reason}

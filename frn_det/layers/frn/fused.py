@@ -308,7 +308,7 @@ def frn_fused(
         e = torch.full_like(weight, eps) if eps_l is None else eps + eps_l.abs()
         return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
     if _use_triton(x, backend):
-        implementations.note("FRN", implementations.TRITON)
+        implementations.note("FRN", implementations.TRITON if x.is_cuda else implementations.TRITON_INTERPRETER)
         return _frn_triton.frn_triton(x, weight, bias, tau, eps, eps_l)
     if _use_cpp(x, backend):
         implementations.note("FRN", implementations.CPP)
