@@ -330,6 +330,7 @@ def test_without_triton_on_cuda_the_fallback_is_said_before_any_run(monkeypatch)
     from frn_det.layers import implementations
 
     monkeypatch.setenv("FRN_DET_NO_TRITON", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the CUDA branch, also on a CPU machine
     said = []
     implementations.prepare("cuda", said.append)
     assert said == ["FRN uses its PyTorch implementation on CUDA in every run: Triton disabled by FRN_DET_NO_TRITON"]

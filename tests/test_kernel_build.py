@@ -305,6 +305,10 @@ def test_fault_drill_leaves_the_users_cache_untouched(tmp_path):
                     "--max-delay", "3", "--out", tmp_path / "drill",
                     env={"FRN_DET_CACHE": str(user), "HOME": str(home), "FRN_DET_NO_CPP": "1"}, timeout=900)
     assert "runs lost 0" in proc.stdout, proc.stdout[-3000:]
+    # each sweep said, before its first job, what its runs would use
+    log = (tmp_path / "drill.drill.log").read_text()
+    assert ("[sweep] FRN, TLU and EvoNorm use their PyTorch implementation in every run: C++ kernels disabled by "
+            "FRN_DET_NO_CPP") in log
     assert snapshot(user) == before
     assert not (home / ".cache" / "frn_det").exists()
     drill_cache = Path(proc.stdout.split("sweeps' cache: ")[1].split()[0])

@@ -109,7 +109,7 @@ def prepare(device: str, announce: Callable[[str], None] = _print) -> None:
     kernels or find them unavailable, once, for every training process of this one
     (cpu_ops.prepare); on CUDA say when FRN cannot run its Triton kernels. `announce` gets
     a line for a build, and one for every fallback."""
-    if str(device).startswith("cuda"):
+    if str(device).startswith("cuda") and torch.cuda.is_available():  # (without CUDA, configs run on CPU)
         from .frn import triton_backend
 
         reason = triton_backend.unavailable_reason()

@@ -121,7 +121,7 @@ def run_job(job: DictConfig, run_dir: Path, runs_at_once: int = 1) -> dict:
     logger.info("%s: %s", name, sched.describe())
     # Kernels built (or found unavailable) here, before training and outside its timing; a
     # no-op when the sweep process did it. The training processes take this outcome.
-    prepare_kernels(job.model.device, logger.info)
+    prepare_kernels(cfg.MODEL.DEVICE, logger.info)
     if machine_rank != 0:
         # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
         # it does from the same metrics.json, then train with it.
