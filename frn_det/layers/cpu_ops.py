@@ -20,11 +20,11 @@ process that met it:
   - a compile or link error (the compiler's `error:` in ninja's output, ninja's exit status
     1, no sign of a signal, a killed compiler, missing memory or disk) leaves a marker
     (`failure_marker`: per build folder and compiler) so that later processes fall back at
-    once instead of failing again. Anything else (Ctrl-C, SIGTERM, a killed compiler, a
-    timeout) is not remembered: it raises `KernelsNotReady` in this process instead of
-    falling back (its results would differ from a clean build's), and the next process
-    builds again. Markers of older frn-det versions, which remembered interruptions too,
-    are removed unread.
+    once instead of failing again. A build that did not finish (Ctrl-C, SIGTERM, a killed
+    compiler, a timeout) is not remembered: it raises `KernelsNotReady` in this process
+    instead of falling back (its results would differ from a clean build's), and the next
+    process builds again. (A library that builds but does not load falls back, unremembered.)
+    Markers of older frn-det versions, which remembered interruptions too, are removed unread.
 
 `prepare()` builds or loads the library in a process that starts training processes,
 before it starts them; they inherit the outcome through `FRN_DET_CPP_PREPARED` and never
@@ -240,9 +240,11 @@ def _compile(cpp_extension, build_dir: Path, compiler_path: str) -> None:
         except Exception as e:
             if is_compile_error(e):  # the same next time: remember it
                 write_text_atomic(failure_marker(build_dir, compiler_path), _describe(e) + "\n")
-                raise
-            raise KernelsNotReady(f"the C++ kernel build did not finish ({_describe(e)}); not remembered: the next "
-                                  "run builds again (FRN_DET_NO_CPP=1 uses the PyTorch implementation instead)") from e
+            elif str(e).startswith("Error building extension"):  # ninja did not finish: interrupted
+                raise KernelsNotReady(f"the C++ kernel build did not finish ({_describe(e)}); not remembered: the "
+                                      "next run builds again (FRN_DET_NO_CPP=1 uses the PyTorch implementation "
+                                      "instead)") from e
+            raise  # a compile error, or a library that does not load (not remembered): the fallback
         built = max(work.glob("*.so"), key=lambda p: p.stat().st_mtime)
         os.replace(built, build_dir / _LIBRARY)  # complete, in one step (this process has loaded it already)
     finally:
