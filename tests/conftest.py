@@ -11,8 +11,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_retinanet_cpu.yaml"
 
-# One generated copy of the built-in dataset per test session, not the user's cache.
-os.environ.setdefault("FRN_DET_CACHE", tempfile.mkdtemp(prefix="frn_det_test_cache_"))
+# One cache per test session (generated dataset, built kernels), never the user's: tests kill
+# runs on purpose, also while they build. FRN_DET_TEST_CACHE names a folder to reuse.
+USER_CACHE = Path(os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det")
+os.environ["FRN_DET_CACHE"] = os.environ.get("FRN_DET_TEST_CACHE") or tempfile.mkdtemp(prefix="frn_det_test_cache_")
 
 
 def tiny_cfg(norm="FRN", *opts):

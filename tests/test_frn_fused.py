@@ -319,7 +319,7 @@ def test_failed_build_is_remembered_per_torch_and_compiler(monkeypatch, tmp_path
         with caplog.at_level(logging.WARNING, logger=frn_cpp.__name__):
             assert frn_cpp.ops() is None
     assert len(calls) == 1
-    markers = list(frn_cpp.build_directory().glob("build_failed-*.txt"))
+    markers = list(frn_cpp.build_directory().glob("compile_error-*.txt"))
     assert len(markers) == 1 and "'make_intrusive' no match" in markers[0].read_text()
     reason = frn_cpp.unavailable_reason()
     assert "not retried" in reason and str(markers[0]) in reason and "'make_intrusive' no match" in reason
@@ -329,7 +329,7 @@ def test_failed_build_is_remembered_per_torch_and_compiler(monkeypatch, tmp_path
     (tmp_path / "other-c++").write_text("#!/bin/sh\necho other 1.0\n")
     (tmp_path / "other-c++").chmod(0o755)
     assert frn_cpp.ops() is None and len(calls) == 2
-    assert len(list(frn_cpp.build_directory().glob("build_failed-*.txt"))) == 2
+    assert len(list(frn_cpp.build_directory().glob("compile_error-*.txt"))) == 2
 
 
 def test_cpp_path_under_torch_compile():

@@ -286,3 +286,59 @@ def test_kernels_are_wrapped_once_per_interpreter_mode(monkeypatch):
     assert kernels() is interpreted
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert kernels() is compiled
+
+
+def test_first_call_compilation_changes_nothing_and_is_recorded(dev, tmp_path, monkeypatch):
+    """Triton compiles (or, interpreted, wraps) the kernels at their first call, with a
+    launch configuration fixed by the plane size alone (no autotuning, which could pick
+    another one from run to run): a fresh compilation gives bitwise the results of a warm
+    one, and the run records that the Triton kernels ran."""
+    import triton
+
+    from frn_det.layers import implementations
+    from frn_det.layers.frn import triton_kernels
+
+    assert not any(isinstance(k, triton.runtime.Autotuner) for k in triton_kernels.kernels())
+    assert [frn_triton._launch_config(m) for m in (1, 35, 256, 4096)] == [(1, 1), (64, 1), (256, 1), (2048, 8)]
+    implementations.reset()
+    try:
+        x = torch.randn(2, 8, 5, 7, generator=torch.Generator().manual_seed(3)).to(dev).requires_grad_()
+        frn = FilterResponseNorm2d(8, learnable_eps=True, impl="triton").to(dev)
+
+        def results():
+            out = frn(x)
+            return [out.detach()] + list(torch.autograd.grad(out.square().sum(), [x, *frn.parameters()]))
+
+        # new kernel objects and an empty Triton cache: the next call compiles afresh
+        triton_kernels._jit.cache_clear()
+        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cold"))
+        first, warm = results(), results()
+        triton_kernels._jit.cache_clear()
+        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cold_again"))
+        again = results()
+        for a, b, c in zip(first, warm, again):
+            assert torch.equal(a, b) and torch.equal(a, c)
+        name = implementations.TRITON if dev.type == "cuda" else implementations.TRITON_INTERPRETER
+        assert implementations.used() == {"FRN": {"implementation": name, "reason": None}}
+    finally:
+        implementations.reset()
+
+
+def test_without_triton_on_cuda_the_fallback_is_said_before_any_run(monkeypatch):
+    """prepare() (the sweep and train_net call it before any worker starts) names the
+    fallback on the console; the run's record then says why (the layers' note)."""
+    from frn_det.layers import implementations
+
+    monkeypatch.setenv("FRN_DET_NO_TRITON", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the CUDA branch, also on a CPU machine
+    said = []
+    implementations.prepare("cuda", said.append)
+    assert said == ["FRN uses its PyTorch implementation on CUDA in every run: Triton disabled by FRN_DET_NO_TRITON"]
+    if CUDA:
+        implementations.reset()
+        try:
+            FilterResponseNorm2d(4)(torch.randn(1, 4, 3, 3, device="cuda"))
+            assert implementations.used() == {
+                "FRN": {"implementation": "PyTorch", "reason": "Triton disabled by FRN_DET_NO_TRITON"}}
+        finally:
+            implementations.reset()

@@ -9,12 +9,18 @@ every run must have finished exactly once (one "end" event in its events.jsonl: 
 trained by both sweeps would have two), its metrics.json must be complete and the report
 must list every run. Prints the counts; exits 1 if any run was lost.
 
+The sweeps use a cache of their own (FRN_DET_CACHE: a new temporary folder unless --cache
+names one), never the user's: the drill kills them also while they build the C++ kernels
+or generate the dataset, which is what a cache must survive, but not what a user's cache
+should have to.
+
     python tools/fault_drill.py --rounds 8 --out /tmp/drill
 """
 import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,10 +43,11 @@ def sweep_command(out: Path, norms: str, iters: int):
     ]
 
 
-def start_racing_sweeps(cmd, log, rng):
-    """Two sweeps on the same folder, the second started up to 2 s after the first. One
-    OpenMP thread each (unless set): two processes with a thread per core spin against each other."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def start_racing_sweeps(cmd, log, rng, cache: Path):
+    """Two sweeps on the same folder, the second started up to 2 s after the first, with
+    `cache` as their FRN_DET_CACHE. One OpenMP thread each (unless set): two processes with
+    a thread per core spin against each other."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "FRN_DET_CACHE": str(cache)}
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(rng.uniform(0.0, 2.0))
     second = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -56,17 +63,30 @@ def main(argv=None) -> int:
     parser.add_argument("--min-delay", type=float, default=8.0, help="seconds before a signal, at least")
     parser.add_argument("--max-delay", type=float, default=45.0, help="seconds before a signal, at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="FRN_DET_CACHE of the sweeps (default: a new temporary folder, removed at the end; "
+                             "never the user's cache)")
     args = parser.parse_args(argv)
     if args.rounds < 0 or not 0 <= args.min_delay <= args.max_delay:
         parser.error(f"need rounds >= 0 and 0 <= min-delay <= max-delay, got {args.rounds}, {args.min_delay}, "
                      f"{args.max_delay}")
     out = args.out or Path(tempfile.mkdtemp(prefix="frn_fault_drill_"))
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="frn_fault_drill_cache_"))
+    try:
+        return _drill(args, out, cache)
+    finally:
+        if args.cache is None:
+            shutil.rmtree(cache, ignore_errors=True)
+        print(f"sweeps' cache: {cache}" + (" (temporary, removed)" if args.cache is None else ""))
+
+
+def _drill(args, out: Path, cache: Path) -> int:
     rng = random.Random(args.seed)
     cmd = sweep_command(out, args.norms, args.iters)
     counts = {name: 0 for name in SIGNALS}
     log = open(out.parent / f"{out.name}.drill.log", "a") if args.out else open(out / "drill.log", "a")
     for round_no in range(1, args.rounds + 1):
-        procs = start_racing_sweeps(cmd, log, rng)
+        procs = start_racing_sweeps(cmd, log, rng, cache)
         delay = rng.uniform(args.min_delay, args.max_delay)
         deadline = time.time() + delay
         name = rng.choice(sorted(SIGNALS))
@@ -85,7 +105,7 @@ def main(argv=None) -> int:
             else f"both ended by themselves before {delay:.0f}s"
         )
         print(f"round {round_no}: {what} (exits {codes})", flush=True)
-    codes = [proc.wait() for proc in start_racing_sweeps(cmd, log, rng)]
+    codes = [proc.wait() for proc in start_racing_sweeps(cmd, log, rng, cache)]
     print(f"final undisturbed racing sweeps: exits {codes}", flush=True)
 
     runs = sorted(p.parent for p in out.glob("*/metrics.json"))

@@ -47,6 +47,7 @@ from omegaconf import OmegaConf
 from ..config_checks import check_config
 from ..config_lazy import load_config, name_list
 from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
+from ..layers import implementations
 from ..modeling.lazy_bridge import lazy_model_has_masks
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
@@ -141,6 +142,8 @@ def do_train(args, cfg):
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
     checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.checkpointer = checkpointer  # PreemptionHook saves through trainer.checkpointer
+    implementations.reset()  # checkpoints record which FRN/TLU/EvoNorm implementation ran; resuming runs the same
+    checkpointer.add_checkpointable("implementations", implementations.RecordedImplementations())
     results = {}
     tracking = TrackingOptions.from_lazy(cfg)  # train.tracking: loggers (tensorboard, wandb, mlflow)
 
@@ -214,6 +217,7 @@ def run(argv=None):
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, args.num_gpus * args.num_machines)
     check_register_coco(_register_coco(cfg), REGISTER_KEY)
+    implementations.prepare(cfg.train.device)  # the kernels, built before any worker starts
     return launch(
         main,
         args.num_gpus,

@@ -4,6 +4,8 @@ Same CLI and behaviour as Detectron2's tools/train_net.py (default_argument_pars
 launch, DefaultTrainer, --eval-only/--resume); adds frn-det's config keys, data
 preparation and a CPU fallback for configs written for CUDA.
 """
+import logging
+
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -12,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 from ..config_build import build_config, resolve_config_file
 from ..config_checks import check_config
 from ..data import check_register_coco, prepare_datasets_distributed
+from ..layers import implementations
 from .checkpoint import SafeDetectionCheckpointer
 from .trackers import TrackingOptions, recorded_result, yacs_params
 from .trainer import Trainer
@@ -46,6 +49,9 @@ def main(args):
         result = trainer.train()
         # EvalHook keeps the results of the evaluation it runs after the last iteration.
         outcome["results"] = getattr(trainer, "_last_eval_results", None)
+    if comm.is_main_process():
+        logging.getLogger("frn_det").info("implementations: %s", implementations.label(implementations.used())
+                                          or "no kernel-backed layer (FRN, TLU, EvoNorm)")
     return result
 
 
@@ -57,6 +63,7 @@ def run(argv=None):
     cfg = build_config(args.config_file, args.opts)
     check_config(cfg, args.num_gpus * args.num_machines)
     check_register_coco(cfg.DATASETS.REGISTER_COCO)
+    implementations.prepare(cfg.MODEL.DEVICE)  # the kernels, built before any worker starts
     return launch(
         main,
         args.num_gpus,

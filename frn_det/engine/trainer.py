@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import CheckedDatasetMapper
 from ..evaluation import install_fast_coco_eval
+from ..layers import implementations
 from ..modeling.lazy_bridge import build_lazy_model
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
@@ -86,6 +87,9 @@ class Trainer(DefaultTrainer):
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # checkpoints record which FRN/TLU/EvoNorm implementation ran; resuming must run the same
+        implementations.reset()
+        self.checkpointer.add_checkpointable("implementations", implementations.RecordedImplementations())
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

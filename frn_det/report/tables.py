@@ -18,6 +18,7 @@ from .aggregate import (
     run_label,
     status_counts,
 )
+from .comparability import implementation_label, mixed_comparisons, mixed_settings
 from .comparisons import ALL, DEFAULT_EFFECT, EXPLORATORY, PRIMARY, fixed_lr_runs, sweep_results
 from .convergence import DROP, WINDOW
 from .load import MASK_KEYS, has_masks
@@ -239,7 +240,7 @@ def main_table_section(runs, groups: Dict[Tuple[str, int], Group], results: dict
         "`(k diverged)` / `(k failed)`: k seeds of that setting ended without a result; "
         f"`{NOT_RUN}`: not run; `(no interval)`: the run's detections were not found.{lr_note}",
     ]
-    return lines + finished_line(groups)
+    return lines + finished_line(groups) + comparability_note(groups, results["differences"]["AP"])
 
 
 def finished_line(groups: Dict[Tuple[str, int], Group]) -> List[str]:
@@ -437,11 +438,28 @@ def detail_table_section(groups: Dict[Tuple[str, int], Group], keys: Sequence[st
     for g in groups.values():
         batches = "/".join(str(b) for b in g.total_batches()) or NOT_RUN
         rows.append([g.norm, str(g.ims_per_gpu), batches, f"{len(g.finished)}/{len(g.runs)}"]
-                    + [fmt_stat(g, k) for k in keys] + [status_summary(g)])
+                    + [fmt_stat(g, k) for k in keys] + [status_summary(g)]
+                    + [_md_escape(implementation_label(g.runs)) or "none"])
     lines = ["", f"## {title}", ""]
-    lines += _table(["norm", "ims/GPU", "total batch", "finished/runs", *METRIC_KEYS, "status"],
-                    rows, [":---", "---:", "---:", "---:"] + ["---:"] * len(keys) + [":---"])
+    lines += _table(["norm", "ims/GPU", "total batch", "finished/runs", *METRIC_KEYS, "status", "implementation"],
+                    rows, [":---", "---:", "---:", "---:"] + ["---:"] * len(keys) + [":---", ":---"])
     return lines
+
+
+def comparability_note(groups: Dict[Tuple[str, int], Group], diffs: Sequence[dict]) -> List[str]:
+    """A paragraph naming the settings and comparisons whose runs differ in layout
+    (comparability.py: e.g. FRN's C++ kernels in some seeds, its PyTorch ops in others)."""
+    runs = {key: g.runs for key, g in groups.items()}
+    settings = mixed_settings(runs)
+    pairs = [((d["norm"], d["ims_per_gpu"]), (d["baseline"], d["ims_per_gpu"])) for d in diffs]
+    comparisons = mixed_comparisons(runs, pairs)
+    if not settings and not comparisons:
+        return []
+    named = [f"{n}@{i} ({', '.join(f)})" for (n, i), f in settings.items()]
+    named += [f"{a[0]} − {b[0]}@{a[1]}" for a, b in comparisons if a not in settings and b not in settings]
+    return ["", "**Mixed runs:** " + "; ".join(named) + ". Their runs were not computed the same way (see the "
+            "implementation column below), which changes the numbers after training: rerun them alike "
+            "(docs/performance.md)."]
 
 
 def cost_table_section(groups: Dict[Tuple[str, int], Group]) -> List[str]:

@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ..layers.implementations import prepare as prepare_kernels
 from .events import read_events
 from .stop import stop_workers_with_the_sweep
 
@@ -93,6 +94,8 @@ class SweepCallback(Callback):
             self.total = None
         if "Joblib" in config.hydra.launcher._target_:  # jobs in this machine's worker processes
             stop_workers_with_the_sweep()
+        if "submitit" not in config.hydra.launcher._target_:  # jobs on this machine: build the kernels once, now
+            prepare_kernels(config.model.device, lambda line: tqdm.write(f"[sweep] {line}"))
         if config.hydra.launcher.get("n_jobs", 1) == 1 and "submitit" not in config.hydra.launcher._target_:
             self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
         else:  # jobs run in other processes (several at once, or a cluster): each prints its own line

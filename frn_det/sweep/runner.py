@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from ..config_checks import check_config
 from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
 from ..engine.trackers import record_sweep_result
+from ..layers.implementations import prepare as prepare_kernels
 from ..run_record import (
     DIVERGED,
     FAILED,
@@ -120,6 +121,9 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     }
     machine_rank, dist_url = resolve_distributed(job.num_machines, job.get("machine_rank"), job.dist_url)
     logger.info("%s: %s", name, sched.describe())
+    # Kernels built (or found unavailable) here, before training and outside its timing; a
+    # no-op when the sweep process did it. The training processes take this outcome.
+    prepare_kernels(cfg.MODEL.DEVICE, logger.info)
     if machine_rank != 0:
         # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
         # it does from the same metrics.json, then train with it.
@@ -275,5 +279,6 @@ def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: s
         peak_memory_mb=outcome.get("peak_memory_mb"),
         final_losses=outcome.get("final_losses", {}),
         resumed_from_iter=outcome.get("resumed_from_iter", 0),
+        implementations=outcome.get("implementations"),  # per kernel-backed layer: what ran, and why
     )
     return fields

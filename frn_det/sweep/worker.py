@@ -20,6 +20,7 @@ from ..data import prepare_datasets_distributed
 from ..engine import Trainer
 from ..engine.preemption import Preempted
 from ..engine.trackers import TrackingOptions, tracking_writers, yacs_params
+from ..layers import implementations
 from ..run_record import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
 from ..utils.atomic import write_json_atomic
 from .console import configure_worker_logging
@@ -182,6 +183,7 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, thread
             s_per_iter=s_per_iter,
             peak_memory_mb=_peak_memory_mb(cfg.MODEL.DEVICE),
             final_losses=losses,
+            implementations=implementations.used(),  # which FRN/TLU/EvoNorm implementation ran, and why
         )
         write_json_atomic(Path(run_dir) / OUTCOME_FILE, outcome)
     if error is not None and comm.get_world_size() > 1:

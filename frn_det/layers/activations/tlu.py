@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .. import cpu_ops
+from .. import cpu_ops, implementations
 
 __all__ = ["TLU", "tlu_cpp"]
 
@@ -38,7 +38,9 @@ class TLU(nn.Module):
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
         if cpu_ops.takes(x):
+            implementations.note("TLU", implementations.CPP)
             return tlu_cpp(x, self.tau)
+        implementations.note("TLU", implementations.PYTORCH, lambda: cpu_ops.why_not(x))
         return torch.maximum(x, self.tau.view(1, -1, 1, 1).to(x.dtype))
 
     def extra_repr(self) -> str:

@@ -2,9 +2,9 @@
 loaded by layers/cpu_ops.py)."""
 import torch
 
-from ..cpu_ops import DTYPES, op, ops, takes, unavailable_reason
+from ..cpu_ops import DTYPES, op, ops, takes, unavailable_reason, why_not
 
-__all__ = ["frn_cpp", "DTYPES", "ops", "takes", "unavailable_reason"]
+__all__ = ["frn_cpp", "DTYPES", "ops", "takes", "unavailable_reason", "why_not"]
 
 
 def frn_cpp(x, weight, bias, tau, eps: float, eps_l=None) -> torch.Tensor:

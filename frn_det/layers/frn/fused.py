@@ -55,19 +55,24 @@ two sums) + 1 (sum of dz, for dtau) + 2 + 3 (dx = a g + b2 x, in place) = 13. Th
 full-size allocations are the output and the backward buffer that becomes dx.
 """
 import functools
+import logging
 from typing import Optional
 
 import torch
 
+from .. import implementations
 from ..autograd_utils import needs_graph, once_differentiable_backward
 from . import triton_backend as _frn_triton
 from .cpp import DTYPES as _CPP_DTYPES
 from .cpp import frn_cpp, unavailable_reason
 from .cpp import ops as _cpp_ops
 from .cpp import takes as _cpp_takes
+from .cpp import why_not as _cpp_why_not
 from .reference import frn_reference
 
 __all__ = ["frn_fused", "FRNFunction", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # Below this many elements the per-call overhead of the batch-norm-kernel route (views,
@@ -262,6 +267,21 @@ def _use_cpp(x: torch.Tensor, backend: str) -> bool:
     return _cpp_takes(x)  # auto
 
 
+def _why_torch(x: torch.Tensor, backend: str) -> Optional[str]:
+    """Why frn_fused takes its PyTorch ops for x (the record of layers/implementations.py)."""
+    if backend == "torch":
+        return "impl 'torch' requested"
+    if not x.is_cuda:
+        return _cpp_why_not(x)
+    reason = _frn_triton.unavailable_reason()
+    if x.dtype not in _frn_triton.DTYPES:
+        return f"{str(x.dtype).replace('torch.', '')} input (the Triton kernels take float32, bfloat16, float16)"
+    if reason is None:
+        return "channels_last input"
+    logger.warning("FRN Triton kernels unavailable, using the PyTorch implementation on CUDA (%s)", reason)
+    return f"Triton {reason}"
+
+
 def frn_fused(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -288,9 +308,12 @@ def frn_fused(
         e = torch.full_like(weight, eps) if eps_l is None else eps + eps_l.abs()
         return frn_reference(x, weight, bias, tau, e.view(1, -1, 1, 1))
     if _use_triton(x, backend):
+        implementations.note("FRN", implementations.TRITON if x.is_cuda else implementations.TRITON_INTERPRETER)
         return _frn_triton.frn_triton(x, weight, bias, tau, eps, eps_l)
     if _use_cpp(x, backend):
+        implementations.note("FRN", implementations.CPP)
         return frn_cpp(x, weight, bias, tau, eps, eps_l)
+    implementations.note("FRN", implementations.PYTORCH, lambda: _why_torch(x, backend))
     if needs_graph(x, weight, bias, tau, eps_l):
         return FRNFunction.apply(x, weight, bias, tau, eps_l, float(eps))
     return _forward(x, weight, bias, tau, float(eps), eps_l)[0]

@@ -11,6 +11,7 @@ checkpoint tools treat them as norm parameters.
 import torch
 from torch import nn
 
+from .. import implementations
 from .fused import frn_fused
 from .reference import frn_reference
 
@@ -73,9 +74,16 @@ class FilterResponseNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"FilterResponseNorm2d expects NCHW input, got shape {list(x.shape)}")
-        if torch.jit.is_scripting() or self.impl == "reference":
+        if torch.jit.is_scripting():
             return frn_reference(x, self.weight, self.bias, self.tau, self.effective_eps())
+        if self.impl == "reference":
+            return self._forward_reference(x)
         return self._forward_fused(x)
+
+    @torch.jit.unused
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        implementations.note("FRN", implementations.REFERENCE, lambda: "impl 'reference' requested")
+        return frn_reference(x, self.weight, self.bias, self.tau, self.effective_eps())
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:

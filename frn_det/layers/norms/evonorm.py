@@ -47,7 +47,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import cpu_ops
+from .. import cpu_ops, implementations
 from ..autograd_utils import needs_graph, once_differentiable_backward
 
 __all__ = [
@@ -165,7 +165,20 @@ class _EvoNorm2d(nn.Module):
         self.v = nn.Parameter(torch.ones(num_features)) if apply_act else None
 
     def _fused(self, x: torch.Tensor) -> bool:
-        return self.impl == "auto" and not torch.jit.is_scripting() and cpu_ops.takes(x)
+        if torch.jit.is_scripting():
+            return False
+        return self._noted(self.impl == "auto" and cpu_ops.takes(x), x)
+
+    @torch.jit.unused
+    def _noted(self, fused: bool, x: torch.Tensor) -> bool:
+        """Records the implementation that runs (layers/implementations.py)."""
+        layer = "EvoNorm-" + type(self).__name__[-2:]  # EvoNorm-S0, EvoNorm-B0
+        if fused:
+            implementations.note(layer, implementations.CPP)
+        else:
+            implementations.note(layer, implementations.PYTORCH,
+                                 lambda: "impl 'reference' requested" if self.impl != "auto" else cpu_ops.why_not(x))
+        return fused
 
     def _without_normalization(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Checks x; the result where nothing is normalized, else None: the linear variant
