@@ -98,3 +98,11 @@ def test_report_of_alike_runs_has_no_mixed_note(tmp_path):
             (sweep / record["run"]).mkdir(parents=True)
             (sweep / record["run"] / "metrics.json").write_text(json.dumps(record))
     assert "Mixed runs" not in Path(write_report([sweep])["md"]).read_text()
+
+
+def test_seeds_run_with_other_torch_thread_counts_are_mixed():
+    """Issue 28: the thread count changes a run's numbers (6.706 vs 7.093 AP, same config hash)."""
+    one, two = ({**run("frn", 1, s, 7.0), "machine": {"torch_threads": t}} for s, t in ((0, 1), (1, 2)))
+    assert layout_fields(one) == {"torch threads": "1"}
+    assert differing_fields([one, two]) == ["torch threads"]
+    assert differing_fields([one, {**two, "machine": {"torch_threads": 1}}]) == []
