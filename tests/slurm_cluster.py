@@ -2,11 +2,13 @@
 node daemons (n1, n2) in a temporary folder, on free ports, with Debian's packages (slurm
 22.05: `apt-get install slurmctld slurmd munge slurm-client`, which .ci/run does).
 
-Every daemon runs in the foreground as a child of the test process, so that stopping the
-cluster ends exactly what it started; job processes are found by the SLURM_CONF they
-carry. The cluster needs root (slurmd starts jobs as their user) and resolvable node
-names (the hosts file: a multi-node run's rendezvous address is its first node's name).
+Every daemon runs in the foreground as a child of the test process (and ends with it, even
+when it is killed), so that stopping the cluster ends exactly what it started; job
+processes are found by the SLURM_CONF they carry. The cluster needs root (slurmd starts
+jobs as their user) and resolvable node names (the hosts file: a multi-node run's
+rendezvous address is its first node's name).
 """
+import ctypes
 import os
 import shutil
 import signal
@@ -25,10 +27,16 @@ class ClusterUnavailable(RuntimeError):
     """SLURM cannot run here; the message says why."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> List[int]:
+    """Distinct ports that nothing listens on now (held open together while chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _resolve_node_names() -> None:
@@ -39,18 +47,22 @@ def _resolve_node_names() -> None:
         except OSError:
             missing.append(node)
     if missing:
-        with open("/etc/hosts", "a") as hosts:
-            hosts.write(f"127.0.0.1 {' '.join(missing)}  # frn-det's test SLURM cluster\n")
+        try:
+            with open("/etc/hosts", "a") as hosts:
+                hosts.write(f"127.0.0.1 {' '.join(missing)}  # frn-det's test SLURM cluster\n")
+        except OSError as e:
+            raise ClusterUnavailable(f"node names {missing} do not resolve and /etc/hosts cannot take them: {e}")
 
 
 def _slurm_conf(root: Path) -> str:
     host = socket.gethostname()
-    nodes = "\n".join(f"NodeName={n} NodeHostname={host} Port={_free_port()} CPUs=2 RealMemory=4000 State=UNKNOWN"
-                      for n in NODES)
+    controller, *ports = _free_ports(1 + len(NODES))
+    nodes = "\n".join(f"NodeName={n} NodeHostname={host} Port={port} CPUs=2 RealMemory=4000 State=UNKNOWN"
+                      for n, port in zip(NODES, ports))
     return f"""\
 ClusterName=frndettest
 SlurmctldHost={host}
-SlurmctldPort={_free_port()}
+SlurmctldPort={controller}
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=socket={root}/munge/munge.socket
@@ -89,7 +101,7 @@ class SlurmCluster:
     def _start(self, name: str, *command: str) -> None:
         log = open(self.root / "log" / f"{name}.out", "wb")
         self._daemons[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
+                                               start_new_session=True, preexec_fn=_end_with_the_tests)
 
     def start(self, timeout: float = 60) -> "SlurmCluster":
         if os.geteuid() != 0:
@@ -133,17 +145,12 @@ class SlurmCluster:
                 out.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(out)
 
-    def restart_node(self, node: str) -> None:
-        self._start(node, _sbin("slurmd"), "-D", "-N", node, "-f", str(self.conf))
-
     def stop(self) -> None:
         """End the jobs, then the daemons: whatever state the tests left."""
         if "slurmctld" in self._daemons:
             self.run("scancel", "--full", "--user=root", check=False)
             deadline = time.time() + 30
-            while self.jobs(states="all", check=False) and time.time() < deadline:
-                if all(j["state"] not in ("RUNNING", "COMPLETING") for j in self.jobs(states="all", check=False)):
-                    break
+            while self.jobs(states="RUNNING,COMPLETING", check=False) and time.time() < deadline:
                 time.sleep(0.5)
         for pid in self.job_processes():
             _kill(pid)
@@ -209,6 +216,12 @@ class SlurmCluster:
             if mine in variables and in_a_job and (node is None or f"SLURMD_NODENAME={node}".encode() in variables):
                 found.append(int(environ.parent.name))
         return [pid for pid in found if pid != os.getpid()]
+
+
+def _end_with_the_tests() -> None:
+    """In a daemon: SIGTERM when the test process ends, even killed (Linux), so that no
+    daemon outlives the tests."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _sbin(program: str) -> str:

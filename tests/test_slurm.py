@@ -140,43 +140,18 @@ def training_processes(cluster) -> list:
     return [pid for pid in cluster.job_processes() if b"spawn_main" in cmdline(pid)]
 
 
-def test_two_node_run_time_limit_and_lost_node(slurm_cluster, tmp_path):
+def test_two_node_run_survives_a_lost_node_and_its_time_limit(slurm_cluster, tmp_path):
     # README's multi-node form: one task per node, machine rank and rendezvous from SLURM;
     # submitit's signal named by SUBMITIT_PREEMPT_SIGNAL.
     env = {"SUBMITIT_PREEMPT_SIGNAL": "HUP"}
     args = [*LAUNCHER, "hydra.launcher.nodes=2", "hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60",
             "hydra.launcher.max_num_timeout=1", "num_machines=2", "num_gpus=1", "norm=gn", "ims_per_gpu=1", *TINY,
-            "schedule.max_iter=44", "schedule.steps=[40]", f"output_dir={tmp_path}"]
-    run_dir = tmp_path / "gn_ims1_seed0"
+            "schedule.checkpoint_period=10", "schedule.max_iter=44", "schedule.steps=[40]", f"output_dir={tmp_path}"]
+    run_dir, log = tmp_path / "gn_ims1_seed0", tmp_path / "gn_ims1_seed0" / "sweep.log"
     sweep = start_sweep(slurm_cluster, tmp_path / "sweep1.log", *args, env=env)
     try:
-        # The time limit ends mid-run: the job's limit shortened so that SLURM signals at its
-        # next 30 s timer, the training paused meanwhile (SIGSTOP: the signal waits for it).
+        # A node lost: the job's processes on n2 killed mid-run, after the checkpoint at iteration 19
         wait_until(slurm_cluster, lambda: last_iteration(run_dir) >= LOG_PERIOD - 1, "iteration 19", sweep)
-        workers = training_processes(slurm_cluster)
-        assert len(workers) == 2, workers  # one per node
-        for pid in workers:
-            os.kill(pid, signal.SIGSTOP)
-        slurm_cluster.end_time_limit_soon(job_id(run_dir))
-        wait_until(slurm_cluster, lambda: (run_dir / "sweep.log").read_text().count("received SIGHUP:") == 2,
-                   "SLURM's time-limit signal on both nodes", sweep, timeout=120)
-        for pid in workers:
-            os.kill(pid, signal.SIGCONT)
-        wait_until(slurm_cluster, lambda: events(run_dir, "preempted"), "the checkpoint", sweep, time_limit=10)
-        stopped = events(run_dir, "preempted")[0]["iteration"]
-        # both nodes stopped at the same iteration, the one the signal came at: one checkpoint,
-        # and both resume from it once submitit requeued the job (a new limit: the test's)
-        received = signal_iterations(run_dir, "SIGHUP")
-        assert {rank for rank, _ in received} == {0, 1} and stopped - 1 - max(i for _, i in received) <= 1, received
-        assert (run_dir / "last_checkpoint").read_text() == f"model_{stopped - 1:07d}.pth"
-        log = run_dir / "sweep.log"
-        wait_until(slurm_cluster, lambda: log.read_text().count(f"gn_ims1_seed0: resuming from iteration {stopped}")
-                   == 2, "both nodes resumed", sweep, time_limit=10)
-        submitit_log = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_0_log.out"))
-        assert "this job is timed-out" in submitit_log and "Requeued job" in submitit_log
-        # a node lost: the job's processes on n2 killed mid-run
-        wait_until(slurm_cluster, lambda: last_iteration(run_dir) >= 2 * LOG_PERIOD - 1, "iteration 39", sweep,
-                   time_limit=10)
         lost = slurm_cluster.job_processes("n2")
         assert lost
         for pid in lost:
@@ -189,14 +164,44 @@ def test_two_node_run_time_limit_and_lost_node(slurm_cluster, tmp_path):
     no_job_left(slurm_cluster)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "by peer" in metrics["status_detail"], metrics["status_detail"]
+    checkpoint = (run_dir / "last_checkpoint").read_text()
+    assert checkpoint == f"model_{LOG_PERIOD - 1:07d}.pth", checkpoint
 
     sweep = start_sweep(slurm_cluster, tmp_path / "sweep2.log", *args, "rerun_failed=true", env=env)
-    wait_until(slurm_cluster, lambda: sweep.poll() is not None, "the second sweep to end", timeout=300)
+    try:
+        # the re-run resumes it on both nodes
+        wait_until(slurm_cluster, lambda: log.read_text().count(f"resuming from iteration {LOG_PERIOD}") == 2,
+                   "both nodes resumed from the checkpoint", sweep)
+        # Its time limit ends mid-run: shortened so that SLURM signals at its next 30 s timer,
+        # the training paused meanwhile (SIGSTOP: the signal waits for it).
+        wait_until(slurm_cluster, lambda: last_iteration(run_dir) >= 2 * LOG_PERIOD - 1, "iteration 39", sweep)
+        workers = training_processes(slurm_cluster)
+        assert len(workers) == 2, workers  # one per node
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        slurm_cluster.end_time_limit_soon(job_id(run_dir))
+        wait_until(slurm_cluster, lambda: log.read_text().count("received SIGHUP:") == 2,
+                   "SLURM's time-limit signal on both nodes", sweep, timeout=120)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        # submitit requeues it, once the checkpoint is written; the requeued job (a new time
+        # limit: the test's) resumes on both nodes and finishes
+        wait_until(slurm_cluster, lambda: sweep.poll() is not None, "the second sweep to end", time_limit=10)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
     console = (tmp_path / "sweep2.log").read_text()
     assert sweep.returncode == 0, console[-3000:]
+    stopped = events(run_dir, "preempted")[0]["iteration"]
+    # both nodes got the signal and stopped at the same iteration, the one it came at
+    received = signal_iterations(run_dir, "SIGHUP")
+    assert {rank for rank, _ in received} == {0, 1} and stopped - 1 - max(i for _, i in received) <= 1, received
+    assert log.read_text().count(f"resuming from iteration {stopped}") == 2
+    submitit_log = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_0_log.out"))
+    assert "this job is timed-out" in submitit_log and "Requeued job" in submitit_log
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["num_machines"] == 2 and metrics["total_batch"] == 2
-    assert metrics["resumed_from_iter"] == stopped  # from the time limit's checkpoint
+    assert metrics["resumed_from_iter"] == stopped
     assert {e["config_hash"] for e in events(run_dir, "start")} == {metrics["config_hash"]}
     assert "| gn |" in (tmp_path / "results.md").read_text()
     no_job_left(slurm_cluster)

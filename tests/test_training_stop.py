@@ -1,9 +1,7 @@
 """The job process's side of a stop signal (frn_det/sweep/training_stop.py), with real
 processes and signals: the training process gets the signal and finishes its checkpoint
 before the handler the signal found (submitit's: requeue and exit) runs; a training that
-does not stop is ended after the bound. And the job states of a sweep on a SLURM cluster
-without accounting (frn_det/sweep/slurm_states.py). The whole path on a real cluster:
-tests/test_slurm.py."""
+does not stop is ended after the bound. The whole path on a real cluster: tests/test_slurm.py."""
 import os
 import signal
 import subprocess
@@ -14,7 +12,6 @@ import pytest
 
 from frn_det.engine.preemption import preemption_signals, submitit_signal
 from frn_det.sweep import training_stop
-from frn_det.sweep.slurm_states import ENDED, SqueueWhenNoAccounting
 from frn_det.sweep.training_stop import TrainingStop
 
 # A stand-in for a training process: on the signal it "checkpoints" (writes a file after
@@ -86,14 +83,3 @@ def test_submitit_preempt_signal_names_the_signal_the_training_stops_on(monkeypa
     monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")
     with pytest.raises(ValueError, match=r"SUBMITIT_PREEMPT_SIGNAL='SIGUSR2' is not a signal name: expected e.g. USR2"):
         submitit_signal()
-
-
-def test_without_accounting_job_states_come_from_squeue_and_a_job_it_forgot_has_ended():
-    watcher = SqueueWhenNoAccounting()
-    watcher.use_squeue = True
-    for job in ("7_0", "7_1", "8_0", "8_1", "9", "10"):
-        watcher.register_job(job)
-    info = watcher.read_info("7_[0-1]|PENDING|\n8_0|RUNNING|n1\n9|COMPLETED|n1\n")
-    states = {job: info[job]["State"] for job in ("7_0", "7_1", "8_0", "8_1", "9", "10")}
-    assert states == {"7_0": "PENDING", "7_1": "PENDING", "8_0": "RUNNING", "8_1": ENDED, "9": "COMPLETED",
-                      "10": ENDED}

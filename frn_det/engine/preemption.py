@@ -50,10 +50,10 @@ class PreemptionHook(HookBase):
         self._previous = {}
 
     def _on_signal(self, signum, frame):
-        if not self.signal_received:
+        first, self.signal_received = not self.signal_received, signum
+        if first:  # the scheduler's signal and the job process's copy of it
             logger.warning("received %s at iteration %d: will checkpoint after this iteration and stop",
                            signal.Signals(signum).name, self.trainer.iter)
-        self.signal_received = signum
 
     def before_train(self):
         if threading.current_thread() is threading.main_thread():

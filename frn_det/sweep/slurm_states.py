@@ -27,10 +27,13 @@ class SqueueWhenNoAccounting(SlurmInfoWatcher):
         if command is None:
             return None
         if self.use_squeue is None:
-            probe = subprocess.run(command, capture_output=True, text=True)
-            self.use_squeue = probe.returncode != 0
-            if self.use_squeue:
+            try:
+                probe = subprocess.run(command, capture_output=True, text=True, timeout=60)
                 reason = (probe.stderr or probe.stdout).strip().splitlines() or [f"exit status {probe.returncode}"]
+                self.use_squeue = probe.returncode != 0
+            except (OSError, subprocess.TimeoutExpired) as e:  # no sacct at all, or it hangs
+                reason, self.use_squeue = [str(e)], True
+            if self.use_squeue:
                 logger.warning("SLURM accounting is not available (sacct: %s): job states come from squeue instead",
                                reason[-1])
         return ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%N"] if self.use_squeue else command
