@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,12 @@ def signal_iterations(run_dir: Path, signal: str) -> list:
     return [(int(r), int(i)) for r, i in re.findall(rf"\[rank (\d)\] received {signal} at iteration (\d+)", text)]
 
 
+def requeue_times(run_dir: Path) -> list:
+    """When submitit requeued the job of a run (its "Requeued job" lines in the run's log)."""
+    stamps = re.findall(r"\[(\S+ \S+)\]\[submitit\]\[INFO\] - Requeued job", (run_dir / "sweep.log").read_text())
+    return [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp() for t in stamps]
+
+
 def no_job_left(cluster, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while cluster.jobs(states="PENDING,RUNNING,COMPLETING,SUSPENDED") or cluster.job_processes():
@@ -108,6 +115,8 @@ def test_one_node_sweep_preempted_then_cancelled_resumes_and_loses_nothing(slurm
     [(_, received)], (stopped, cancelled) = signal_iterations(gn, "SIGUSR2"), events(gn, "preempted")
     # the checkpoint was written at the iteration the signal arrived at, before the requeue
     assert stopped["iteration"] - 1 - received <= 1, (received, stopped)
+    [requeued] = requeue_times(gn)
+    assert (gn / f"model_{stopped['iteration'] - 1:07d}.pth").stat().st_mtime <= requeued
     assert f"resuming from iteration {stopped['iteration']}" in (gn / "sweep.log").read_text()
     assert (gn / f"model_{cancelled['iteration'] - 1:07d}.pth").is_file()
     assert cancelled["iteration"] > 2 * LOG_PERIOD - 1
@@ -197,6 +206,8 @@ def test_two_node_run_survives_a_lost_node_and_its_time_limit(slurm_cluster, tmp
     received = signal_iterations(run_dir, "SIGHUP")
     assert {rank for rank, _ in received} == {0, 1} and stopped - 1 - max(i for _, i in received) <= 1, received
     assert log.read_text().count(f"resuming from iteration {stopped}") == 2
+    [requeued] = requeue_times(run_dir)
+    assert (run_dir / f"model_{stopped - 1:07d}.pth").stat().st_mtime <= requeued
     submitit_log = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_0_log.out"))
     assert "this job is timed-out" in submitit_log and "Requeued job" in submitit_log
     metrics = json.loads((run_dir / "metrics.json").read_text())
