@@ -6,7 +6,7 @@ SIGUSR2: engine/preemption.py) is passed on to them: they checkpoint at the end 
 current iteration and stop, and this process waits for them, at most CHECKPOINT_WAIT_S
 (then it stops them outright; the run resumes from its last checkpoint).
 
-Only then does the handler that the signal found runs: submitit's, for its signal, pickles
+Only then does the handler that the signal found run: submitit's, for its signal, pickles
 the job, requeues it (`scontrol requeue`) and exits. Run at once, as submitit installs it,
 it would end the job before the checkpoint: the requeued job lost every iteration since
 the last periodic one.
