@@ -71,3 +71,21 @@ def kill_sweep_at_first_checkpoint(args, run_dir: Path, env=None) -> None:
 @pytest.fixture
 def tiny_config():
     return tiny_cfg
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real SLURM cluster on this machine (tests/slurm_cluster.py), for tests marked slurm;
+    they skip, saying why, where SLURM cannot run."""
+    from slurm_cluster import ClusterUnavailable, SlurmCluster
+
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as e:
+        cluster.stop()
+        pytest.skip(f"no SLURM cluster: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -106,3 +106,5 @@ def test_seeds_run_with_other_torch_thread_counts_are_mixed():
     assert layout_fields(one) == {"torch threads": "1"}
     assert differing_fields([one, two]) == ["torch threads"]
     assert differing_fields([one, {**two, "machine": {"torch_threads": 1}}]) == []
+    resumed = {**two, "machine": {"torch_threads": 1, "torch_threads_at_start": 2}}  # resumed with threads=1
+    assert layout_fields(resumed) == {"torch threads": "2 then 1"} and differing_fields([one, resumed])

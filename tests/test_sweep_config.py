@@ -474,4 +474,5 @@ def test_a_resumed_run_keeps_the_threads_it_started_with(caplog):
     assert record["machine"]["torch_threads"] == 2
     record = {"run": "frn_ims1", "machine": {"torch_threads": 1}}
     keep_thread_layout(OmegaConf.create({"threads": 1}), started, record)
-    assert record["machine"]["torch_threads"] == 1 and "mix two thread layouts" in caplog.text
+    assert record["machine"] == {"torch_threads": 1, "torch_threads_at_start": 2}
+    assert "mix two thread layouts" in caplog.text

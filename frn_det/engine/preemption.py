@@ -1,7 +1,16 @@
-"""Checkpoint and stop on SIGTERM/SIGUSR1, the signals SLURM and submitit send before preemption."""
+"""Checkpoint and stop on the signals a scheduler sends before it ends a job.
+
+SIGTERM and SIGUSR1: plain `sbatch` scripts, SLURM's own preemption and time limit,
+other schedulers, `kill PID`. submitit's preemption/timeout signal: SIGUSR2, or the
+signal SUBMITIT_PREEMPT_SIGNAL names (submitit submits with `--signal=<it>@<delay>`).
+On any of them the training saves a checkpoint at the end of the current iteration and
+stops; the process that started it requeues the job (sweep/training_stop.py).
+"""
 import logging
+import os
 import signal
 import threading
+from typing import Tuple
 
 import torch
 import torch.distributed as dist
@@ -9,7 +18,22 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 logger = logging.getLogger("frn_det")
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SUBMITIT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # read by submitit too, with the same default
+
+
+def submitit_signal() -> signal.Signals:
+    name = os.environ.get(SUBMITIT_SIGNAL_ENV, "USR2")
+    try:
+        return signal.Signals["SIG" + name]  # as submitit reads it
+    except KeyError:
+        raise ValueError(f"{SUBMITIT_SIGNAL_ENV}={name!r} is not a signal name: expected e.g. USR2 (submitit's "
+                         "default), USR1 or TERM") from None
+
+
+def preemption_signals() -> Tuple[signal.Signals, ...]:
+    """Every signal the training checkpoints and stops on."""
+    return tuple(dict.fromkeys((*STOP_SIGNALS, submitit_signal())))
 
 
 class Preempted(BaseException):
@@ -26,12 +50,14 @@ class PreemptionHook(HookBase):
         self._previous = {}
 
     def _on_signal(self, signum, frame):
-        self.signal_received = signum
-        logger.warning("received %s: will checkpoint after this iteration and stop", signal.Signals(signum).name)
+        first, self.signal_received = not self.signal_received, signum
+        if first:  # the scheduler's signal and the job process's copy of it
+            logger.warning("received %s at iteration %d: will checkpoint after this iteration and stop",
+                           signal.Signals(signum).name, self.trainer.iter)
 
     def before_train(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in PREEMPTION_SIGNALS:
+            for sig in preemption_signals():
                 self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def after_step(self):

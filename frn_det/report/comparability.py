@@ -29,8 +29,12 @@ def _implementations(run: dict) -> Dict[str, str]:
 
 
 def _threads(run: dict) -> Dict[str, str]:
-    threads = (run.get("machine") or {}).get("torch_threads") if isinstance(run.get("machine"), dict) else None
-    return {} if threads is None else {"torch threads": str(threads)}
+    """A run resumed with other threads than it started with is its own layout ("1 then 2")."""
+    machine = run.get("machine") if isinstance(run.get("machine"), dict) else {}
+    threads, start = machine.get("torch_threads"), machine.get("torch_threads_at_start")
+    if threads is None:
+        return {}
+    return {"torch threads": str(threads) if start in (None, threads) else f"{start} then {threads}"}
 
 
 # field extractors: run record -> {field: value}; a run without a field is not compared on it

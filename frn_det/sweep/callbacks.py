@@ -96,6 +96,10 @@ class SweepCallback(Callback):
             stop_workers_with_the_sweep()
         if "submitit" not in config.hydra.launcher._target_:  # jobs on this machine: build the kernels once, now
             prepare_kernels(config.model.device, lambda line: tqdm.write(f"[sweep] {line}"))
+        if "SlurmLauncher" in config.hydra.launcher._target_:
+            from .slurm_states import watch_slurm_jobs_without_accounting
+
+            watch_slurm_jobs_without_accounting()
         if config.hydra.launcher.get("n_jobs", 1) == 1 and "submitit" not in config.hydra.launcher._target_:
             self.bar = tqdm(total=self.total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
         else:  # jobs run in other processes (several at once, or a cluster): each prints its own line

@@ -9,9 +9,10 @@ subprocess (`python -m frn_det.sweep.fresh_process`), not through multiprocessin
 works from any launcher's worker (joblib's loky workers set a start method that a
 multiprocessing child cannot find).
 
-The parent forwards SIGTERM/SIGUSR1 to the child (which checkpoints and stops, while the
-parent waits and keeps the run's lock). A parent killed outright (SIGKILL) takes the child
-with it (Linux), as when training ran inside it: no orphan trains on without the lock.
+The parent passes stop signals on to the child (training_stop.py: it checkpoints and stops,
+while the parent waits and keeps the run's lock). A parent killed outright (SIGKILL) takes
+the child with it (Linux), as when training ran inside it: no orphan trains on without the
+lock.
 """
 import ctypes
 import logging
@@ -21,13 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
-from ..engine.preemption import PREEMPTION_SIGNALS
-
-logger = logging.getLogger("frn_det")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -35,33 +32,19 @@ class TrainingProcessError(RuntimeError):
     """The training process failed; the message is its exception ("Type: message") or how it died."""
 
 
-def _forward(proc: subprocess.Popen, signum: int) -> None:
-    logger.warning("received %s: the training process checkpoints and stops", signal.Signals(signum).name)
-    try:
-        proc.send_signal(signum)
-    except ProcessLookupError:  # it has just ended
-        pass
-
-
-def run_in_fresh_process(fn: Callable, args: Sequence = ()) -> None:
+def run_in_fresh_process(fn: Callable, args: Sequence = (),
+                         started: Optional[Callable[[subprocess.Popen], None]] = None) -> None:
     """fn(*args) in a new interpreter (fn and args must pickle); raises TrainingProcessError
-    when it fails."""
+    when it fails. `started(proc)` is called once the process runs."""
     with tempfile.TemporaryDirectory(prefix="frn_det_job_") as tmp:
         job, error = Path(tmp) / "job.pkl", Path(tmp) / "error.txt"
         job.write_bytes(pickle.dumps((fn, tuple(args), os.getpid())))
         # the child imports what this process imports, from the same places
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(error)], env=env)
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            previous = {
-                sig: signal.signal(sig, lambda signum, frame: _forward(proc, signum)) for sig in PREEMPTION_SIGNALS
-            }
-        try:
-            proc.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        if started is not None:
+            started(proc)
+        proc.wait()
         if proc.returncode == 0:
             return
         message = error.read_text() if error.is_file() else None

@@ -10,17 +10,16 @@ import json
 import logging
 import platform
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 from detectron2.engine import launch
 from omegaconf import DictConfig
+from torch.multiprocessing import ProcessRaisedException
 
 from ..config_checks import check_config
-from ..engine.preemption import PREEMPTION_SIGNALS, Preempted
+from ..engine.preemption import Preempted
 from ..engine.trackers import record_sweep_result
 from ..layers.implementations import prepare as prepare_kernels
 from ..run_record import (
@@ -43,6 +42,7 @@ from .job_checks import check_job
 from .lock import RunLock
 from .machine import machine_record
 from .parallel import threads_per_worker
+from .training_stop import TrainingStop
 from .worker import train_worker
 
 logger = logging.getLogger("frn_det")
@@ -124,56 +124,51 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     # Kernels built (or found unavailable) here, before training and outside its timing; a
     # no-op when the sweep process did it. The training processes take this outcome.
     prepare_kernels(cfg.MODEL.DEVICE, logger.info)
-    if machine_rank != 0:
-        # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
-        # it does from the same metrics.json, then train with it.
-        existing = read_metrics(run_dir)
-        if _should_skip(existing, digest, job.rerun_failed):
-            return existing
-        _launch(job, cfg, run_dir, record, machine_rank, dist_url)
-        return record
+    # A stop signal reaches the training, which checkpoints; then this process does what the
+    # signal asks (submitit: requeue the job and exit).
+    with TrainingStop() as stop:
+        if machine_rank != 0:
+            # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
+            # it does from the same metrics.json, then train with it.
+            existing = read_metrics(run_dir)
+            if _should_skip(existing, digest, job.rerun_failed):
+                return existing
+            try:
+                _launch(job, cfg, run_dir, record, machine_rank, dist_url, stop)
+            except Exception as e:
+                if stop.received:  # stopped, not failed: machine 0 records the run as resumable
+                    raise Preempted(f"stopped by {stop.received.name} ({_error_detail(e)})") from e
+                raise
+            return record
 
-    with RunLock(run_dir) as lock:
-        if not lock.acquire():
-            logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
-            log_event(run_dir, "busy", holder=lock.holder())
-            return read_metrics(run_dir) or {**record, "status": RUNNING}
-        return _run_locked(job, run_dir, cfg, sched, record, dist_url)
+        with RunLock(run_dir) as lock:
+            if not lock.acquire():
+                logger.warning("%s: being run by %s; leaving it to that process", name, lock.holder())
+                log_event(run_dir, "busy", holder=lock.holder())
+                return read_metrics(run_dir) or {**record, "status": RUNNING}
+            return _run_locked(job, run_dir, cfg, sched, record, dist_url, stop)
 
 
-def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int, dist_url: str) -> None:
+def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int, dist_url: str,
+            stop: TrainingStop) -> None:
     """Training in fresh processes: one for a single worker, else Detectron2's launch (one
-    spawned process per worker). This process leaves SIGTERM/SIGUSR1 to them (they
-    checkpoint and stop together) instead of dying at once."""
+    spawned process per worker); `stop` passes stop signals on to them."""
     args = (cfg, str(run_dir), record["run"], bool(job.get("verbose", False)), record["machine"]["torch_threads"],
             record["deterministic"])
     if job.num_gpus * job.num_machines == 1:
-        run_in_fresh_process(train_worker, args)
+        run_in_fresh_process(train_worker, args, started=stop.trains_in)
         return
-    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS} if _main_thread() else {}
-    try:
-        launch(
-            train_worker,
-            job.num_gpus,
-            num_machines=job.num_machines,
-            machine_rank=machine_rank,
-            dist_url=dist_url,
-            args=args,
-        )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    launch(
+        train_worker,
+        job.num_gpus,
+        num_machines=job.num_machines,
+        machine_rank=machine_rank,
+        dist_url=dist_url,
+        args=args,
+    )
 
 
-def _note_signal(signum, frame) -> None:
-    logger.warning("received %s: the workers checkpoint and stop", signal.Signals(signum).name)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str) -> dict:
+def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str, stop: TrainingStop) -> dict:
     name, digest = record["run"], record["config_hash"]
     existing = read_metrics(run_dir)
     if _should_skip(existing, digest, job.rerun_failed):
@@ -192,13 +187,17 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     error = None
     launched = time.perf_counter()
     try:
-        _launch(job, cfg, run_dir, record, 0, dist_url)
+        _launch(job, cfg, run_dir, record, 0, dist_url, stop)
     except Exception as e:  # noqa: BLE001  a failed run is recorded, the sweep goes on
         error = e
-        logger.exception("%s: training raised", name)
+        if not stop.received:
+            logger.exception("%s: training raised", name)
     launch_s = time.perf_counter() - launched
     tune = tune_datasets(job)
     fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
+    if stop.received and fields["status"] == FAILED:  # stopped before training began, or before its checkpoint
+        fields.update(status=PREEMPTED, status_detail=f"stopped by {stop.received.name} ({fields['status_detail']}); "
+                      "re-run to resume from the last checkpoint")
     if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
         fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
     if fields["status"] == PREEMPTED:  # metrics.json stays "running": the next sweep resumes it
@@ -223,6 +222,7 @@ def keep_thread_layout(job: DictConfig, existing: dict, record: dict) -> None:
         record["machine"]["torch_threads"] = started
         logger.info("%s: resumes with the %d torch thread(s) it started with", record["run"], started)
     else:
+        record["machine"]["torch_threads_at_start"] = started  # the report names the run's setting as mixed
         logger.warning("%s: started with %d torch thread(s), resumes with threads=%d: its numbers mix two thread "
                        "layouts (the report flags the setting)", record["run"], started, now)
 
@@ -242,13 +242,20 @@ def _coco_metrics(evaluation: dict, dataset: str, kind: str = "metrics") -> Opti
     return values
 
 
+def _error_detail(error: BaseException) -> str:
+    """'Type: message' of what stopped the training."""
+    if isinstance(error, TrainingProcessError):  # a fresh training process reports it so already
+        return str(error)
+    if isinstance(error, ProcessRaisedException):  # a launch worker's traceback: its last line is the error
+        return f"worker {error.error_index}: {str(error).strip().splitlines()[-1]}"
+    return f"{type(error).__name__}: {error}"
+
+
 def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: str, tune: Optional[str]) -> dict:
     try:
         outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
     except (OSError, ValueError):
-        # a failed training process reports its exception as "Type: message" already
-        detail = str(error) if isinstance(error, TrainingProcessError) else f"{type(error).__name__}: {error}"
-        outcome = {"status": FAILED, "status_detail": detail if error else "no outcome written"}
+        outcome = {"status": FAILED, "status_detail": _error_detail(error) if error else "no outcome written"}
     evaluation = outcome.pop("evaluation", None) or {}
     status, detail = outcome.get("status", FAILED), outcome.get("status_detail", "")
     metrics = _coco_metrics(evaluation, test)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List
 
-from ..engine.preemption import PREEMPTION_SIGNALS
+from ..engine.preemption import STOP_SIGNALS
 
 logger = logging.getLogger("frn_det")
 SWEEP_PID_ENV = "FRN_DET_SWEEP_PID"  # the sweep process, as its launcher workers inherit it
@@ -55,7 +55,7 @@ def stop_workers_with_the_sweep() -> None:
     """In the sweep process, before the launcher starts its workers."""
     os.environ[SWEEP_PID_ENV] = str(os.getpid())
     if threading.current_thread() is threading.main_thread():
-        for sig in PREEMPTION_SIGNALS:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, _stop)
 
 
