@@ -399,3 +399,17 @@ def test_direct_launches_and_one_pass_split_give_the_same_bits(monkeypatch):
         assert runs[0][1] == 0 and runs[2][1] > 0  # the second direct run found its kernels cached
     assert results[(2, 64, 100, 167)][0][2] == {"split two-pass": 2}
     assert results[(2, 64, 100, 167)][1][2] == {"split one-pass": 2}
+
+
+def test_direct_launch_key_separates_what_triton_specializes_on():
+    """A compiled kernel is reused directly only for arguments it was compiled for: the
+    key tells apart dtypes, 16-byte alignment, integers divisible by 16, equal to 1, or
+    beyond 32 bits, as Triton's own specialization does."""
+    spec = frn_triton._spec
+    x = torch.empty(64)
+    assert spec(x) == (torch.float32, True)
+    assert spec(x[1:]) == (torch.float32, False)  # 4 bytes off: no 16-byte vector loads
+    assert spec(x.half()) != spec(x)
+    assert [spec(v) for v in (16, 17, 1, 2**31)] == [("i", False, True, True), ("i", False, False, True),
+                                                     ("i", True, False, True), ("i", False, True, False)]
+    assert spec(1e-6) == "float"

@@ -259,7 +259,10 @@ def _launch(kernel, grid, args: tuple, constexprs: tuple, num_warps: int, device
             return
     compiled = kernel[grid](*args, **dict(constexprs), num_warps=num_warps)
     launch_stats.jit += 1
-    if direct and _direct_supported() and hasattr(compiled, "packed_metadata"):
+    # the direct call passes the constexprs positionally, after args: they must be the
+    # kernel's last parameters, in this order
+    if (direct and _direct_supported() and hasattr(compiled, "packed_metadata")
+            and list(getattr(kernel, "arg_names", ()))[len(args):] == [n for n, _ in constexprs]):
         _compiled[key] = compiled
 
 
@@ -274,7 +277,7 @@ def _resident_programs(index: int, num_warps: int, n_regs: int, shared: int) -> 
     ONE_PASS_SM_SHARE of the SMs; at least one per SM of that share."""
     props = torch.cuda.get_device_properties(index)
     threads = num_warps * 32
-    per_sm = props.max_threads_per_multi_processor // threads
+    per_sm = min(32, props.max_threads_per_multi_processor // threads)  # 32 blocks per SM at most
     regs_per_sm = getattr(props, "regs_per_multiprocessor", 65536)
     if n_regs:
         per_sm = min(per_sm, regs_per_sm // (((n_regs * 32 + 255) // 256) * 256 * num_warps))
