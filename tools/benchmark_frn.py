@@ -33,8 +33,10 @@ training mode with the activation that follows it in the model: "BN+TLU", "GN+TL
 "FRN+ReLU" (FRN without TLU, then ReLU), "BRN+ReLU" (Batch Renormalization, its r_max /
 d_max ramp finished so that r and d are computed and clipped), "GNWS+ReLU" (GN+ReLU plus
 the Weight Standardization of one 3x3 conv weight of the layer's width: what GNWS adds per
-layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU)
-and their "reference" (op by op) and "timm" implementations.
+layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU, the
+reference on CUDA), "EvoNorm-B0 Triton" / "EvoNorm-S0 Triton" (layers/norms/evonorm_triton.py,
+CUDA only, not yet taken by the layers) and their "reference" (op by op) and "timm"
+implementations.
 
 Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
 "EvalNorm+ReLU", "IN+ReLU", "MABN+ReLU" (its moving averages and renormalization in use),
@@ -97,6 +99,7 @@ from frn_det.layers.norms import (  # noqa: E402
     link_cbn_layers,
     weight_normalize_layers,
 )
+from frn_det.layers.norms.evonorm_triton import evonorm_b0_triton, evonorm_s0_triton  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
@@ -123,6 +126,24 @@ class FRNBackend(FilterResponseNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=self.backend)
+
+
+class EvoNormS0Triton(EvoNorm2dS0):
+    """EvoNorm-S0 through the Triton kernels (not yet what the layer takes on CUDA)."""
+
+    def forward(self, x):
+        return evonorm_s0_triton(x, self.weight, self.bias, self.v, self.groups, self.eps)
+
+
+class EvoNormB0Triton(EvoNorm2dB0):
+    """EvoNorm-B0 through the Triton kernels, with the layer's running-variance update."""
+
+    def forward(self, x):
+        z, bvar = evonorm_b0_triton(x, self.weight, self.bias, self.v, None if self.training else self.running_var,
+                                    self.eps)
+        if self.training:
+            self._update_running_var(bvar, x.numel() // x.shape[1])
+        return z
 
 
 class _PassGrad(torch.autograd.Function):
@@ -213,7 +234,7 @@ def round2_impls(channels: int) -> Dict[str, nn.Module]:
 
 # --norms evonorm: the EvoNorm rows and what they are compared with
 EVONORM_ROWS = ("FRN+TLU fused (Triton)", "FRN+TLU fused (C++)", "BN+ReLU", "GN+ReLU", "EvoNorm-B0", "EvoNorm-S0",
-                "EvoNorm-B0 timm", "EvoNorm-S0 timm")
+                "EvoNorm-B0 Triton", "EvoNorm-S0 Triton", "EvoNorm-B0 timm", "EvoNorm-S0 timm")
 
 
 def build_impls(channels: int, device: torch.device, comparators: bool = True,
@@ -257,6 +278,9 @@ def build_impls(channels: int, device: torch.device, comparators: bool = True,
     impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
     if comparators:
         impls.update(comparator_impls(channels))
+        for name, cls in (("EvoNorm-B0 Triton", EvoNormB0Triton), ("EvoNorm-S0 Triton", EvoNormS0Triton)):
+            impls[name] = (cls(channels) if device.type == "cuda" and frn_triton.available()
+                           else "skipped: CUDA kernels (triton available)")
     if comparators and round2:
         impls.update(round2_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}

@@ -21,8 +21,9 @@
 #                               and per launch (--host-cost)
 #   model    ~1.5 min (cap 2)   tools/benchmark_model.py: RetinaNet and Mask R-CNN R50-FPN, 800 px,
 #                               2 images, fp32 and AMP, BN GN FRN: s/iter and step peak memory
-#   evonorm  ~0.5 min (cap 1)   tools/benchmark_frn.py --norms evonorm: EvoNorm-B0/S0 vs BN+ReLU at
-#                               every shape, batch 2, fp32
+#   evonorm  ~1 min   (cap 1.5) tests/test_evonorm_triton.py compiled, then tools/benchmark_frn.py
+#                               --norms evonorm: EvoNorm-B0/S0 (the layers, and their Triton kernels)
+#                               vs BN+ReLU at every shape, batch 2, fp32
 #   amp      ~1.5 min (cap 1.5) every norm entry of the sweep with amp=true (a few iterations each,
 #                               6 at once), and tools/train_net.py with SOLVER.AMP.ENABLED True
 #   sweep    (not by default)   tools/sweep.py on CUDA: bn, gn, frn x 2, 8 images per GPU (issue 21)
@@ -45,7 +46,7 @@ export FRN_DET_NO_CPP=1
 
 DEFAULT_STAGES=(install triton frn model evonorm amp)
 ALL_STAGES=("${DEFAULT_STAGES[@]}" sweep)
-declare -A CAP=([install]=90 [triton]=150 [frn]=150 [model]=120 [evonorm]=60 [amp]=90 [sweep]=240)
+declare -A CAP=([install]=90 [triton]=150 [frn]=150 [model]=120 [evonorm]=90 [amp]=90 [sweep]=240)
 OUT="${OUT:-./gpu_out}"
 WORK="${GPU_CHECK_WORK:-/tmp/gpu_check_work}"
 PY="${PYTHON:-python3}"
@@ -165,8 +166,12 @@ stage_frn() {
 }
 
 stage_evonorm() {
+    local rc=0
+    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=3 tests/test_evonorm_triton.py \
+        --junitxml="$WORK/evonorm_junit.xml" || rc=$?
     "$PY" tools/benchmark_frn.py --device "$DEV" --norms evonorm "${EVONORM_ARGS[@]}" \
-        --json "$WORK/benchmark_evonorm.json"
+        --json "$WORK/benchmark_evonorm.json" || rc=$?
+    return $rc
 }
 
 stage_model() {
@@ -227,7 +232,7 @@ write_summary() {
 pack_extras() {
     local files=()
     for f in cpp.log benchmark_frn.json benchmark_evonorm.json benchmark_model.json triton_junit.xml \
-             triton_junit_gpu.xml; do
+             triton_junit_gpu.xml evonorm_junit.xml; do
         [[ -f "$WORK/$f" ]] && files+=("$f")
     done
     for d in sweep_cuda sweep_cpu sweep_amp train_net_amp; do

@@ -287,25 +287,28 @@ def _resident_programs(index: int, num_warps: int, n_regs: int, shared: int) -> 
     return max(1, per_sm) * max(1, int(props.multi_processor_count * ONE_PASS_SM_SHARE))
 
 
-def _split_grid(kernel, args, constexprs, p: Plan, items: int, device) -> tuple:
-    """(programs, one launch?) of a split launch with these arguments: one launch where all
-    chunks of a plane can be resident together."""
+def _split_grid(kernel, args, constexprs, num_warps: int, items: int, set_items: int, device) -> tuple:
+    """(programs, one launch?) of a split launch with these arguments: one launch where the
+    set_items work items whose partials are combined (a plane's chunks; EvoNorm's groups and
+    channels) can all be resident together."""
     if device.type != "cuda":  # the interpreter runs programs one after another
-        return min(items, INTERPRETER_PROGRAMS), p.s == 1
+        return min(items, INTERPRETER_PROGRAMS), set_items == 1
+    sms = _sm_count(device.index or 0)
     if not ONE_PASS:
-        return min(items, 8 * _sm_count(device.index or 0)), p.s == 1
-    compiled = _compile_only(kernel, args, constexprs, p.num_warps)
+        return min(items, 8 * sms), set_items == 1
+    compiled = _compile_only(kernel, args, constexprs, num_warps)
     try:
         compiled._init_handles()
         n_regs, shared = int(compiled.n_regs), int(compiled.metadata.shared)
     except Exception:  # noqa: BLE001  unknown: one program per SM is resident whatever it uses
         n_regs, shared = 0, 0
-    resident = _resident_programs(device.index or 0, p.num_warps, n_regs, shared)
-    if not n_regs:
-        resident = max(1, int(_sm_count(device.index or 0) * ONE_PASS_SM_SHARE))
-    if p.s <= resident:
+    if n_regs:
+        resident = _resident_programs(device.index or 0, num_warps, n_regs, shared)
+    else:
+        resident = max(1, int(sms * ONE_PASS_SM_SHARE))
+    if set_items <= resident:
         return min(items, resident), True
-    return min(items, 8 * _sm_count(device.index or 0)), False
+    return min(items, 8 * sms), False
 
 
 def _kernels():
@@ -347,7 +350,8 @@ def _forward(x, weight, bias, tau, eps: float, eps_l):
         counters = torch.zeros(planes, device=x.device, dtype=torch.int32)
         args = (x, z, r, weight, bias, tau_arg, eps_l_arg, partials, counters, eps, c, m, p.s, items)
         sizes = (("CHUNK", p.chunk), ("S_BLOCK", p.s_block))
-        programs, one_launch = _split_grid(k.fwd_split, args, flags + (("PHASE", 0),) + sizes, p, items, x.device)
+        programs, one_launch = _split_grid(k.fwd_split, args, flags + (("PHASE", 0),) + sizes, p.num_warps, items,
+                                           p.s, x.device)
         phases = (0,) if one_launch else (1, 2)
         launch_stats.count("split one-pass" if one_launch else "split two-pass")
         for phase in phases:
@@ -393,8 +397,8 @@ def _backward(ctx, dz):
             args = (dz, x, r, weight_, bias_, tau_, dx, partials, counters, c, m, p.s, items)
             sizes = (("CHUNK", p.chunk), ("S_BLOCK", p.s_block))
             flags_dx = flags + (("NEED_DX", need_x),)
-            programs, one_launch = _split_grid(k.bwd_split, args, flags_dx + (("PHASE", 0),) + sizes, p, items,
-                                               x.device)
+            programs, one_launch = _split_grid(k.bwd_split, args, flags_dx + (("PHASE", 0),) + sizes, p.num_warps,
+                                               items, p.s, x.device)
             if not need_x:  # the partials are all the parameter gradients need
                 phases = (1,)
             else:
