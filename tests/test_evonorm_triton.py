@@ -70,11 +70,12 @@ def _chunks(monkeypatch, layout):
         monkeypatch.setattr(frn_triton, "CHUNK", 16)
 
 
-S0_CASES = [((2, 8, 5, 7), 4), ((3, 6, 1, 1), 2), ((1, 5, 13, 3), 5)]  # prime sizes, 1x1 maps
+# (shape, groups, layout): prime sizes, 1x1 maps, one plane per group; one chunk per plane or several
+S0_CASES = [((2, 8, 5, 7), 4, "planes"), ((2, 8, 5, 7), 4, "chunks"), ((3, 6, 1, 1), 2, "planes"),
+            ((1, 5, 13, 3), 5, "chunks")]
 
 
-@pytest.mark.parametrize("layout", ["planes", "chunks"])
-@pytest.mark.parametrize("shape, groups", S0_CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
+@pytest.mark.parametrize("shape, groups, layout", S0_CASES, ids=str)
 def test_s0_matches_float64_reference(dev, monkeypatch, layout, shape, groups):  # noqa: F811
     _chunks(monkeypatch, layout)
     x, dz = _inputs(shape, dev)
@@ -85,9 +86,11 @@ def test_s0_matches_float64_reference(dev, monkeypatch, layout, shape, groups): 
     _close(got, want, 1e-5)
 
 
-@pytest.mark.parametrize("layout", ["planes", "chunks"])
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", [(2, 5, 5, 7), (3, 4, 1, 1)], ids=lambda s: "x".join(map(str, s)))
+B0_CASES = [((2, 5, 5, 7), True, "planes"), ((2, 5, 5, 7), True, "chunks"), ((2, 5, 5, 7), False, "chunks"),
+            ((3, 4, 1, 1), True, "planes"), ((3, 4, 1, 1), False, "planes")]
+
+
+@pytest.mark.parametrize("shape, training, layout", B0_CASES, ids=str)
 def test_b0_matches_float64_reference_in_training_and_eval(dev, monkeypatch, layout, training, shape):  # noqa: F811
     """Training: batch statistics (their gradient included) and the biased batch variance
     returned for the moving average; eval: running_var, no batch statistics."""
@@ -104,8 +107,7 @@ def test_b0_matches_float64_reference_in_training_and_eval(dev, monkeypatch, lay
     torch.testing.assert_close(bvar.double(), expected.to(dev), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("norm", ["S0", "B0"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("norm, dtype", [("S0", torch.bfloat16), ("B0", torch.float16)], ids=str)
 def test_low_precision_against_float32_reference(dev, norm, dtype):  # noqa: F811
     """bf16/fp16 in and out, statistics and sums in float32: within a few units of the
     format's rounding of the float32 reference of the same rounded inputs."""
