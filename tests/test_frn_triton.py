@@ -87,27 +87,110 @@ def test_float32_matches_float64_reference(dev, shape, tlu, learn_eps):
     assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
 
 
-@pytest.mark.parametrize("shape, max_block", [((1, 2, 48, 48), None), ((2, 3, 5, 7), 16)])
-def test_plane_larger_than_block(dev, monkeypatch, shape, max_block):
-    """The chunk loops run more than once, with a ragged last chunk: a plane larger than
-    the default block cap, and a small plane with the cap lowered to 16 (3 chunks)."""
-    if max_block is not None:
-        monkeypatch.setattr(frn_triton, "_MAX_BLOCK", max_block)
+def _layout(monkeypatch, layout):
+    """Sizes that send the tests' small planes down a layout: "tile" (the default sizes),
+    "split" (chunks of 16 elements: several per plane, the two-pass fallback under the
+    interpreter, one launch on a GPU) or "split1" (one chunk per plane: one launch with the
+    counters, also under the interpreter)."""
+    if layout == "split":
+        monkeypatch.setattr(frn_triton, "TILE_MAX", 8)
+        monkeypatch.setattr(frn_triton, "CHUNK", 16)
+    elif layout == "split1":
+        monkeypatch.setattr(frn_triton, "TILE_MAX", 8)
+        monkeypatch.setattr(frn_triton, "CHUNK", 128)
+
+
+def _launches(fn):
+    """fn() and the launches and layouts it took."""
+    frn_triton.launch_stats.reset()
+    out = fn()
+    stats = frn_triton.launch_stats
+    return out, stats.direct + stats.jit, dict(stats.layouts)
+
+
+# (N, C, H, W): prime and odd sizes, C not a multiple of the rows a program packs
+LAYOUT_SHAPES = [(2, 3, 7, 11), (3, 5, 1, 1), (1, 7, 13, 3)]
+
+
+@pytest.mark.parametrize("layout", ["tile", "split", "split1"])
+@pytest.mark.parametrize("shape", LAYOUT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_every_layout_matches_float64_with_its_launch_count(dev, monkeypatch, layout, shape):
+    """One launch each way where a plane fits a program (tile) or all its chunks run at
+    once (one-pass split; under the interpreter only with one chunk per plane); the two-pass
+    fallback takes two forward launches and two backward ones; the split backward adds one
+    for the parameter gradients. Values against float64 in every case."""
+    _layout(monkeypatch, layout)
     m = shape[2] * shape[3]
-    block = frn_triton._launch_config(m)[0]
-    assert block < m and m % block != 0
     g = torch.Generator().manual_seed(2)
     x, dz = on(dev, torch.randn(shape, generator=g), torch.randn(shape, generator=g))
     params = make_params(shape[1], tlu=True, learn_eps=True, device=dev)
-    out, grads = run(triton_fn, x, params, dz)
+    leaves = [t.clone().requires_grad_() for t in [x] + params]
+    out, fwd_launches, fwd_layouts = _launches(lambda: triton_fn(*leaves))
+    grads, bwd_launches, bwd_layouts = _launches(lambda: torch.autograd.grad(out, leaves, dz))
     ref_out, ref_grads = run_float64_reference(x, params, dz)
-    assert_close_all([out] + grads, [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
+    assert_close_all([out] + list(grads), [ref_out] + ref_grads, rtol=1e-4, atol_scale=1e-5)
+    if layout == "tile" or m <= 8:  # 1x1 maps stay tiles whatever the sizes
+        expected = {"tile": 1}, 1, 1
+    elif layout == "split1" or dev.type == "cuda":
+        expected = {"split one-pass": 1}, 1, 2
+    else:
+        expected = {"split two-pass": 1}, 2, 3
+    assert (fwd_layouts, fwd_launches, bwd_launches) == expected
+    assert bwd_layouts == fwd_layouts
 
 
+def test_tile_packs_small_planes_and_keeps_programs_for_every_sm():
+    """Configurations per shape bucket: whole planes in registers up to TILE_MAX elements,
+    packed into about TILE elements per program, but not below one program per SM where
+    there are that many planes; larger planes split into CHUNK-element chunks."""
+    p = frn_triton.plan(64, 256)  # P7 of a 1024 px image, 256 channels, one program wanted
+    assert (p.layout, p.rows, p.block, p.num_warps) == ("tile", 128, 64, 16)
+    p = frn_triton.plan(64, 256, min_programs=132)  # an H100's 132 SMs: 256 programs of 1 plane
+    assert (p.layout, p.rows, p.block, p.num_warps) == ("tile", 1, 64, 1)
+    p = frn_triton.plan(5 * 7, 3)  # few planes: no more rows than planes
+    assert (p.layout, p.rows, p.block) == ("tile", 4, 64)
+    p = frn_triton.plan(100 * 167, 16 * 256, min_programs=132)  # P3 at 800x1333: split
+    assert (p.layout, p.chunk, p.s, p.s_block, p.num_warps) == ("split", 4096, 5, 8, 8)
+    p = frn_triton.plan(400 * 667, 64)  # the stem: 66 chunks per plane
+    assert (p.layout, p.s, p.s_block) == ("split", 66, 128)
+    assert frn_triton.plan(8192, 1).layout == "tile" and frn_triton.plan(8193, 1).layout == "split"
+
+
+@pytest.mark.parametrize("layout", ["tile", "split"])
+def test_deterministic_and_only_dx_skipped_when_not_needed(dev, monkeypatch, layout):
+    """Bit-identical results on a second run (fixed-order sums, no atomics in any sum), and
+    the parameter gradients alone where x needs none (NEED_DX false: one partials launch)."""
+    _layout(monkeypatch, layout)
+    g = torch.Generator().manual_seed(5)
+    x, dz = on(dev, torch.randn(3, 5, 6, 7, generator=g), torch.randn(3, 5, 6, 7, generator=g))
+    params = [p.requires_grad_() for p in make_params(5, tlu=True, learn_eps=True, device=dev)]
+    xg = x.clone().requires_grad_()
+    first = torch.autograd.grad(triton_fn(xg, *params), [xg] + params, dz)
+    second = torch.autograd.grad(triton_fn(xg, *params), [xg] + params, dz)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    out = triton_fn(x, *params)
+    param_grads, launches, _ = _launches(lambda: torch.autograd.grad(out, params, dz))
+    assert all(torch.equal(a, b) for a, b in zip(param_grads, first[1:]))
+    assert launches == (1 if layout == "tile" else 2)  # split: the partials, then their sums
+
+
+def test_empty_batch_gives_empty_output_and_zero_parameter_gradients(dev):
+    """An R-CNN mask head without ROIs: N = 0 (frn_fused answers it before any kernel)."""
+    x = torch.zeros(0, 4, 5, 5, device=dev, requires_grad=True)
+    params = [p.requires_grad_() for p in make_params(4, tlu=True, learn_eps=True, device=dev)]
+    out = triton_fn(x, *params)
+    assert out.shape == (0, 4, 5, 5)
+    grads = torch.autograd.grad(out.sum(), [x] + params, allow_unused=True)
+    assert grads[0].shape == x.shape
+    assert all(gr is None or (gr == 0).all() for gr in grads[1:])
+
+
+@pytest.mark.parametrize("layout", ["tile", "split"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_close_to_float32_reference(dev, dtype):
+def test_low_precision_close_to_float32_reference(dev, monkeypatch, dtype, layout):
     """bf16/fp16 in and out, statistics in float32: compared with the float32 reference
     of the same (rounded) inputs, within a few units of the format's rounding."""
+    _layout(monkeypatch, layout)
     shape = (2, 8, 6, 5)
     g = torch.Generator().manual_seed(3)
     x, dz = on(dev, torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype))
@@ -281,8 +364,8 @@ def test_kernels_are_wrapped_once_per_interpreter_mode(monkeypatch):
     compiled = kernels()  # wrapped, not compiled: that happens at the first launch
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     interpreted = kernels()
-    assert [type(k).__name__ for k in compiled] == ["JITFunction", "JITFunction"]
-    assert [type(k).__name__ for k in interpreted] == ["InterpretedFunction", "InterpretedFunction"]
+    assert [type(k).__name__ for k in compiled] == ["JITFunction"] * 5
+    assert [type(k).__name__ for k in interpreted] == ["InterpretedFunction"] * 5
     assert kernels() is interpreted
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert kernels() is compiled
@@ -299,7 +382,9 @@ def test_first_call_compilation_changes_nothing_and_is_recorded(dev, tmp_path, m
     from frn_det.layers.frn import triton_kernels
 
     assert not any(isinstance(k, triton.runtime.Autotuner) for k in triton_kernels.kernels())
-    assert [frn_triton._launch_config(m) for m in (1, 35, 256, 4096)] == [(1, 1), (64, 1), (256, 1), (2048, 8)]
+    sizes = (1, 35, 256, 4096, 100 * 167)
+    plans = [frn_triton.plan(m, 16) for m in sizes]
+    assert plans == [frn_triton.plan(m, 16) for m in sizes] and len(set(plans)) > 1  # a function of the sizes
     implementations.reset()
     try:
         x = torch.randn(2, 8, 5, 7, generator=torch.Generator().manual_seed(3)).to(dev).requires_grad_()
@@ -342,3 +427,47 @@ def test_without_triton_on_cuda_the_fallback_is_said_before_any_run(monkeypatch)
                 "FRN": {"implementation": "PyTorch", "reason": "Triton disabled by FRN_DET_NO_TRITON"}}
         finally:
             implementations.reset()
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled only: the interpreter has no direct launches, no co-resident programs")
+def test_direct_launches_and_one_pass_split_give_the_same_bits(monkeypatch):
+    """On a GPU: the cached compiled kernels called directly, and the one-launch split (the
+    counters), give the bits of `kernel[grid]` launches and of the two-pass split."""
+    if not frn_triton.available():
+        pytest.skip(f"Triton kernels unavailable: {frn_triton.unavailable_reason()}")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    g = torch.Generator().manual_seed(7)
+    results = {}
+    for shape in [(2, 64, 7, 11), (2, 64, 100, 167)]:  # a tile (P7-like) and a split plane (P3)
+        x, dz = on("cuda", torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+        params = [p.requires_grad_() for p in make_params(shape[1], tlu=True, learn_eps=True, device="cuda")]
+        for direct, one_pass in [(False, False), (True, True), (True, True), (False, True)]:
+            monkeypatch.setattr(frn_triton, "DIRECT_LAUNCH", direct)
+            monkeypatch.setattr(frn_triton, "ONE_PASS", one_pass)
+            xg = x.clone().requires_grad_()
+            frn_triton.launch_stats.reset()
+            out = triton_fn(xg, *params)
+            grads = torch.autograd.grad(out, [xg] + params, dz)
+            stats = frn_triton.launch_stats
+            results.setdefault(shape, []).append(([out, *grads], stats.direct, dict(stats.layouts)))
+    for shape, runs in results.items():
+        base = runs[0][0]
+        for tensors, _, _ in runs[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(tensors, base)), shape
+        assert runs[0][1] == 0 and runs[2][1] > 0  # the second direct run found its kernels cached
+    assert results[(2, 64, 100, 167)][0][2] == {"split two-pass": 2}
+    assert results[(2, 64, 100, 167)][1][2] == {"split one-pass": 2}
+
+
+def test_direct_launch_key_separates_what_triton_specializes_on():
+    """A compiled kernel is reused directly only for arguments it was compiled for: the
+    key tells apart dtypes, 16-byte alignment, integers divisible by 16, equal to 1, or
+    beyond 32 bits, as Triton's own specialization does."""
+    spec = frn_triton._spec
+    x = torch.empty(64)
+    assert spec(x) == (torch.float32, True)
+    assert spec(x[1:]) == (torch.float32, False)  # 4 bytes off: no 16-byte vector loads
+    assert spec(x.half()) != spec(x)
+    assert [spec(v) for v in (16, 17, 1, 2**31)] == [("i", False, True, True), ("i", False, False, True),
+                                                     ("i", True, False, True), ("i", False, True, False)]
+    assert spec(1e-6) == "float"

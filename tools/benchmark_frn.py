@@ -33,8 +33,10 @@ training mode with the activation that follows it in the model: "BN+TLU", "GN+TL
 "FRN+ReLU" (FRN without TLU, then ReLU), "BRN+ReLU" (Batch Renormalization, its r_max /
 d_max ramp finished so that r and d are computed and clipped), "GNWS+ReLU" (GN+ReLU plus
 the Weight Standardization of one 3x3 conv weight of the layer's width: what GNWS adds per
-layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU)
-and their "reference" (op by op) and "timm" implementations.
+layer), "EvoNorm-B0" / "EvoNorm-S0" (norm+activation layers; frn-det's C++ kernels on CPU, the
+reference on CUDA), "EvoNorm-B0 Triton" / "EvoNorm-S0 Triton" (layers/norms/evonorm_triton.py,
+CUDA only, not yet taken by the layers) and their "reference" (op by op) and "timm"
+implementations.
 
 Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
 "EvalNorm+ReLU", "IN+ReLU", "MABN+ReLU" (its moving averages and renormalization in use),
@@ -54,6 +56,13 @@ dx); "copy GB/s" is the bandwidth of `dst.copy_(x)` (2 tensors) measured in the 
 graph and times its replay ("graph ms"): eager ms - graph ms is the launch and Python
 overhead that graphs remove, which dominates the small maps (P6/P7, small batches). A
 row whose capture fails (an op that synchronizes with the host) says so.
+
+--host-cost (CUDA only) measures the host side of one forward+backward call at a P7-sized
+map (1x256x8x8): microseconds of CPU time per call while the GPU keeps up (the calls are
+queued without synchronizing, then waited for), for the Triton FRN+TLU with its direct
+launches of cached compiled kernels and with `kernel[grid]` launches, BN+ReLU and GN+ReLU;
+and the host time of one launch of the Triton forward kernel alone, both ways. Under
+Triton's CPU interpreter there is nothing compiled to launch: this is a GPU measurement.
 
 Examples:
   python tools/benchmark_frn.py --quick
@@ -90,6 +99,7 @@ from frn_det.layers.norms import (  # noqa: E402
     link_cbn_layers,
     weight_normalize_layers,
 )
+from frn_det.layers.norms.evonorm_triton import evonorm_b0_triton, evonorm_s0_triton  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
@@ -116,6 +126,24 @@ class FRNBackend(FilterResponseNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return frn_fused(x, self.weight, self.bias, self.tau, self.eps, self.eps_l, backend=self.backend)
+
+
+class EvoNormS0Triton(EvoNorm2dS0):
+    """EvoNorm-S0 through the Triton kernels (not yet what the layer takes on CUDA)."""
+
+    def forward(self, x):
+        return evonorm_s0_triton(x, self.weight, self.bias, self.v, self.groups, self.eps)
+
+
+class EvoNormB0Triton(EvoNorm2dB0):
+    """EvoNorm-B0 through the Triton kernels, with the layer's running-variance update."""
+
+    def forward(self, x):
+        z, bvar = evonorm_b0_triton(x, self.weight, self.bias, self.v, None if self.training else self.running_var,
+                                    self.eps)
+        if self.training:
+            self._update_running_var(bvar, x.numel() // x.shape[1])
+        return z
 
 
 class _PassGrad(torch.autograd.Function):
@@ -204,11 +232,19 @@ def round2_impls(channels: int) -> Dict[str, nn.Module]:
     }
 
 
+# --norms evonorm: the EvoNorm rows and what they are compared with
+EVONORM_ROWS = ("FRN+TLU fused (Triton)", "FRN+TLU fused (C++)", "BN+ReLU", "GN+ReLU", "EvoNorm-B0", "EvoNorm-S0",
+                "EvoNorm-B0 Triton", "EvoNorm-S0 Triton", "EvoNorm-B0 timm", "EvoNorm-S0 timm")
+
+
 def build_impls(channels: int, device: torch.device, comparators: bool = True,
-                round2: bool = True) -> Dict[str, Union[nn.Module, str]]:
+                round2: bool = True, only: Optional[Tuple[str, ...]] = None) -> Dict[str, Union[nn.Module, str]]:
     """name -> module, or a string: why the implementation is skipped. comparators=False:
     without the first-round comparators (BRN, GNWS, EvoNorm, ...); round2=False: without the
-    round-two rows."""
+    round-two rows; only: these rows alone."""
+    if only is not None:
+        impls = build_impls(channels, device, comparators=True, round2=False)
+        return {k: v for k, v in impls.items() if k in only}
     if not comparators and round2:  # --norms round2
         impls: Dict[str, Union[nn.Module, str]] = {
             "BN+ReLU": nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()),
@@ -242,6 +278,9 @@ def build_impls(channels: int, device: torch.device, comparators: bool = True,
     impls["GN+ReLU"] = nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU())
     if comparators:
         impls.update(comparator_impls(channels))
+        for name, cls in (("EvoNorm-B0 Triton", EvoNormB0Triton), ("EvoNorm-S0 Triton", EvoNormS0Triton)):
+            impls[name] = (cls(channels) if device.type == "cuda" and frn_triton.available()
+                           else "skipped: CUDA kernels (triton available)")
     if comparators and round2:
         impls.update(round2_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
@@ -301,11 +340,11 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
 
 
 def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True,
-                cuda_graphs=False, round2=True) -> List[dict]:
+                cuda_graphs=False, round2=True, only=None) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
-    impls = build_impls(c, device, comparators, round2)
+    impls = build_impls(c, device, comparators, round2, only)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     fns, rows, notes = {}, {}, {}
@@ -438,6 +477,67 @@ def print_launch_overhead(rows: List[dict]) -> None:
                   f" {over / r['ms']:>6.0%}")
 
 
+def _host_us(fn: Callable[[], None], calls: int) -> Tuple[float, float]:
+    """(host us per call, wall us per call) of `calls` calls queued without synchronizing."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    return (t1 - t0) / calls * 1e6, (t2 - t0) / calls * 1e6
+
+
+def host_cost(dtype: torch.dtype, calls: int = 300) -> List[dict]:
+    """The host side of one forward+backward call at a P7-sized map, and of one launch of the
+    Triton forward kernel alone (see the module docstring); printed and returned as rows."""
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    x = torch.randn(1, 256, 8, 8, device=device, dtype=dtype).requires_grad_()
+    dz = torch.randn_like(x)
+    rows = []
+    frn = FRNBackend(256, "triton").to(device)
+    impls = {"FRN+TLU Triton, direct launches": (frn, True), "FRN+TLU Triton, kernel[grid]": (frn, False),
+             "BN+ReLU": (nn.Sequential(nn.BatchNorm2d(256), nn.ReLU()).to(device), None),
+             "GN+ReLU": (nn.Sequential(nn.GroupNorm(32, 256), nn.ReLU()).to(device), None)}
+    for name, (module, direct) in impls.items():
+        saved = frn_triton.DIRECT_LAUNCH
+        if direct is not None:
+            frn_triton.DIRECT_LAUNCH = direct
+        try:
+            host, wall = _host_us(make_step(module, x, dz), calls)
+        finally:
+            frn_triton.DIRECT_LAUNCH = saved
+        rows.append({"what": f"fwd+bwd call, {name}", "host_us": host, "wall_us": wall})
+    # one launch of the forward tile kernel alone
+    from frn_det.layers.frn.triton_kernels import kernels
+
+    xd = x.detach()
+    z, r = torch.empty_like(xd), torch.empty(1, 256, device=device)
+    p = frn_triton.plan(64, 256, frn_triton._sm_count(device.index or 0))
+    args = (xd, z, r, frn.weight, frn.bias, frn.tau, frn.weight, 1e-6, 256, 256, 64)
+    consts = (("HAS_TAU", True), ("HAS_EPS_L", False), ("ROWS", p.rows), ("BLOCK", p.block))
+    grid = (-(-256 // p.rows),)
+    for name, direct in (("direct (cached compiled kernel)", True), ("kernel[grid]", False)):
+        saved = frn_triton.DIRECT_LAUNCH
+        frn_triton.DIRECT_LAUNCH = direct
+        try:
+            host, wall = _host_us(lambda: frn_triton._launch(kernels().fwd_tile, grid, args, consts, p.num_warps,
+                                                             device), calls)
+        finally:
+            frn_triton.DIRECT_LAUNCH = saved
+        rows.append({"what": f"one forward launch, {name}", "host_us": host, "wall_us": wall})
+    print(f"\n== host cost per call, 1x256x8x8 {str(dtype).replace('torch.', '')}, {torch.cuda.get_device_name()},"
+          f" {calls} calls queued ==")
+    print(f"{'':<52} {'host us':>8} {'wall us':>8}")
+    for row in rows:
+        print(f"{row['what']:<52} {row['host_us']:>8.1f} {row['wall_us']:>8.1f}")
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", choices=[1, 2, 4, 8, 16], default=None, help="default 1 2")
@@ -454,11 +554,14 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--quick", action="store_true",
                    help="head shapes unless --shapes, batch 1 and 2 unless --batch, fewer rounds")
-    p.add_argument("--norms", choices=["all", "frn", "round2"], default="all",
+    p.add_argument("--norms", choices=["all", "frn", "round2", "evonorm"], default="all",
                    help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only; "
-                        "round2: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only")
+                        "round2: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only; evonorm: EvoNorm-B0/S0 (frn-det's"
+                        " and timm's), the fused FRN+TLU and BN/GN+ReLU only")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="CUDA only: also time each implementation replayed from a CUDA graph")
+    p.add_argument("--host-cost", action="store_true",
+                   help="CUDA only: also measure the host time per call and per launch (see above)")
     p.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
     args = p.parse_args(argv)
 
@@ -466,6 +569,8 @@ def main(argv=None) -> None:
         p.error("--device cuda but CUDA is not available")
     if args.cuda_graphs and args.device != "cuda":
         p.error("--cuda-graphs needs --device cuda")
+    if args.host_cost and args.device != "cuda":
+        p.error("--host-cost needs --device cuda (under Triton's CPU interpreter nothing is compiled to launch)")
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     if args.threads:
@@ -508,9 +613,11 @@ def main(argv=None) -> None:
             for n in batches:
                 rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
                                     comparators=args.norms == "all", cuda_graphs=args.cuda_graphs,
-                                    round2=args.norms in ("all", "round2"))
+                                    round2=args.norms in ("all", "round2"),
+                                    only=EVONORM_ROWS if args.norms == "evonorm" else None)
         print_table(rows, dtype_name, args.device)
         all_rows += rows
+    host_rows = host_cost(getattr(torch, args.dtype[0])) if args.host_cost else []
     print(
         f"\n({time.perf_counter() - t_start:.1f} s; per shape: {args.warmup} warm-up calls, then the median of"
         f" >= {repeats} round-robin rounds filling >= {args.min_seconds} s)"
@@ -528,7 +635,7 @@ def main(argv=None) -> None:
             "triton_kernels": triton_status,
             "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None,
         }
-        args.json.write_text(json.dumps({"meta": meta, "rows": all_rows}, indent=1))
+        args.json.write_text(json.dumps({"meta": meta, "rows": all_rows, "host_cost": host_rows}, indent=1))
         print(f"wrote {args.json}")
 
 

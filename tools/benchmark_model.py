@@ -24,6 +24,7 @@ torch's SyncBatchNorm, which then computes BN's statistics (no process group to 
 """
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 import time
@@ -93,6 +94,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write every table's rows to this JSON file (rewritten after each table)")
     args = p.parse_args(argv)
     if "BN" not in args.norms:
         p.error("--norms must include BN (ratios are to BN)")
@@ -104,23 +107,32 @@ def main(argv=None):
         p.error(f"--device {args.device} but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    failed = []
+    failed, results = [], []
     with EventStorage():  # the detectors' losses log to Detectron2's event storage
         for model_name in args.model:
             models, optims, cfg = build_models(model_name, args)
             for batch_size in args.batch:
                 for precision in args.precision:
                     try:
-                        run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
+                        results += run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
                     except Exception as e:  # one failing table must not hide the others
                         print(f"\n{model_name}, batch {batch_size}, {precision}: FAILED: {type(e).__name__}: {e}",
                               flush=True)
                         failed.append((model_name, batch_size, precision))
+                    if args.json:  # what is measured so far survives a time cap
+                        args.json.write_text(json.dumps({"device_name": _device_name(args.device),
+                                                         "torch": torch.__version__, "size": args.size,
+                                                         "rounds": args.rounds, "rows": results,
+                                                         "failed": failed}, indent=1))
             del models, optims
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
     if failed:
         sys.exit(f"{len(failed)} table(s) failed: {failed}")
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
 
 
 def build_models(model_name, args):
@@ -205,13 +217,20 @@ def run(models, optims, cfg, model_name, batch_size, amp, args):
     head = f"{'norm':{w}} {'train s/iter':>12} {'x BN':>6} {'infer s/img':>12} {'x BN':>6} {'saved MB':>9} {'x BN':>6}"
     head += f" {'step peak MB':>12} {'x BN':>6}" if cuda else ""
     print(head)
+    rows = []
     for norm in norms:
         tr, inf = statistics.median(train_t[norm]), statistics.median(infer_t[norm])
         line = (f"{norm:{w}} {tr:12.3f} {tr / bn_train:6.2f} {inf:12.3f} {inf / bn_infer:6.2f} {saved[norm]:9.1f}"
                 f" {saved[norm] / saved['BN']:6.2f}")
+        row = {"model": model_name, "batch": batch_size, "precision": "amp" if amp else "fp32", "norm": norm,
+               "train_s_per_iter": tr, "train_x_bn": tr / bn_train, "infer_s_per_img": inf,
+               "infer_x_bn": inf / bn_infer, "saved_mb": saved[norm], "saved_x_bn": saved[norm] / saved["BN"]}
         if cuda:
             line += f" {peak[norm]:12.1f} {peak[norm] / peak['BN']:6.2f}"
+            row.update(step_peak_mb=peak[norm], step_peak_x_bn=peak[norm] / peak["BN"])
         print(line, flush=True)
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ Three implementations of the same math, chosen by `frn_fused(..., backend=)`:
 * "torch": `FRNFunction` below, built from native PyTorch ops, for every other case
   (channels_last, CUDA float64, no compiler, no triton).
 
-The Triton path mirrors the C++ kernels: one launch per direction, one program per (n, c)
-plane reading it twice (statistics, then elementwise), float32 arithmetic for every input
-dtype; only x and r (float32, per (n, c)) are saved besides the parameters. Forced with
+The Triton path reads x once per direction (dz and x once in the backward), whole planes
+or plane chunks held in registers while their sums are combined (triton_backend.py), with
+float32 arithmetic for every input dtype; only x and r (float32, per (n, c)) are saved
+besides the parameters. Forced with
 backend="triton", other layouts are first copied to NCHW (the output is NCHW-contiguous);
 float64 is refused; CPU tensors are accepted only under Triton's interpreter
 (TRITON_INTERPRET=1, used by the tests). FRN_DET_NO_TRITON=1 disables it.
