@@ -34,6 +34,7 @@ from ..run_record import (
     read_metrics,
 )
 from ..utils.atomic import write_json_atomic, write_text_atomic
+from ..utils.damaged import Damaged, read_or_set_aside
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
@@ -169,7 +170,7 @@ def _main_thread() -> bool:
 
 def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str) -> dict:
     name, digest = record["run"], record["config_hash"]
-    existing = read_metrics(run_dir)
+    existing = read_metrics(run_dir, set_aside=True)  # a damaged one is set aside: the run resumes
     if _should_skip(existing, digest, job.rerun_failed):
         logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
         log_event(run_dir, "skip", status=existing["status"])
@@ -193,8 +194,10 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
     fields = _result_fields(run_dir, error, sched, test=cfg.DATASETS.TEST[0], tune=tune[0] if tune else None)
     if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
         fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
-    if fields["status"] == PREEMPTED:  # metrics.json stays "running": the next sweep resumes it
-        log_event(run_dir, "preempted", iteration=fields["iterations"])
+    if fields["status"] == PREEMPTED:  # metrics.json stays "running" (why: status_detail); the next sweep resumes it
+        stopped = {**record, "status": RUNNING, "status_detail": fields["status_detail"]}
+        write_json_atomic(run_dir / METRICS_FILE, stopped)
+        log_event(run_dir, "preempted", iteration=fields["iterations"], detail=fields["status_detail"])
         raise Preempted(fields["status_detail"])
     record.update(fields)
     write_json_atomic(run_dir / METRICS_FILE, record)
@@ -219,13 +222,32 @@ def _coco_metrics(evaluation: dict, dataset: str, kind: str = "metrics") -> Opti
     return values
 
 
+def _error_detail(error: BaseException) -> str:
+    """"Type: message" of a failed training: a fresh process reports it so already; Detectron2's
+    launch (several workers) raises the worker's whole traceback, whose last line it is."""
+    if isinstance(error, TrainingProcessError):
+        return str(error)
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if type(error).__name__ == "ProcessRaisedException" and lines:
+        return lines[-1].strip()
+    return f"{type(error).__name__}: {error}"
+
+
+def _read_outcome(run_dir: Path) -> Optional[dict]:
+    def parse(path: Path) -> dict:
+        outcome = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(outcome, dict) or not isinstance(outcome.get("status"), str):
+            raise Damaged("no status")
+        return outcome
+
+    return read_or_set_aside(run_dir / OUTCOME_FILE, parse, "the run is recorded as failed")
+
+
 def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: str, tune: Optional[str]) -> dict:
-    try:
-        outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
-    except (OSError, ValueError):
-        # a failed training process reports its exception as "Type: message" already
-        detail = str(error) if isinstance(error, TrainingProcessError) else f"{type(error).__name__}: {error}"
-        outcome = {"status": FAILED, "status_detail": detail if error else "no outcome written"}
+    outcome = _read_outcome(run_dir)
+    if outcome is None:
+        detail = _error_detail(error) if error else f"the training process wrote no readable {OUTCOME_FILE}"
+        outcome = {"status": FAILED, "status_detail": detail}
     evaluation = outcome.pop("evaluation", None) or {}
     status, detail = outcome.get("status", FAILED), outcome.get("status_detail", "")
     metrics = _coco_metrics(evaluation, test)
