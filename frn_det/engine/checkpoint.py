@@ -47,8 +47,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
         try:
-            write_atomic(path, lambda tmp: torch.save(data, tmp))
-        except (OSError, RuntimeError) as e:  # torch.save reports failed writes as RuntimeError
+            write_atomic(path, lambda tmp: _torch_save(data, tmp))
+        except (OSError, RuntimeError) as e:
             raise CheckpointError(
                 f"could not write checkpoint {path} ({getattr(e, 'strerror', None) or e}); the disk may be full. "
                 f"Earlier checkpoints in {self.save_dir} are intact."
@@ -196,6 +196,37 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return incompatible
 
 
+class _WriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write: torch.save replaces it
+    by a RuntimeError that does not say why ("unexpected pos 896 vs 790")."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(data, path: str) -> None:
+    """torch.save into `path`; a failed write raises its OSError ("No space left on device",
+    "File too large"), not torch's RuntimeError."""
+    with open(path, "wb") as f:
+        writer = _WriteErrors(f)
+        try:
+            torch.save(data, writer)
+        except RuntimeError as e:
+            if writer.error is not None:
+                raise writer.error from e
+            raise
+
+
 def _examples(keys, n=3) -> str:
     keys = sorted(keys)
     return f", e.g. {keys[:n]}" if keys else ""
@@ -220,6 +251,8 @@ def checkpoint_problem(path: str) -> Optional[str]:
         st = os.stat(path)
     except OSError as e:
         return "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be read: {e.strerror}"
+    except ValueError:  # a NUL byte: the name came from a damaged last_checkpoint
+        return "not a file name"
     return _zip_problem(path, st.st_size, st.st_mtime_ns)
 
 

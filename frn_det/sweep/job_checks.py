@@ -385,7 +385,9 @@ def _problem(job: DictConfig) -> Optional[str]:
     except (ConfigError, FileNotFoundError) as e:
         return str(e)
     except (ValueError, KeyError, AssertionError, yaml.YAMLError) as e:  # yacs' and the config files' own
-        return f"the job's Detectron2 config (model.config_file with opts): {e}"
+        text = str(e).strip("'\"")
+        # yacs' "Type mismatch ... for config key: SOLVER.BASE_LR" does not say where the value came from
+        return f"{text} (in the Detectron2 config of model.config_file with opts)" if "config key" in text else text
     return None
 
 
