@@ -390,36 +390,13 @@ def test_resume_without_a_usable_last_checkpoint_takes_the_newest_intact_one(tmp
 
 # ------------------------------------------------------------------ a lost worker
 
-def test_a_killed_gloo_peer_is_recognised_as_a_lost_worker(tmp_path):
-    """Two real GLOO processes; one is killed in the middle of all_reduce calls: the other's
-    error is a lost worker (the run stays resumable), raised at once, not after a timeout."""
-    script = textwrap.dedent("""
-        import datetime, os, sys, torch, torch.distributed as dist
-        from frn_det.sweep.worker import lost_worker
-        rank, port = int(sys.argv[1]), sys.argv[2]
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                                timeout=datetime.timedelta(seconds=120))
-        for i in range(10**6):
-            if rank == 1 and i == 50:
-                os.kill(os.getpid(), 9)
-            try:
-                dist.all_reduce(torch.ones(10))
-            except RuntimeError as e:
-                print("lost worker:", lost_worker(e), "|", str(e)[:200])
-                break
-    """)
-    from test_multinode import free_port
-
-    port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(rank), port], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    out = procs[0].communicate(timeout=100)[0]
-    procs[1].wait(timeout=30)
-    assert "lost worker: True" in out, out[-2000:]
-    assert not lost_worker_of("RuntimeError: DataLoader worker (pid 7) exited unexpectedly")
-
-
-def lost_worker_of(message: str) -> bool:
+def test_only_a_lost_peer_counts_as_a_lost_worker():
+    """The classification that keeps a run resumable (a killed machine: tests/test_multinode.py);
+    other errors still fail the run."""
     from frn_det.sweep.worker import lost_worker
 
-    return lost_worker(RuntimeError(message))
+    gloo = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:35250. "
+            "This is typically caused by a remote worker crashing.")
+    assert lost_worker(RuntimeError(gloo))
+    assert not lost_worker(RuntimeError("DataLoader worker (pid 7) exited unexpectedly"))
+    assert not lost_worker(ValueError("Connection closed by peer"))  # not from a collective

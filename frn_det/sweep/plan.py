@@ -87,7 +87,7 @@ def run_state(run_dir: Path, digest: str, rerun_failed: bool) -> tuple:
     stale = existing is not None and existing.get("config_hash") not in (None, digest)
     checkpoint = run_dir / "last_checkpoint"
     if checkpoint.is_file() and not stale:
-        name = checkpoint.read_text().strip()  # model_0004999.pth: iterations 0..4999 done
+        name = checkpoint.read_text(errors="replace").strip()  # model_0004999.pth: iterations 0..4999 done
         digits = "".join(c for c in Path(name).stem if c.isdigit())
         if digits:
             return f"resumable@{int(digits) + 1}", int(digits) + 1
@@ -113,7 +113,7 @@ def measured_s_per_iter(output_dir: Path, model: str, norm: str, device: str) ->
 def _device(run_dir: Path) -> Optional[str]:
     try:
         return str(yaml.safe_load((run_dir / "config.yaml").read_text())["MODEL"]["DEVICE"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):  # damaged: the plan does without
         return None
 
 
