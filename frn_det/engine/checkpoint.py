@@ -94,18 +94,17 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             return self.load(path, checkpointables=[])
         damaged = []
         for candidate, problem in self._resume_candidates():
-            if problem is None:
-                try:
-                    checkpoint = self.load(candidate)
-                except CheckpointError as e:  # intact on disk but unreadable: try the next one
-                    damaged.append(str(e))
-                    continue
             if problem is not None:
                 damaged.append(f"{candidate} ({problem})")
                 continue
+            try:
+                checkpoint = self.load(candidate)
+            except CheckpointError as e:  # intact on disk, but it does not load
+                damaged.append(str(e))
+                continue
             if damaged:
                 logger.warning("resuming from %s: newer checkpoint(s) are damaged and were skipped: %s",
-                                    candidate, "; ".join(damaged))
+                               candidate, "; ".join(damaged))
             self.resumed_from = candidate
             return checkpoint
         if damaged:
