@@ -85,6 +85,24 @@ def test_a_damaged_metrics_json_is_named_and_set_aside_by_its_owner(tmp_path, wa
     assert read_metrics(tmp_path) == RECORD
 
 
+def test_checkpoints_without_a_record_are_resumed_only_for_the_config_that_wrote_them(tmp_path, warnings_log):
+    """metrics.json missing or set aside: the run folder's config.yaml says whose checkpoints
+    these are; another config's (or an unknown one's) are moved aside, not resumed."""
+    from conftest import tiny_cfg
+
+    from frn_det.sweep.runner import _checkpoints_of_this_config
+
+    frn, gn = tiny_cfg("FRN"), tiny_cfg("GN", "OUTPUT_DIR", "/elsewhere")
+    assert _checkpoints_of_this_config(tmp_path, gn)  # no checkpoint: nothing to resume
+    (tmp_path / "config.yaml").write_text(frn.dump())
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    assert _checkpoints_of_this_config(tmp_path, tiny_cfg("FRN", "OUTPUT_DIR", "/moved"))  # the folder may move
+    assert not _checkpoints_of_this_config(tmp_path, gn)
+    (tmp_path / "config.yaml").write_text("MODEL: [unclosed")
+    assert not _checkpoints_of_this_config(tmp_path, frn)
+    assert warned(warnings_log, tmp_path, "config.yaml cannot be read", "not resumed")
+
+
 def test_a_damaged_outcome_json_fails_the_run_naming_the_file(tmp_path, warnings_log):
     from frn_det.sweep.runner import _result_fields
     from frn_det.sweep.scaling import scale_schedule

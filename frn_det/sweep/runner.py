@@ -34,7 +34,7 @@ from ..run_record import (
     read_metrics,
 )
 from ..utils.atomic import write_json_atomic, write_text_atomic
-from ..utils.damaged import Damaged, read_or_set_aside
+from ..utils.damaged import Damaged, describe, read_or_set_aside
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
@@ -79,6 +79,22 @@ def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
             shutil.move(str(entry), dest / entry.name)
     logger.warning("%s held a result for another config (hash %s); moved it to %s", run_dir, old_hash, dest)
     return dest
+
+
+def _checkpoints_of_this_config(run_dir: Path, cfg) -> bool:
+    """Without a readable metrics.json (missing, or damaged and set aside): whether the
+    folder's checkpoints, if any, were trained with `cfg`, by its config.yaml (written at
+    every (re)start). Compared after a dump and load on both sides (YAML turns tuples into lists)."""
+    from detectron2.config import CfgNode
+
+    if not (run_dir / "last_checkpoint").exists() and not any(run_dir.glob("model_*.pth")):
+        return True  # nothing to resume
+    try:
+        stored = CfgNode.load_cfg((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return config_hash(CfgNode.load_cfg(stored.dump())) == config_hash(CfgNode.load_cfg(cfg.dump()))
+    except Exception as e:  # noqa: BLE001  missing or damaged: whose checkpoints they are is unknown
+        logger.warning("%s: its config.yaml cannot be read (%s): its checkpoints are not resumed", run_dir, describe(e))
+        return False
 
 
 def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
@@ -177,6 +193,8 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
         return existing
     if existing and existing.get("config_hash") != digest:
         archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
+    elif existing is None and not _checkpoints_of_this_config(run_dir, cfg):
+        archive_stale_run(run_dir, "unknown")  # no record says whose checkpoints these are: not resumed
 
     write_text_atomic(run_dir / "config.yaml", cfg.dump())
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
