@@ -2,6 +2,7 @@
 and 1, one master address on 127.0.0.1) train one run together over GLOO."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -103,3 +104,38 @@ def test_two_machines_train_one_run_and_resume_together_after_a_signal(tmp_path)
     # Both machines' workers logged into the shared run folder, each with its global rank.
     text = (run_dir / "sweep.log").read_text()
     assert "[rank 0]" in text and "[rank 1]" in text
+
+
+@pytest.mark.slow
+def test_a_lost_machine_stops_the_other_promptly_and_the_run_resumes_from_its_checkpoint(tmp_path):
+    """Machine 1 is killed outright (its whole process group) in the middle of training:
+    machine 0 must not wait for it (bounded), records the run as stopped with the reason,
+    and both machines' next sweep resumes it from its last checkpoint; nothing written is lost."""
+    run_dir = tmp_path / "gn_ims2_seed0"
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=24")
+    deadline = time.time() + 600
+    while not (run_dir / "last_checkpoint").exists():  # iteration 9 is saved: training goes on
+        assert all(p.poll() is None for p in procs) and time.time() < deadline, [p.stdout.read()[-2000:] for p in procs]
+        time.sleep(0.2)
+    first = {p.name: p.read_bytes() for p in run_dir.glob("model_*.pth")}
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    killed = time.time()
+    log = procs[0].communicate(timeout=180)[0]  # bounded: far below the process group's 30-minute timeout
+    procs[1].wait()
+    assert procs[0].returncode != 0 and time.time() - killed < 180, log[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "running"  # resumable, not failed
+    detail = metrics["status_detail"]
+    assert detail.startswith("lost contact with another worker at iteration ") and "Connection" in detail, detail
+    resume_from = re.search(r"resume from model_(\d{7})\.pth$", detail)
+    assert resume_from, detail
+    stopped = read_events(run_dir)[-1]
+    assert stopped["event"] == "preempted" and stopped["detail"] == detail
+    assert "lost contact with another worker" in log
+
+    procs = start_nodes(tmp_path, free_port(), "schedule.max_iter=24")
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["resumed_from_iter"] == int(resume_from.group(1)) + 1
+    assert all((run_dir / name).read_bytes() == data for name, data in first.items())  # nothing written was lost

@@ -476,3 +476,70 @@ def test_a_resumed_run_keeps_the_threads_it_started_with(caplog):
     keep_thread_layout(OmegaConf.create({"threads": 1}), started, record)
     assert record["machine"] == {"torch_threads": 1, "torch_threads_at_start": 2}
     assert "mix two thread layouts" in caplog.text
+
+
+# ------------------------------------------------ sweep keys found wrong before the first job trains
+
+@pytest.mark.parametrize("overrides,message", [
+    (["references={tmp}/nope.yaml"], "references='{tmp}/nope.yaml' is not allowed: references file {tmp}/nope.yaml "
+                                     "does not exist (expected a YAML list of {{label, AP, ...}} entries)"),
+    (["references={tmp}/bad.yaml"], "references='{tmp}/bad.yaml' is not allowed: references file {tmp}/bad.yaml is "
+                                    "not valid YAML"),
+    (["output_dir={tmp}/file"], "output_dir='{tmp}/file' is not allowed: {tmp}/file is a file, not a folder; "
+                                "expected a folder, or a path where one can be made"),
+    (["output_dir={tmp}/file/runs"], "output_dir='{tmp}/file/runs' is not allowed: {tmp}/file is a file, not a "
+                                     "folder, so {tmp}/file/runs cannot be made"),
+    (["opts=[SOLVER.IMS_PER_BACH,4]"], "opts=['SOLVER.IMS_PER_BACH', 4] is not allowed: 'SOLVER.IMS_PER_BACH' is "
+                                       "not a Detectron2 or frn-det config key (did you mean SOLVER.IMS_PER_BATCH"),
+    (["opts=[SOLVER.BASE_LR,abc]"], "Type mismatch (<class 'float'> vs. <class 'str'>) with values (0.0025 vs. abc) "
+                                    "for config key: SOLVER.BASE_LR (in the Detectron2 config of model.config_file "
+                                    "with opts)"),
+    (["opts=[SOLVER.BASE_LR,0.0]"], "SOLVER.BASE_LR=0.0 is not allowed: expected a finite number > 0"),
+    (["num_machines=2", "machine_rank=2"], "machine_rank=2 is not allowed: expected null or an integer in 0..1 "
+                                           "(below num_machines=2)"),
+    (["model.config_file=nope.yaml"], "model.config_file='nope.yaml' is not allowed: Config file 'nope.yaml' not "
+                                      "found"),
+    (["model.lazy_config=nope.py"], "model.lazy_config='nope.py' is not allowed: LazyConfig 'nope.py' not found"),
+    # a mistake in a later job of the grid (gn has no batch statistics), the default grid's axes included
+    (["precise_bn=true"], "precise_bn=true (run gn+precise): the model has no batch-statistics norm"),
+])
+def test_sweep_key_mistakes_are_found_before_the_first_job(tmp_path, overrides, message):
+    from frn_det.sweep.job_checks import override_value_error
+
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "bad.yaml").write_text("- label: [unclosed\n")
+    error = override_value_error([o.format(tmp=tmp_path) for o in overrides], CONFIGS_DIR / "sweep")
+    assert error is not None and error.startswith(message.format(tmp=tmp_path)), error
+    if overrides == ["precise_bn=true"]:
+        assert error.endswith("(in the sweep's job norm=gn ims_per_gpu=1 seed=0)")
+
+
+def test_machine_rank_of_a_composed_job_is_checked_against_num_machines():
+    from frn_det.config_checks import ConfigError
+    from frn_det.sweep.job_checks import check_job
+
+    with pytest.raises(ConfigError, match=r"machine_rank=3 is not allowed: expected null or an integer in 0\.\.2"):
+        check_job(compose_job("num_machines=3", "machine_rank=3"))
+    check_job(compose_job("num_machines=3", "machine_rank=2"))
+
+
+def test_a_good_grid_passes_the_checks_and_they_make_no_folder(tmp_path):
+    from frn_det.sweep.job_checks import override_value_error
+
+    out = tmp_path / "not" / "yet"
+    overrides = ["norm=bn,frn", "ims_per_gpu=1,4", f"output_dir={out}",
+                 "references=configs/references/detectron2_model_zoo.yaml", "opts=[TEST.DETECTIONS_PER_IMAGE,50]"]
+    assert override_value_error(overrides, CONFIGS_DIR / "sweep") is None
+    assert not (tmp_path / "not").exists()
+
+
+def test_sweep_cli_stops_on_a_missing_references_file_before_training(tmp_path):
+    """The issue's case: a typo in references trained the whole grid, then wrote no report."""
+    from conftest import run_tool
+
+    proc = run_tool("sweep.py", f"references={tmp_path}/zoo.yam", f"output_dir={tmp_path}/out", check=False,
+                    timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: references='{tmp_path}/zoo.yam' is not allowed: references file {tmp_path}/zoo.yam does not " \
+           "exist" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,19 @@
 """Real Hydra multiruns of tools/sweep.py on the built-in dataset (tiny model, few iterations)."""
 import json
+import os
 import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import SHORT_SWEEP, kill_sweep_at_first_checkpoint, run_tool
+from conftest import REPO, SHORT_SWEEP, kill_sweep_at_first_checkpoint, run_tool
+
+from frn_det.data.synthetic import ensure_shapes_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -241,3 +250,69 @@ def test_model_zoo_config_with_frn_trains_through_the_sweep(tmp_path):
     m = metrics(tmp_path / "frn_ims2_seed0")
     assert m["status"] == "finished" and m["iterations"] == 3
     assert "META_ARCHITECTURE: FRNRetinaNet" in (tmp_path / "frn_ims2_seed0" / "config.yaml").read_text()
+
+
+def cut_short(path: Path) -> bytes:
+    data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return data
+
+
+def test_a_finished_run_whose_files_were_damaged_is_named_and_recovered(two_point_sweep, tmp_path):
+    """Its metrics.json and its bootstrap cache cut short, its two logs torn: the re-run names
+    each file, sets the record aside (never deletes it), repairs the logs, resumes from the
+    intact last checkpoint (evaluating it again: no training) and rebuilds the cache.
+    (Damaged checkpoints: tests/test_damaged_files.py.)"""
+    out = tmp_path / "copy"
+    shutil.copytree(two_point_sweep[0], out)
+    run_dir = out / "bn_ims2_seed0"  # (frn_ims2_seed0 holds another config after the test above)
+    record = cut_short(run_dir / "metrics.json")
+    [npz] = run_dir.glob("bootstrap_*.npz")
+    cut_short(npz)  # a BadZipFile stopped the report (and with it the end of the sweep) before
+    for log in ("events.jsonl", "training_metrics.json"):
+        with open(run_dir / log, "a") as f:
+            f.write('{"time": 17')  # a write cut short: the next line was glued to it
+
+    proc = run_tool("sweep.py", "hydra.mode=RUN", "norm=bn", "ims_per_gpu=2", f"output_dir={out}", *WITH_TUNE)
+    text = proc.stdout + proc.stderr
+    [moved] = run_dir.glob("metrics.json.damaged-*")
+    assert moved.read_bytes() == record and f"{run_dir / 'metrics.json'} is damaged" in text and moved.name in text
+    assert f"{npz} is damaged" in text and "rebuilding it" in text
+    for log in ("events.jsonl", "training_metrics.json"):
+        assert f"{run_dir / log} ended in a partial line" in text + (run_dir / "sweep.log").read_text()
+        assert all(json.loads(line) for line in (run_dir / log).read_text().splitlines())  # every line parses
+    m = metrics(run_dir)
+    assert m["status"] == "finished" and m["resumed_from_iter"] == 24 and m["iterations"] == 24
+    assert isinstance(m["AP"], float) and (out / "results.md").is_file()
+    with np.load(npz) as data:  # rebuilt whole
+        assert data["samples_AP"].shape == (1000,)
+
+
+def file_size_limit(max_bytes: int):
+    """In the child before exec: no file over max_bytes can be written (EFBIG), as on a full disk."""
+    def apply():
+        os.setsid()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Python ignores it too; a shell would not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def test_a_disk_that_fills_up_fails_the_run_with_the_path_and_keeps_finished_results(two_point_sweep, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(two_point_sweep[0], out)
+    ensure_shapes_dataset()  # its files are over the limit below: generated before it
+    finished = {p: p.read_bytes() for p in out.glob("*_seed0/*") if p.is_file()
+                and p.name not in ("sweep.log", "events.jsonl", ".lock")}
+    # 8 MB: logs, records and the report fit; the tiny model's checkpoints (26 MB) do not.
+    args = ["hydra.mode=RUN", "norm=bn", "ims_per_gpu=2", *(a for a in WITH_TUNE if a != "seed=0"), "seed=1",
+            "schedule.checkpoint_period=10"]
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), *args, f"output_dir={out}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900, preexec_fn=file_size_limit(8 << 20))
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]  # the run failed
+    failed = metrics(out / "bn_ims2_seed1")
+    path = out / "bn_ims2_seed1" / "model_0000009.pth"
+    assert failed["status"] == "failed" and failed["AP"] is None
+    assert failed["status_detail"].startswith(f"CheckpointError: could not write checkpoint {path} (File too large)")
+    assert not list((out / "bn_ims2_seed1").glob("*.pth")) and not list((out / "bn_ims2_seed1").glob(".*.tmp"))
+    assert {p: p.read_bytes() for p in finished} == finished  # the finished runs, as they were
+    assert "bn_ims2_seed1" in (out / "results.md").read_text()  # and the report lists the failure with them

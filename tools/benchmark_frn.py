@@ -100,6 +100,7 @@ from frn_det.layers.norms import (  # noqa: E402
     weight_normalize_layers,
 )
 from frn_det.layers.norms.evonorm_triton import evonorm_b0_triton, evonorm_s0_triton  # noqa: E402
+from frn_det.utils.atomic import write_text_atomic  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 HEAD_LEVELS = [("P3", 8), ("P4", 16), ("P5", 32), ("P6", 64), ("P7", 128)]
@@ -635,7 +636,7 @@ def main(argv=None) -> None:
             "triton_kernels": triton_status,
             "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None,
         }
-        args.json.write_text(json.dumps({"meta": meta, "rows": all_rows, "host_cost": host_rows}, indent=1))
+        write_text_atomic(args.json, json.dumps({"meta": meta, "rows": all_rows, "host_cost": host_rows}, indent=1))
         print(f"wrote {args.json}")
 
 

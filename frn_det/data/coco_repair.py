@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import List
 
+from ..utils.atomic import write_atomic
+from ..utils.damaged import Damaged, read_or_set_aside
 from ..utils.paths import cache_dir
 from .coco_schema import ValidationReport, box_problem
 
@@ -85,7 +87,7 @@ def write_fixed_json(json_file: str) -> str:
     into cache_dir()/fixed_json/; older copies of the same source are removed.
     """
     out = fixed_json_path(json_file)
-    if out.exists():
+    if _usable_copy(out):
         return str(out)
     with open(json_file) as f:
         data = json.load(f)
@@ -103,16 +105,44 @@ def write_fixed_json(json_file: str) -> str:
     data.setdefault("info", {})
     data.setdefault("licenses", [])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, out)  # atomic: one process per GPU may write it at the same time
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+
+    write_atomic(out, write)  # one process per GPU may write it at the same time; a kill leaves none
     prefix = out.name.rsplit("-", 1)[0] + "-"
     for old in out.parent.glob(prefix + "*.json"):
         if old != out:
             with contextlib.suppress(OSError):
                 old.unlink()
     return str(out)
+
+
+_CHECKED = set()  # (path, mtime_ns, size) of fixed copies that parsed in this process
+
+
+def _parse_fixed(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+        raise Damaged("not a COCO json: expected an object with 'images' and 'annotations' lists")
+    return data
+
+
+def _usable_copy(path: Path) -> bool:
+    """Whether the fixed copy exists and parses (once per process and file state): a damaged
+    one is set aside and written again before training, not found by the evaluator after it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    state = (str(path), st.st_mtime_ns, st.st_size)
+    if state not in _CHECKED:
+        if read_or_set_aside(path, _parse_fixed, "writing it again from the source json") is None:
+            return False
+        _CHECKED.add(state)
+    return True
 
 
 def needs_info(report: ValidationReport) -> bool:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..utils.atomic import write_atomic
 from ..utils.cores import usable_cores
+from ..utils.damaged import Damaged, read_or_set_aside
 from ..utils.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -116,34 +117,57 @@ def _cache_header() -> dict:
             "load_truncated": bool(ImageFile.LOAD_TRUNCATED_IMAGES)}
 
 
+def _parse_cache(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("header"), dict) or \
+            not isinstance(data.get("entries"), dict):
+        raise Damaged("not an image check cache: expected an object with 'header' and 'entries'")
+    version = data["header"].get("version")
+    if version != CACHE_VERSION:
+        raise Damaged(f"written by another version (cache version {version!r}, this one writes {CACHE_VERSION})")
+    return data
+
+
 def _load_cache(path: Optional[Path]) -> Dict[str, list]:
-    if path is None or not path.exists():
+    """The cached results of a folder; {} for none, for another decoder (Pillow version,
+    truncated-image setting: re-checked), or for a damaged file (set aside, re-checked)."""
+    if path is None:
         return {}
     try:
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("header") == _cache_header() and isinstance(data.get("entries"), dict):
-            return data["entries"]
-    except (OSError, ValueError, AttributeError) as e:
-        logger.warning("Ignoring the unreadable image check cache %s: %s", path, e)
-    return {}
+        data = read_or_set_aside(path, _parse_cache, "checking the images again")
+    except OSError as e:
+        logger.warning("Could not read the image check cache %s (%s); checking the images again", path, e.strerror)
+        return {}
+    if data is None or data["header"] != _cache_header():
+        return {}
+    return data["entries"]
+
+
+def _valid_entry(hit) -> bool:
+    """[size, mtime_ns, width, height, orientation, error] as _save_cache writes it (a
+    tampered entry is checked again, not trusted)."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return (isinstance(hit, list) and len(hit) == 6 and is_int(hit[0]) and is_int(hit[1])
+            and all(v is None or is_int(v) for v in hit[2:5]) and (hit[5] is None or isinstance(hit[5], str)))
 
 
 def _save_cache(path: Optional[Path], entries: Dict[str, list]) -> None:
     if path is None:
         return
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump({"header": _cache_header(), "entries": entries}, f, separators=(",", ":"))
-        os.replace(tmp, path)  # atomic: concurrent runs (one per GPU) never see half a file
+        # atomic: concurrent runs (one per GPU) and a kill during the write never leave half a file
+        write_atomic(path, lambda tmp: _dump(tmp, {"header": _cache_header(), "entries": entries}))
     except OSError as e:
         logger.warning("Could not write the image check cache %s: %s", path, e)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+
+
+def _dump(tmp: str, data: dict) -> None:
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
 
 
 def _executor(workers: int):
@@ -210,7 +234,7 @@ def check_images(images: Sequence[Tuple[object, str, object, object]], name: str
             continue
         stats[key] = (st.st_size, st.st_mtime_ns)
         hit = entries.get(key)
-        if isinstance(hit, list) and len(hit) == 6 and (hit[0], hit[1]) == stats[key]:
+        if _valid_entry(hit) and (hit[0], hit[1]) == stats[key]:
             results[key] = tuple(hit[2:])
             num_cached += 1
         else:

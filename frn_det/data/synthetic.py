@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.damaged import set_aside
 from ..utils.paths import cache_dir as cache_dir_default
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ SHAPES_CATEGORIES = [
 ]
 
 DONE_MARKER = "DONE"
+_PARSED = set()  # (json path, mtime_ns, size) of generated jsons that parsed in this process
 SPLITS = ("train", "val", "tune")
 
 # Target (visible) pixel areas per COCO range. The gaps around the COCO thresholds
@@ -435,26 +437,70 @@ def dataset_root(spec: ShapesSpec, cache_dir: Optional[Path] = None) -> Path:
     return Path(cache_dir if cache_dir is not None else cache_dir_default()) / "datasets" / spec.key()
 
 
+def _marker(root: Path, spec: ShapesSpec) -> str:
+    """The DONE marker: the spec's key, then "<size> <path>" of every file generated."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return spec.key() + "\n" + "".join(f"{p.stat().st_size} {p.relative_to(root).as_posix()}\n" for p in files)
+
+
+def _damage(root: Path, spec: ShapesSpec) -> Optional[str]:
+    """What is wrong with a generated dataset (a file missing or of another size than was
+    written, a marker of another spec), or None. Stats only: cheap enough for every use."""
+    try:
+        lines = (root / DONE_MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        return f"its {DONE_MARKER} marker cannot be read ({e.strerror})"
+    if not lines or lines[0] != spec.key():
+        return f"its {DONE_MARKER} marker does not name {spec.key()}"
+    for line in lines[1:]:  # markers written before the sizes were recorded hold the key alone
+        size, _, name = line.partition(" ")
+        try:
+            found = (root / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if not size.isdigit() or found != int(size):
+            return f"{name} has {found} bytes, {size} were written"
+    for split in SPLITS:  # the jsons parse (bytes changed in place keep the size)
+        json_file = root / "annotations" / f"instances_{split}.json"
+        st = json_file.stat() if json_file.is_file() else None
+        state = (str(json_file), st.st_mtime_ns, st.st_size) if st else None
+        if state in _PARSED:
+            continue
+        try:
+            with open(json_file, encoding="utf-8") as f:
+                if not isinstance(json.load(f).get("images"), list):
+                    raise ValueError("no 'images' list")
+        except (OSError, ValueError, AttributeError) as e:
+            return f"{json_file.relative_to(root)} does not parse ({type(e).__name__}: {e})"
+        _PARSED.add(state)
+    return None
+
+
 def ensure_shapes_dataset(spec: ShapesSpec = ShapesSpec(),
                           cache_dir: Optional[Path] = None) -> dict:
     """Generates the dataset once into ``<cache>/datasets/<spec.key()>`` and reuses it.
 
     Returns {"train" | "val" | "tune": (json_path, image_root), ...
     "root": Path}. Safe against concurrent callers and killed processes: data is
-    generated in a private temp folder, the DONE marker is written last, and the
-    folder is atomically renamed into place. Leftover temp folders are ignored.
+    generated in a private temp folder, the DONE marker (with every file's size) is
+    written last, and the folder is atomically renamed into place. Leftover temp folders
+    are ignored; a folder damaged since (a file missing or cut short) is set aside and
+    generated again.
     """
     root = dataset_root(spec, cache_dir)
     parent = root.parent
     if (root / DONE_MARKER).exists():
-        return dataset_paths(root)
+        problem = _damage(root, spec)
+        if problem is None:
+            return dataset_paths(root)
+        set_aside(root, problem, "generating the dataset again")
 
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key()}.tmp-", dir=parent))
     try:
         start = time.perf_counter()
         generate_shapes_dataset(tmp, spec)
-        (tmp / DONE_MARKER).write_text(spec.key() + "\n")
+        (tmp / DONE_MARKER).write_text(_marker(tmp, spec))
         os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
         for _ in range(2):
             try:

@@ -5,15 +5,21 @@ Saves go to a temporary file that is renamed into place only when complete, and
 leaves the previous checkpoint as the one to resume from. Unreadable files and partial
 loads (e.g. a BN checkpoint into an FRN model) are reported clearly.
 """
+import functools
+import logging
+import math
 import os
+import re
 import time
 import zipfile
-from typing import List
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.atomic import write_atomic, write_text_atomic
+
+logger = logging.getLogger("frn_det")
 
 
 class CheckpointError(RuntimeError):
@@ -22,6 +28,7 @@ class CheckpointError(RuntimeError):
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     last_incompatible = None  # what the last _load_model could not fill
+    resumed_from = None  # set by resume_or_load: the checkpoint it resumed from, "" for none
     seconds_saving = 0.0  # wall time spent in save() (a run's cost breakdown)
 
     def save(self, name: str, **kwargs) -> None:
@@ -40,8 +47,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
         try:
-            write_atomic(path, lambda tmp: torch.save(data, tmp))
-        except (OSError, RuntimeError) as e:  # torch.save reports failed writes as RuntimeError
+            write_atomic(path, lambda tmp: _torch_save(data, tmp))
+        except (OSError, RuntimeError) as e:
             raise CheckpointError(
                 f"could not write checkpoint {path} ({getattr(e, 'strerror', None) or e}); the disk may be full. "
                 f"Earlier checkpoints in {self.save_dir} are intact."
@@ -52,26 +59,59 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def checkpoint_files(self) -> List[str]:
-        """The .pth checkpoints in save_dir, newest first."""
+        """The .pth checkpoints in save_dir, newest first (by the iteration in their name:
+        model_final, then model_0000019 ...; other names by modification time, after them)."""
         if not self.save_dir or not os.path.isdir(self.save_dir):
             return []
         paths = [os.path.join(self.save_dir, f) for f in os.listdir(self.save_dir) if f.endswith(".pth")]
-        return sorted(paths, key=os.path.getmtime, reverse=True)
+        return sorted(paths, key=_newest_first)
 
     def rejected_checkpoints(self) -> List[str]:
         """Checkpoint files in save_dir that cannot be loaded (truncated or corrupt)."""
         return [p for p in self.checkpoint_files() if not _is_complete(p)]
 
+    def _resume_candidates(self) -> Iterator[Tuple[str, Optional[str]]]:
+        """(path, what is wrong with it or None) of the checkpoints to resume from, best
+        first: the one last_checkpoint names, then this run's model_*.pth newest first.
+        Lazy: a caller that stops at the first intact file reads no older one."""
+        tagged = super().get_checkpoint_file() if super().has_checkpoint() else ""
+        ours = [p for p in self.checkpoint_files() if _RUN_CHECKPOINT.fullmatch(os.path.basename(p))]
+        for path in ([tagged] if tagged else []) + [p for p in ours if p != tagged]:
+            problem = checkpoint_problem(path)
+            yield path, (f"{problem}, named by last_checkpoint" if problem and path == tagged else problem)
+
     def get_checkpoint_file(self) -> str:
-        """The checkpoint named by last_checkpoint; if that one is unusable, the newest usable one."""
-        tagged = super().get_checkpoint_file()
-        if _is_complete(tagged):
-            return tagged
-        for path in self.checkpoint_files():
-            if os.path.basename(path).startswith("model_") and _is_complete(path):
-                self.logger.warning("last_checkpoint names an unusable file (%s); resuming from %s", tagged, path)
-                return path
-        return ""
+        """The checkpoint named by last_checkpoint; if that one is damaged or missing, the
+        newest intact one; "" when there is none."""
+        return next((path for path, problem in self._resume_candidates() if problem is None), "")
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """Resume from the newest intact checkpoint of save_dir (last_checkpoint's first);
+        a damaged one (size, zip directory, CRCs, load) is named and skipped, and without
+        any intact one training starts over from `path` (MODEL.WEIGHTS), with a warning."""
+        self.resumed_from = ""
+        if not resume:
+            return self.load(path, checkpointables=[])
+        damaged = []
+        for candidate, problem in self._resume_candidates():
+            if problem is not None:
+                damaged.append(f"{candidate} ({problem})")
+                continue
+            try:
+                checkpoint = self.load(candidate)
+            except CheckpointError as e:  # intact on disk, but it does not load
+                damaged.append(str(e))
+                continue
+            if damaged:
+                logger.warning("resuming from %s: newer checkpoint(s) are damaged and were skipped: %s",
+                               candidate, "; ".join(damaged))
+            self.resumed_from = candidate
+            return checkpoint
+        if damaged:
+            logger.warning(
+                "no intact checkpoint to resume from in %s (damaged: %s): training starts over from iteration 0%s",
+                self.save_dir, "; ".join(damaged), f" with the weights of {path}" if path else "")
+        return self.load(path, checkpointables=[])
 
     def load_for_evaluation(self, weights: str, resume: bool) -> str:
         """Load trained weights for --eval-only, or raise: never evaluate an initialised model.
@@ -82,9 +122,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         loaded path. Raises CheckpointError naming every rejected file, or when the file
         leaves model parameters uninitialised.
         """
-        rejected = self.rejected_checkpoints()
         path = self.get_checkpoint_file() if resume and super().has_checkpoint() else ""
-        if resume and not path and rejected:
+        rejected = self.rejected_checkpoints() if resume and not path else []
+        if rejected:
             raise CheckpointError(
                 f"--eval-only --resume: no usable checkpoint in {self.save_dir}; rejected "
                 f"{len(rejected)} truncated or corrupt file(s): {', '.join(rejected)}. Nothing was evaluated."
@@ -113,11 +153,16 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return path
 
     def has_checkpoint(self) -> bool:
-        return super().has_checkpoint() and bool(self.get_checkpoint_file())
+        """After resume_or_load: whether it resumed (DefaultTrainer then starts after the
+        checkpoint's iteration); before: whether there is an intact checkpoint to resume from."""
+        if self.resumed_from is not None:
+            return bool(self.resumed_from)
+        return bool(self.get_checkpoint_file())
 
     def _load_file(self, filename):
-        if filename.endswith(".pth") and os.path.isfile(filename) and not _is_complete(filename):
-            raise CheckpointError(f"checkpoint {filename} is truncated or corrupt (not a complete PyTorch archive)")
+        problem = checkpoint_problem(filename) if filename.endswith(".pth") and os.path.isfile(filename) else None
+        if problem:
+            raise CheckpointError(f"checkpoint {filename} is truncated or corrupt ({problem})")
         try:
             return super()._load_file(filename)
         except Exception as e:  # noqa: BLE001  pickle, zip, torch and OS errors alike: name the file
@@ -150,15 +195,82 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return incompatible
 
 
+class _WriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write: torch.save replaces it
+    by a RuntimeError that does not say why ("unexpected pos 896 vs 790")."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(data, path: str) -> None:
+    """torch.save into `path`; a failed write raises its OSError ("No space left on device",
+    "File too large"), not torch's RuntimeError."""
+    with open(path, "wb") as f:
+        writer = _WriteErrors(f)
+        try:
+            torch.save(data, writer)
+        except RuntimeError as e:
+            if writer.error is not None:
+                raise writer.error from e
+            raise
+
+
 def _examples(keys, n=3) -> str:
     keys = sorted(keys)
     return f", e.g. {keys[:n]}" if keys else ""
 
 
-def _is_complete(path: str) -> bool:
-    """torch.save writes a zip archive whose directory is at the end: a truncated file has none."""
-    if not path or not os.path.isfile(path):
-        return False
+# The checkpoints a training run writes (PeriodicCheckpointer, the preemption hook).
+_RUN_CHECKPOINT = re.compile(r"model_(final|\d+)\.pth")
+
+
+def _newest_first(path: str):
+    match = _RUN_CHECKPOINT.fullmatch(os.path.basename(path))
+    order = (0, -math.inf if match.group(1) == "final" else -int(match.group(1))) if match else (1, 0)
+    return order + (-os.path.getmtime(path),)
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """What makes a checkpoint file unusable, or None: missing, empty, no zip directory at
+    its end (torch.save writes a zip archive whose directory comes last: a truncated file has
+    none), or a member whose CRC does not match (bytes changed: torch.load would load them
+    silently). Files of other formats (.pkl from the model zoo) are checked when loaded."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be read: {e.strerror}"
+    except ValueError:  # a NUL byte: the name came from a damaged last_checkpoint
+        return "not a file name"
+    return _zip_problem(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _zip_problem(path: str, size: int, mtime_ns: int) -> Optional[str]:
+    """checkpoint_problem of one state of the file (CRCs read it once per process)."""
     if not path.endswith(".pth"):
-        return True  # other formats (.pkl from the model zoo) are checked when loaded
-    return zipfile.is_zipfile(path)
+        return None
+    if size == 0:
+        return "empty: 0 bytes"
+    if not zipfile.is_zipfile(path):
+        return f"truncated or not a PyTorch archive: no zip directory at the end of its {size} bytes"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"unreadable archive: {e}"
+    return f"member {bad} fails its CRC check: bytes changed since it was written" if bad else None
+
+
+def _is_complete(path: str) -> bool:
+    return bool(path) and checkpoint_problem(path) is None

@@ -27,6 +27,7 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
 """
 import json
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -49,6 +50,7 @@ from ..config_lazy import load_config, name_list
 from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
 from ..layers import implementations
 from ..modeling.lazy_bridge import lazy_model_has_masks
+from ..utils.jsonlines import repair_torn_tail
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
 from .preemption import PreemptionHook
@@ -152,6 +154,8 @@ def do_train(args, cfg):
         results.update(do_test(cfg, model))
         return results
 
+    if comm.is_main_process():  # Detectron2's JSON log (metrics.json); a resumed run appends to it
+        repair_torn_tail(os.path.join(cfg.train.output_dir, "metrics.json"))
     trainer.register_hooks(
         [
             hooks.IterationTimer(),

@@ -25,6 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventWriter, TensorboardXWriter, get_event_storage
 
 from ..utils.atomic import write_json_atomic
+from ..utils.damaged import Damaged, read_or_set_aside
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")
 DEFAULT_LOGGERS = ("tensorboard",)
@@ -166,16 +167,21 @@ def mlflow_uri(opts: TrackingOptions) -> str:
     return f"sqlite:///{Path(opts.output_dir).resolve().parent / 'mlflow.db'}"
 
 
+def _parse_ids(path: Path) -> dict:
+    """trackers.json: {logger: run id} as TrackerRuns writes it."""
+    ids = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(ids, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in ids.items()):
+        raise Damaged("expected an object of tracker name -> run id strings")
+    return ids
+
+
 class TrackerRuns:
     """The tracker runs of one run folder, created or continued (ids in trackers.json)."""
 
     def __init__(self, opts: TrackingOptions, params: dict):
         self.opts = opts
         self.path = Path(opts.output_dir) / TRACKER_IDS_FILE
-        try:
-            ids = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            ids = {}
+        ids = read_or_set_aside(self.path, _parse_ids, "new tracker runs are started for this run") or {}
         name = Path(opts.output_dir).resolve().name
         self.backends = {}
         for logger in opts.remote:

@@ -4,6 +4,8 @@ import contextlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -25,6 +27,7 @@ from ..data.mapper import CheckedDatasetMapper
 from ..evaluation import install_fast_coco_eval
 from ..layers import implementations
 from ..modeling.lazy_bridge import build_lazy_model
+from ..utils.jsonlines import repair_torn_tail
 from .checkpoint import SafeDetectionCheckpointer
 from .optimizer import build_optimizer
 from .precise_bn import PrecisePopulationStats
@@ -34,17 +37,36 @@ from .trackers import TrackingOptions, tracking_writers, yacs_params
 
 class LoggedCOCOEvaluator(COCOEvaluator):
     """COCOEvaluator whose COCOeval prints ("Loading and preparing results...", the stats
-    table) go to the log instead of the terminal; Detectron2 logs the results table itself."""
+    table) go to the log instead of the terminal; Detectron2 logs the results table itself.
+    Its files (coco_instances_results.json, instances_predictions.pth) appear whole or not
+    at all: written into a temporary folder next to them, then renamed into place."""
 
     def evaluate(self, img_ids=None):
         captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
+        with contextlib.redirect_stdout(captured), self._atomic_outputs():
             results = super().evaluate(img_ids)
         if captured.getvalue().strip():
             logging.getLogger("detectron2.evaluation.cocoeval").info(
                 "COCOeval output:\n%s", captured.getvalue().rstrip()
             )
         return results
+
+
+    @contextlib.contextmanager
+    def _atomic_outputs(self):
+        final = self._output_dir
+        if not final:
+            yield
+            return
+        os.makedirs(final, exist_ok=True)
+        self._output_dir = tempfile.mkdtemp(prefix=".evaluating-", dir=final)
+        try:
+            yield
+            for name in os.listdir(self._output_dir):  # a rename: atomic on one filesystem
+                os.replace(os.path.join(self._output_dir, name), os.path.join(final, name))
+        finally:
+            shutil.rmtree(self._output_dir, ignore_errors=True)
+            self._output_dir = final
 
 
 def coco_evaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=None, **kwargs):
@@ -112,6 +134,7 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         """Detectron2's console and JSON writers, then the chosen trackers' (TRACKING.LOGGERS)."""
+        repair_torn_tail(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))  # Detectron2's JSON log; resumes append
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)[:2] + tracking_writers(
             TrackingOptions.from_yacs(self.cfg), yacs_params(self.cfg, comm.get_world_size()))
 

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..evaluation import METRICS, PerImageEval, bootstrap_weights, load_gt
+from ..utils.atomic import write_atomic
+from ..utils.damaged import Damaged, describe, read_or_set_aside
 
 log = logging.getLogger(__name__)
 
@@ -74,31 +76,56 @@ def run_samples(run: dict, gt_cache: Optional[dict] = None, iou_type: str = "bbo
     dataset, gt_json, dets = files
     key = f"v{CACHE_VERSION}|{_file_key(gt_json)}|{_file_key(dets)}|{N_RESAMPLES}|{BOOTSTRAP_SEED}"
     cache = cache_path(run, dataset, iou_type)
-    if cache.is_file():
-        try:
-            with np.load(cache) as data:
-                if str(data["key"]) == key:
-                    return RunSamples({m: float(data[f"point_{m}"]) for m in METRICS},
-                                      {m: data[f"samples_{m}"] for m in METRICS}, str(data["images"]))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable bootstrap cache %s: %s", cache, e)
+    try:  # a damaged cache is set aside and rebuilt; one of other files (changed since) is rebuilt
+        cached = read_or_set_aside(cache, _read_cache, "rebuilding it from the run's detections")
+    except OSError as e:
+        log.warning("could not read the bootstrap cache %s (%s); rebuilding it", cache, e.strerror)
+        cached = None
+    if cached is not None and cached[0] == key:
+        return cached[1]
     if gt_cache is not None:  # one ground-truth load per json for all runs of a report
         if gt_json not in gt_cache:
-            gt_cache[gt_json] = load_gt(gt_json)
+            gt_cache[gt_json] = _named(gt_json, load_gt, gt_json)
         gt = gt_cache[gt_json]
     else:
         gt = gt_json
-    evaluation = PerImageEval.from_coco(gt, dets, iou_type)
+    evaluation = _named(dets, PerImageEval.from_coco, gt, dets, iou_type)
     point = evaluation.metrics()
     _check_point_matches_record(run, point, RECORDED_AP[iou_type])
     samples = evaluation.metrics_for_weights(bootstrap_weights(evaluation.n_images, N_RESAMPLES, BOOTSTRAP_SEED))
     images = hashlib.sha256(evaluation.img_ids.tobytes()).hexdigest()[:16]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+            np.savez(f, key=key, images=images, **{f"point_{m}": point[m] for m in METRICS},
+                     **{f"samples_{m}": np.asarray(samples[m]) for m in METRICS})
+
     try:
-        np.savez(cache, key=key, images=images, **{f"point_{m}": point[m] for m in METRICS},
-                 **{f"samples_{m}": np.asarray(samples[m]) for m in METRICS})
+        write_atomic(cache, write)  # a kill during the write leaves the old file or none, never half
     except OSError as e:  # a read-only sweep folder still gets its report
         log.warning("could not cache bootstrap samples in %s: %s", cache, e)
     return RunSamples(point, {m: np.asarray(samples[m]) for m in METRICS}, images)
+
+
+def _read_cache(path: Path):
+    """(key, RunSamples) of a bootstrap cache; Damaged when it is not one this version writes."""
+    with np.load(path, allow_pickle=False) as data:
+        key = str(data["key"])
+        if not key.startswith(f"v{CACHE_VERSION}|"):
+            raise Damaged(f"written by another version ({key.split('|')[0]}, this one writes v{CACHE_VERSION})")
+        samples = {m: np.asarray(data[f"samples_{m}"]) for m in METRICS}
+        if any(s.shape != (N_RESAMPLES,) for s in samples.values()):
+            raise Damaged(f"samples of another shape than ({N_RESAMPLES},)")
+        point = {m: float(data[f"point_{m}"]) for m in METRICS}
+        return key, RunSamples(point, samples, str(data["images"]))
+
+
+def _named(path: str, load, *args):
+    """load(*args), its failure to read `path` (a json that does not parse) naming the file."""
+    try:
+        return load(*args)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{path} cannot be read ({describe(e)})") from e
 
 
 def _check_point_matches_record(run: dict, point: Dict[str, float], key: str = "AP") -> None:

@@ -1,7 +1,8 @@
 """tools/sweep.py: the Hydra app that runs one sweep job (see configs/sweep/sweep.yaml).
 
 Exit status: 0 when every run of the sweep finished or diverged (a diverged run is a
-result); 1 when any run failed, after the other runs and the report are done.
+result); 1 when any run failed, after the other runs and the report are done; 2 when a
+sweep key, a file it names or a job's Detectron2 config is wrong, before any job starts.
 """
 import logging
 import sys
@@ -37,7 +38,8 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
-    # Unknown keys and bad values stop the sweep here, before Hydra starts any job.
+    # Unknown keys, bad values and jobs whose config does not build stop the sweep here,
+    # before Hydra starts any job (job_checks.override_value_error: every job of the grid).
     config_dir = CONFIGS_DIR / "sweep"
     error = unknown_override_error(overrides, config_dir) or override_value_error(overrides, config_dir)
     if error:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..layers.implementations import prepare as prepare_kernels
+from ..utils.damaged import describe
 from .events import read_events
 from .stop import stop_workers_with_the_sweep
 
@@ -44,6 +45,8 @@ def report_dir_of_run(config: DictConfig) -> Path:
 
 
 def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
+    """The report of the runs in report_dir; a problem is logged, never raised: the runs
+    are trained and recorded whatever happens to their report."""
     from ..report import ReportError, write_report
 
     try:
@@ -52,6 +55,9 @@ def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
         logger.info("report: %s (plot: %s)", paths["md"], paths["png"])
     except ReportError as e:
         logger.warning("no report written: %s", e)
+    except Exception as e:  # noqa: BLE001  a bug or a file we did not foresee: the runs' results stay
+        logger.exception("no report written for %s: %s (the runs' results are kept; "
+                         "`python tools/report.py %s` tries again)", report_dir, describe(e), report_dir)
 
 
 def failed_runs(run_dirs, since: float) -> List[str]:
@@ -60,8 +66,12 @@ def failed_runs(run_dirs, since: float) -> List[str]:
 
     failed = []
     for run_dir in run_dirs:
-        touched = any(e.get("time", 0) >= since for e in read_events(run_dir))
-        metrics = read_metrics(run_dir) or {}
+        try:
+            touched = any(isinstance(e.get("time"), (int, float)) and e["time"] >= since for e in read_events(run_dir))
+            metrics = read_metrics(run_dir) or {}
+        except OSError as e:  # an unreadable run folder: named, and the others still counted
+            logger.warning("%s: cannot read its records (%s)", run_dir, describe(e))
+            continue
         if touched and metrics.get("status") == FAILED:
             failed.append(f"{run_dir.name}: {metrics.get('status_detail') or 'failed'}")
     return failed
@@ -125,9 +135,10 @@ class SweepCallback(Callback):
         if self.bar is not None:
             self.bar.close()
         sweep_dir = Path(config.hydra.sweep.dir)
+        # The failed runs first: they decide the exit status, whatever the report does.
+        FAILED_RUNS.extend(failed_runs(sorted(p.parent for p in sweep_dir.glob("*/metrics.json")), self.started))
         if config.report:
             write_sweep_report(sweep_dir, config)
-        FAILED_RUNS.extend(failed_runs(sorted(p.parent for p in sweep_dir.glob("*/metrics.json")), self.started))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time()
@@ -135,6 +146,6 @@ class SweepCallback(Callback):
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
         if not _is_machine_zero(config):  # machine 0 alone writes the report
             return
+        FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))
         if config.report:
             write_sweep_report(report_dir_of_run(config), config)
-        FAILED_RUNS.extend(failed_runs([Path(config.hydra.runtime.output_dir)], self.started))

@@ -99,7 +99,7 @@ def run_state(run_dir: Path, digest: str, rerun_failed: bool) -> tuple:
     stale = existing is not None and existing.get("config_hash") not in (None, digest)
     checkpoint = run_dir / "last_checkpoint"
     if checkpoint.is_file() and not stale:
-        name = checkpoint.read_text().strip()  # model_0004999.pth: iterations 0..4999 done
+        name = checkpoint.read_text(errors="replace").strip()  # model_0004999.pth: iterations 0..4999 done
         digits = "".join(c for c in Path(name).stem if c.isdigit())
         if digits:
             return f"resumable@{int(digits) + 1}", int(digits) + 1
@@ -127,7 +127,7 @@ def _device_and_amp(run_dir: Path) -> Optional[tuple]:
     try:
         solver = yaml.safe_load((run_dir / "config.yaml").read_text())
         return str(solver["MODEL"]["DEVICE"]), bool((solver.get("SOLVER") or {}).get("AMP", {}).get("ENABLED", False))
-    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):  # damaged: the plan does without
         return None
 
 

@@ -34,6 +34,7 @@ from ..run_record import (
     read_metrics,
 )
 from ..utils.atomic import write_json_atomic, write_text_atomic
+from ..utils.damaged import Damaged, describe, read_or_set_aside
 from .cluster import resolve_distributed
 from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from .events import log_event
@@ -79,6 +80,22 @@ def archive_stale_run(run_dir: Path, old_hash: str) -> Path:
             shutil.move(str(entry), dest / entry.name)
     logger.warning("%s held a result for another config (hash %s); moved it to %s", run_dir, old_hash, dest)
     return dest
+
+
+def _checkpoints_of_this_config(run_dir: Path, cfg) -> bool:
+    """Without a readable metrics.json (missing, or damaged and set aside): whether the
+    folder's checkpoints, if any, were trained with `cfg`, by its config.yaml (written at
+    every (re)start). Compared after a dump and load on both sides (YAML turns tuples into lists)."""
+    from detectron2.config import CfgNode
+
+    if not (run_dir / "last_checkpoint").exists() and not any(run_dir.glob("model_*.pth")):
+        return True  # nothing to resume
+    try:
+        stored = CfgNode.load_cfg((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return config_hash(CfgNode.load_cfg(stored.dump())) == config_hash(CfgNode.load_cfg(cfg.dump()))
+    except Exception as e:  # noqa: BLE001  missing or damaged: whose checkpoints they are is unknown
+        logger.warning("%s: its config.yaml cannot be read (%s): its checkpoints are not resumed", run_dir, describe(e))
+        return False
 
 
 def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
@@ -170,7 +187,7 @@ def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int
 
 def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str, stop: TrainingStop) -> dict:
     name, digest = record["run"], record["config_hash"]
-    existing = read_metrics(run_dir)
+    existing = read_metrics(run_dir, set_aside=True)  # a damaged one is set aside: the run resumes
     if _should_skip(existing, digest, job.rerun_failed):
         logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
         log_event(run_dir, "skip", status=existing["status"])
@@ -179,6 +196,8 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
         archive_stale_run(run_dir, existing.get("config_hash", "unknown"))
     elif existing:
         keep_thread_layout(job, existing, record)
+    elif not _checkpoints_of_this_config(run_dir, cfg):
+        archive_stale_run(run_dir, "unknown")  # no record says whose checkpoints these are: not resumed
 
     write_text_atomic(run_dir / "config.yaml", cfg.dump())
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)
@@ -200,8 +219,10 @@ def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_u
                       "re-run to resume from the last checkpoint")
     if fields["time_breakdown_s"] and fields["wall_time_s"] is not None:  # starting the processes, imports, exit
         fields["time_breakdown_s"]["process_start_and_exit"] = max(0.0, launch_s - fields["wall_time_s"])
-    if fields["status"] == PREEMPTED:  # metrics.json stays "running": the next sweep resumes it
-        log_event(run_dir, "preempted", iteration=fields["iterations"])
+    if fields["status"] == PREEMPTED:  # metrics.json stays "running" (why: status_detail); the next sweep resumes it
+        stopped = {**record, "status": RUNNING, "status_detail": fields["status_detail"]}
+        write_json_atomic(run_dir / METRICS_FILE, stopped)
+        log_event(run_dir, "preempted", iteration=fields["iterations"], detail=fields["status_detail"])
         raise Preempted(fields["status_detail"])
     record.update(fields)
     write_json_atomic(run_dir / METRICS_FILE, record)
@@ -251,11 +272,21 @@ def _error_detail(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _read_outcome(run_dir: Path) -> Optional[dict]:
+    def parse(path: Path) -> dict:
+        outcome = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(outcome, dict) or not isinstance(outcome.get("status"), str):
+            raise Damaged("no status")
+        return outcome
+
+    return read_or_set_aside(run_dir / OUTCOME_FILE, parse, "the run is recorded as failed")
+
+
 def _result_fields(run_dir: Path, error: Optional[BaseException], sched, test: str, tune: Optional[str]) -> dict:
-    try:
-        outcome = json.loads((run_dir / OUTCOME_FILE).read_text())
-    except (OSError, ValueError):
-        outcome = {"status": FAILED, "status_detail": _error_detail(error) if error else "no outcome written"}
+    outcome = _read_outcome(run_dir)
+    if outcome is None:
+        detail = _error_detail(error) if error else f"the training process wrote no readable {OUTCOME_FILE}"
+        outcome = {"status": FAILED, "status_detail": detail}
     evaluation = outcome.pop("evaluation", None) or {}
     status, detail = outcome.get("status", FAILED), outcome.get("status_detail", "")
     metrics = _coco_metrics(evaluation, test)

@@ -2,6 +2,7 @@
 import logging
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -23,6 +24,8 @@ from ..engine.trackers import TrackingOptions, tracking_writers, yacs_params
 from ..layers import implementations
 from ..run_record import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
 from ..utils.atomic import write_json_atomic
+from ..utils.damaged import describe
+from ..utils.jsonlines import repair_torn_tail
 from .console import configure_worker_logging
 
 logger = logging.getLogger("frn_det")
@@ -43,9 +46,11 @@ class SweepTrainer(Trainer):
             self.seconds_evaluating += time.perf_counter() - start
 
     def build_writers(self):
+        training_log = os.path.join(self.cfg.OUTPUT_DIR, TRAINING_LOG)
+        repair_torn_tail(training_log)  # a resumed run appends to it
         return [
             CommonMetricPrinter(self.max_iter),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, TRAINING_LOG)),
+            JSONWriter(training_log),
             *tracking_writers(TrackingOptions.from_yacs(self.cfg), yacs_params(self.cfg, comm.get_world_size())),
         ]
 
@@ -124,6 +129,19 @@ def evaluation_records(cfg, results) -> dict:
     return records
 
 
+# How a collective reports that a peer went away (GLOO: the socket closed or reset; NCCL: the
+# communicator aborted; either: the process group's timeout).
+_LOST_WORKER = re.compile(r"Connection (reset|closed) by peer|Broken pipe|Socket Timeout|Timed out waiting|"
+                          r"collective operation timeout|communicator was aborted", re.IGNORECASE)
+
+
+def lost_worker(error: BaseException) -> bool:
+    """Whether `error` says that another worker of a distributed run is gone (killed, its
+    machine lost): the run is resumable, not failed."""
+    network = getattr(torch.distributed, "DistNetworkError", ())
+    return isinstance(error, network) or (isinstance(error, RuntimeError) and bool(_LOST_WORKER.search(str(error))))
+
+
 def make_deterministic() -> None:
     """PyTorch's deterministic algorithms (warn-only: an op without a deterministic version
     warns in the run's log instead of stopping it), cuDNN without autotuning. With a fixed
@@ -168,6 +186,14 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, thread
         error = e
     except Preempted as e:
         outcome.update(status=PREEMPTED, status_detail=str(e))
+        error = e
+    except Exception as e:  # noqa: BLE001  only a lost worker is caught; anything else fails the run
+        if not lost_worker(e):
+            raise
+        last = os.path.basename(trainer.checkpointer.get_checkpoint_file()) or "iteration 0 (no checkpoint yet)"
+        outcome.update(status=PREEMPTED, status_detail=(
+            f"lost contact with another worker at iteration {trainer.iter} ({describe(e)}): a machine or process "
+            f"of this run stopped; re-run the sweep (on every machine) to resume from {last}"))
         error = e
     if comm.is_main_process():
         losses, s_per_iter = _scalar_summary(trainer.storage)
