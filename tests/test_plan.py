@@ -122,7 +122,8 @@ def _finished_run(out, name, norm, ims, s_per_iter, device="cpu", amp=False):
     run = out / name
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"status": "finished", "model": "tiny_cpu", "norm": norm,
-                                                   "ims_per_gpu": ims, "s_per_iter": s_per_iter}))
+                                                   "ims_per_gpu": ims, "s_per_iter": s_per_iter,
+                                                   "config_hash": "0123456789ab"}))
     (run / "config.yaml").write_text(yaml.safe_dump({"MODEL": {"DEVICE": device}, "SOLVER": {"AMP": {"ENABLED": amp}}}))
 
 
