@@ -14,7 +14,7 @@ from .utils.quiet import silence_third_party_warnings
 silence_third_party_warnings()  # before Detectron2 is imported below
 
 from . import data, modeling  # noqa: E402, F401  (registers datasets and builders)
-from .config import add_frn_config  # noqa: E402
+from .config.keys import add_frn_config  # noqa: E402
 from .layers import ACCEPTED_NORMS, TLU, FilterResponseNorm2d  # noqa: E402
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ os.environ["FRN_DET_CACHE"] = os.environ.get("FRN_DET_TEST_CACHE") or tempfile.m
 
 def tiny_cfg(norm="FRN", *opts):
     """The tiny CPU config with `norm` in backbone, FPN and head, plus KEY VALUE overrides."""
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
 
     norms = ["MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "MODEL.RETINANET.NORM", norm]
     return build_config(str(TINY_CONFIG), norms + list(opts))

@@ -2,7 +2,7 @@
 import pytest
 from conftest import TINY_CONFIG, run_tool, tiny_cfg
 
-from frn_det.config_checks import ConfigError, check_config
+from frn_det.config.checks import ConfigError, check_config
 
 
 @pytest.mark.parametrize("key,value,allowed", [
@@ -44,7 +44,7 @@ def test_unknown_key_on_the_command_line_suggests_the_nearest(typo, suggestion):
 
 
 def test_unknown_key_in_a_yaml_file_names_the_file_and_suggests(tmp_path):
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{TINY_CONFIG}"\nSOLVER:\n  MAX_ITERS: 10\n')

@@ -17,8 +17,8 @@ from PIL import Image
 from test_report_intervals import make_run, write_gt
 
 from frn_det.engine.checkpoint import SafeDetectionCheckpointer
-from frn_det.run_record import read_metrics
-from frn_det.sweep.events import log_event, read_events
+from frn_det.record.events import log_event, read_events
+from frn_det.record.metrics import read_metrics
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_checkpoints_without_a_record_are_resumed_only_for_the_config_that_wrote
     these are; another config's (or an unknown one's) are moved aside, not resumed."""
     from conftest import tiny_cfg
 
-    from frn_det.sweep.runner import _checkpoints_of_this_config
+    from frn_det.sweep.running.runner import _checkpoints_of_this_config
 
     frn, gn = tiny_cfg("FRN"), tiny_cfg("GN", "OUTPUT_DIR", "/elsewhere")
     assert _checkpoints_of_this_config(tmp_path, gn)  # no checkpoint: nothing to resume
@@ -104,8 +104,8 @@ def test_checkpoints_without_a_record_are_resumed_only_for_the_config_that_wrote
 
 
 def test_a_damaged_outcome_json_fails_the_run_naming_the_file(tmp_path, warnings_log):
-    from frn_det.sweep.runner import _result_fields
-    from frn_det.sweep.scaling import scale_schedule
+    from frn_det.sweep.planning.scaling import scale_schedule
+    from frn_det.sweep.running.runner import _result_fields
 
     outcome = tmp_path / "outcome.json"
     outcome.write_text('{"status": "finished", "evaluation": {"frn_shap')
@@ -153,7 +153,7 @@ def test_events_log_repairs_a_torn_last_line_and_skips_damaged_lines(tmp_path, w
 
 
 def test_failed_runs_are_counted_whatever_their_events_log_holds(tmp_path):
-    from frn_det.sweep.callbacks import failed_runs
+    from frn_det.sweep.running.callbacks import failed_runs
 
     run = tmp_path / "frn_ims2_seed0"
     run.mkdir()
@@ -411,7 +411,7 @@ def test_resume_without_a_usable_last_checkpoint_takes_the_newest_intact_one(tmp
 def test_only_a_lost_peer_counts_as_a_lost_worker():
     """The classification that keeps a run resumable (a killed machine: tests/test_multinode.py);
     other errors still fail the run."""
-    from frn_det.sweep.worker import lost_worker
+    from frn_det.sweep.running.worker import lost_worker
 
     gloo = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:35250. "
             "This is typically caused by a remote worker crashing.")

@@ -225,7 +225,7 @@ def test_validation_is_cached_until_the_file_changes(tmp_path, monkeypatch):
 
 
 def _cfg(name, json_file, img_dir, *opts, model="tiny_retinanet_cpu"):
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
 
     return build_config(f"configs/{model}.yaml", [
         "DATASETS.REGISTER_COCO", [(name, json_file, img_dir)],
@@ -352,9 +352,9 @@ def test_unreadable_json_is_named(tmp_path):
 
 
 def test_lazy_register_coco_path_errors_name_the_lazy_key(tmp_path):
-    from frn_det.config_lazy import load_config
+    from frn_det.config.lazy import load_config
     from frn_det.data import DatasetPathError
-    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+    from frn_det.engine.lazy_training import prepare_lazy_datasets
 
     name = unique("lazy_paths")
     json_file, img_dir, _, _ = _broken_paths(tmp_path, "json is a folder")
@@ -423,7 +423,7 @@ def test_prepare_datasets_drops_boxes_of_datasets_registered_elsewhere(tmp_path)
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
     from frn_det.data import prepare_datasets
 
     name = unique("d2_train")
@@ -695,7 +695,7 @@ def test_prepare_datasets_fill_reaches_training_and_the_evaluator(tmp_path):
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances
 
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
     from frn_det.data import prepare_datasets
 
     json_file, img_dir = make_coco(tmp_path)
@@ -789,7 +789,7 @@ def test_test_set_categories_are_checked_too(tmp_path):
 
 
 def test_class_count_key_follows_the_meta_architecture():
-    from frn_det.config_build import build_config
+    from frn_det.config.build import build_config
     from frn_det.data import model_num_classes
 
     cfg = build_config("configs/tiny_retinanet_cpu.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ONE_THREAD, REPO, SHORT_SWEEP, TINY_CONFIG, run_tool
 
-from frn_det.sweep.events import read_events
+from frn_det.record.events import read_events
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from frn_testing import record_execution
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from frn_det.config_build import build_config
+from frn_det.config.build import build_config
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.trainer import Trainer, evaluation_tasks
 from frn_det.layers import TLU, FilterResponseNorm2d
@@ -328,7 +328,7 @@ def test_sweep_model_entry_names_the_lazy_config():
 
 
 def test_lazy_datasets_are_prepared_and_checked():
-    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+    from frn_det.engine.lazy_training import prepare_lazy_datasets
 
     assert prepare_lazy_datasets(lazy_cfg(TINY_LAZY)) == ["frn_shapes_train", "frn_shapes_val"]
     with pytest.raises(KeyError) as err:
@@ -595,8 +595,8 @@ def test_mask_on_must_agree_with_the_lazy_model():
 
 
 def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
-    from frn_det.config_lazy import load_config
-    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+    from frn_det.config.lazy import load_config
+    from frn_det.engine.lazy_training import prepare_lazy_datasets
 
     cfg = load_config(str(TINY_MASK_LAZY))
     assert prepare_lazy_datasets(cfg) == ["frn_shapes_train", "frn_shapes_val"]
@@ -614,7 +614,7 @@ def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
 def test_lazy_mask_rcnn_needs_a_mask_on_every_annotation_before_training(tmp_path):
     from test_dataset_validation import make_coco
 
-    from frn_det.engine.lazy_train_net import prepare_lazy_datasets
+    from frn_det.engine.lazy_training import prepare_lazy_datasets
 
     json_file, img_dir = make_coco(tmp_path, num_images=2)  # boxes only
     data = [f"dataloader.prepare.register_coco=[[lazy_boxes_only,{json_file},{img_dir}]]",
@@ -626,7 +626,7 @@ def test_lazy_mask_rcnn_needs_a_mask_on_every_annotation_before_training(tmp_pat
 
 
 def test_precise_bn_hook_as_the_yaml_trainer_adds_it():
-    from frn_det.engine.lazy_train_net import precise_bn_hook
+    from frn_det.engine.lazy_training import precise_bn_hook
     from frn_det.engine.precise_bn import PrecisePopulationStats
 
     cfg = lazy_cfg(TINY_MASK_LAZY, f"{NORM_KEY}=BN", "train.precise_bn.enabled=true", "train.precise_bn.num_iter=7")
@@ -720,7 +720,7 @@ def test_unknown_roi_head_norm_names_the_lazy_key(override, key):
 def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
     from hydra import compose, initialize_config_dir
 
-    from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config
+    from frn_det.sweep.planning.d2config import CONFIGS_DIR, build_detectron2_config
 
     with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base=None):
         job = compose(config_name="sweep", overrides=[f"model={entry_name}", "norm=gn"])
@@ -741,8 +741,8 @@ def test_sweep_lazy_model_entries_build_through_the_sweep_config(entry_name):
     ("dataloader.train.total_batch_sise=4", "dataloader.train.total_batch_size"),
 ])
 def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
-    from frn_det.config_checks import ConfigError
-    from frn_det.config_lazy import load_config
+    from frn_det.config.checks import ConfigError
+    from frn_det.config.lazy import load_config
 
     key = typo.partition("=")[0]
     with pytest.raises(ConfigError, match=rf"unknown config key {re.escape(key)} \(in the command-line overrides\); "
@@ -751,7 +751,7 @@ def test_lazy_override_of_an_unknown_key_suggests_the_nearest(typo, suggestion):
 
 
 def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
-    from frn_det.config_lazy import load_config
+    from frn_det.config.lazy import load_config
 
     cfg = load_config(str(TINY_LAZY), [
         "dataloader.train.aspect_ratio_grouping=false",  # an argument of the LazyCall's target, at its default
@@ -791,8 +791,8 @@ def test_lazy_overrides_of_arguments_seeds_and_added_keys_pass():
     (f"{NORM_KEY}=FRNN", "model.backbone.bottom_up.stages.norm='FRNN' is not a known norm"),
 ])
 def test_lazy_values_get_the_yacs_checks(override, message):
-    from frn_det.config_checks import check_config
-    from frn_det.config_lazy import load_config
+    from frn_det.config.checks import check_config
+    from frn_det.config.lazy import load_config
 
     with pytest.raises(ValueError) as err:
         check_config(load_config(str(TINY_LAZY), [override]), 1)
@@ -809,8 +809,8 @@ def test_lazy_values_get_the_yacs_checks(override, message):
 ])
 def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
     """One table of rules: the same bad value gets the same "expected ..." in both kinds of config."""
-    from frn_det.config_checks import ConfigError, check_config
-    from frn_det.config_lazy import load_config
+    from frn_det.config.checks import ConfigError, check_config
+    from frn_det.config.lazy import load_config
 
     with pytest.raises(ConfigError) as from_yacs:
         check_config(tiny_cfg("FRN", *yacs), 1)
@@ -821,8 +821,8 @@ def test_yacs_and_lazy_configs_are_checked_by_the_same_rule(yacs, lazy):
 
 
 def test_lazy_total_batch_must_divide_over_the_workers():
-    from frn_det.config_checks import ConfigError, check_config
-    from frn_det.config_lazy import load_config
+    from frn_det.config.checks import ConfigError, check_config
+    from frn_det.config.lazy import load_config
 
     cfg = load_config(str(TINY_LAZY), ["dataloader.train.total_batch_size=5"])
     check_config(cfg, 1)
@@ -832,8 +832,8 @@ def test_lazy_total_batch_must_divide_over_the_workers():
 
 
 def test_every_shipped_lazy_config_passes_the_checks():
-    from frn_det.config_checks import check_config
-    from frn_det.config_lazy import load_config
+    from frn_det.config.checks import check_config
+    from frn_det.config.lazy import load_config
 
     files = sorted(LAZY.glob("*.py"))
     assert len(files) >= 15

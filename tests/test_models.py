@@ -10,7 +10,7 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from frn_testing import record_execution
 from torch import nn
 
-from frn_det.config_build import build_config
+from frn_det.config.build import build_config
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.layers import TLU, FilterResponseNorm2d
 
@@ -140,7 +140,7 @@ def test_gn_with_indivisible_channels_names_the_count():
 
 @pytest.mark.parametrize("eps", ["0.0", "-1e-3"])
 def test_non_positive_config_eps_is_a_clear_error(eps):
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     cfg = tiny_cfg("FRN", "MODEL.FRN.EPS", eps)
     # The config check names the key (before anything is built); the layer checks its argument.
@@ -153,7 +153,7 @@ def test_non_positive_config_eps_is_a_clear_error(eps):
 
 
 def test_total_batch_must_divide_across_workers():
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=5 \(the total batch\) must be a positive multiple of "
                                          r"the number of workers \(2\)"):
@@ -161,7 +161,7 @@ def test_total_batch_must_divide_across_workers():
 
 
 def test_sync_bn_with_one_worker_warns(caplog):
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBN"), 1)

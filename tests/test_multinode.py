@@ -12,8 +12,8 @@ import time
 import pytest
 from conftest import ONE_THREAD, REPO
 
-from frn_det.sweep.cluster import resolve_distributed
-from frn_det.sweep.events import read_events
+from frn_det.record.events import read_events
+from frn_det.sweep.running.cluster import resolve_distributed
 
 SHORT = [
     "schedule.reference_batch=2",

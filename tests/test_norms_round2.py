@@ -562,7 +562,7 @@ def test_precise_bn_needs_enough_batches():
 def test_sweep_precise_bn_label_run_name_and_config():
     from test_sweep_config import compose_job
 
-    from frn_det.sweep.d2config import build_detectron2_config, norm_label, run_name
+    from frn_det.sweep.planning.d2config import build_detectron2_config, norm_label, run_name
 
     job = compose_job("norm=bn", "precise_bn=true")
     cfg, _ = build_detectron2_config(job, "/tmp/x")
@@ -581,7 +581,7 @@ def test_sweep_precise_bn_label_run_name_and_config():
 def test_sweep_entries_and_scaled_schedules(norm, strings):
     from test_sweep_config import compose_job
 
-    from frn_det.sweep.d2config import build_detectron2_config
+    from frn_det.sweep.planning.d2config import build_detectron2_config
 
     cfg, sched = build_detectron2_config(compose_job(f"norm={norm}"), "/tmp/x")
     assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.RETINANET.NORM) == (strings,) * 3

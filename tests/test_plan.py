@@ -1,4 +1,4 @@
-"""tools/sweep.py ... plan=true (frn_det/sweep/plan.py): the grid, each job's state and the
+"""tools/sweep.py ... plan=true (frn_det/sweep/planning/plan.py): the grid, each job's state and the
 arithmetic of its cost, on a grid with known figures."""
 import json
 
@@ -7,8 +7,8 @@ import yaml
 from conftest import run_tool
 from hydra import compose, initialize_config_dir
 
-from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
-from frn_det.sweep.plan import REFERENCE_RATIOS, REFERENCE_TIMES, make_plan, price, render
+from frn_det.sweep.planning.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
+from frn_det.sweep.planning.plan import REFERENCE_RATIOS, REFERENCE_TIMES, make_plan, price, render
 
 # cpu_short: 150 iterations at a reference batch of 8, so 1 image -> 1200 iterations, 4 -> 300.
 GRID = ["norm=bn,frn", "ims_per_gpu=1,4", "seed=0"]  # one seed: the default grid has three

@@ -7,8 +7,8 @@ from detectron2.modeling import build_model
 from frn_testing import record_execution
 from torch import nn
 
-from frn_det.config_build import build_config
-from frn_det.config_checks import check_config
+from frn_det.config.build import build_config
+from frn_det.config.checks import check_config
 from frn_det.layers import TLU, FilterResponseNorm2d
 from frn_det.layers.norms import EvoNorm2dS0, WSConv2d, WSLinear
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from frn_det.cli.report import main
 from frn_det.report import ReportError, load_runs, write_report
-from frn_det.report.cli import main
 from frn_det.report.tables import CSV_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]

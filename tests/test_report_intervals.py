@@ -170,7 +170,7 @@ def test_plot_shows_every_seed_as_a_dot(seeded):
 
 
 def test_plan_seeds_prints_seeds_needed_per_effect(seeded, capsys):
-    from frn_det.report.cli import main
+    from frn_det.cli.report import main
 
     assert main([str(seeded), "--plan-seeds", "--effect", "0.5", "50"]) == 0
     out = capsys.readouterr().out
@@ -333,7 +333,7 @@ def test_a_setting_that_lost_runs_is_counted_paired_on_the_rest_and_marked(lost_
 
 
 def test_primary_comparisons_from_the_cli_and_a_whole_table_family(lost_run, tmp_path, capsys):
-    from frn_det.report.cli import main
+    from frn_det.cli.report import main
 
     assert main([str(lost_run), "--out", str(tmp_path / "one"), "--primary"]) == 0  # no primary: one family
     comparisons = json.loads((tmp_path / "one" / "comparisons.json").read_text())

@@ -16,14 +16,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from frn_det.evaluation import PerImageEval
+from frn_det.record.metrics import DETECTIONS_FILE, METRIC_KEYS, OUTCOME_FILE
 from frn_det.report import write_report
 from frn_det.report.load import MASK_KEYS, load_runs
 from frn_det.report.plots import ap_vs_ims_figure
 from frn_det.report.samples import run_samples
 from frn_det.report.tables import CSV_COLUMNS
-from frn_det.run_record import DETECTIONS_FILE, METRIC_KEYS, OUTCOME_FILE
-from frn_det.sweep.runner import _result_fields
-from frn_det.sweep.worker import evaluation_records
+from frn_det.sweep.running.runner import _result_fields
+from frn_det.sweep.running.worker import evaluation_records
 
 N_IMAGES, SIZE = 40, 160
 DATASET = "frn_masks_test_val"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import ONE_THREAD, REPO
 
-from frn_det.sweep.events import read_events
+from frn_det.record.events import read_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 

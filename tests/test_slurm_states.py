@@ -1,6 +1,6 @@
 """The job states of a sweep on a SLURM cluster without accounting
-(frn_det/sweep/slurm_states.py); on a real cluster: tests/test_slurm.py."""
-from frn_det.sweep.slurm_states import ENDED, SqueueWhenNoAccounting
+(frn_det/sweep/running/slurm_states.py); on a real cluster: tests/test_slurm.py."""
+from frn_det.sweep.running.slurm_states import ENDED, SqueueWhenNoAccounting
 
 
 def test_without_accounting_job_states_come_from_squeue_and_a_job_it_forgot_has_ended():

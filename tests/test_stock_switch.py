@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from frn_det.config_build import build_config
-from frn_det.engine.stock_switch import use_frn_builders
+from frn_det.config.build import build_config
+from frn_det.config.stock_switch import use_frn_builders
 
 ZOO_RETINANET = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
 FRN_EVERYWHERE = ["MODEL.RESNETS.NORM", "FRN", "MODEL.FPN.NORM", "FRN", "MODEL.RETINANET.NORM", "FRN"]

@@ -4,9 +4,9 @@ import re
 import pytest
 from hydra import compose, initialize_config_dir
 
-from frn_det.sweep.callbacks import count_sweep_jobs
-from frn_det.sweep.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
-from frn_det.sweep.scaling import scale_schedule
+from frn_det.sweep.planning.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
+from frn_det.sweep.planning.scaling import scale_schedule
+from frn_det.sweep.running.callbacks import count_sweep_jobs
 
 
 def compose_job(*overrides):
@@ -111,7 +111,7 @@ def test_activation_axis_appends_to_every_norm_that_exists():
 
 
 def test_run_names_show_the_lr_and_activation_only_when_set():
-    from frn_det.sweep.d2config import run_name
+    from frn_det.sweep.planning.d2config import run_name
 
     assert run_name("gn", None, 4, 1.0, 0) == "gn_ims4_seed0"
     assert run_name("gn", "tlu", 1, 0.5, 2) == "gn+tlu_ims1_lr0.5_seed2"
@@ -121,7 +121,7 @@ def test_default_grid_is_bn_gn_frn_at_1_and_4_images_per_worker_with_3_seeds():
     from hydra import compose as hydra_compose
     from omegaconf import OmegaConf
 
-    from frn_det.sweep.callbacks import sweep_overrides
+    from frn_det.sweep.running.callbacks import sweep_overrides
 
     with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
         cfg = hydra_compose(config_name="sweep", return_hydra_config=True)
@@ -147,14 +147,14 @@ def test_sweep_job_count_is_the_product_of_choices():
     ("ims_per_gpus=2", "ims_per_gpu"), ("schedule.max_iters=5", "schedule.max_iter"), ("lr_scal=0.5,1", "lr_scale"),
 ])
 def test_unknown_sweep_keys_suggest_the_nearest(override, suggestion):
-    from frn_det.sweep.override_check import unknown_override_error
+    from frn_det.sweep.planning.override_check import unknown_override_error
 
     message = unknown_override_error([override], CONFIGS_DIR / "sweep")
     assert message and f"unknown sweep key {override.split('=')[0]!r}" in message and suggestion in message
 
 
 def test_known_sweep_overrides_pass_the_key_check():
-    from frn_det.sweep.override_check import unknown_override_error
+    from frn_det.sweep.planning.override_check import unknown_override_error
 
     ok = ["norm=bn,gn", "ims_per_gpu=1,4", "schedule.max_iter=5", "dataset.tune=[]", "model=retinanet_r50_fpn",
           "hydra.mode=RUN", "+extra=1", "opts=[SOLVER.AMP.ENABLED,True]", "dataset.register=[[a,b,c]]", "act=tlu"]
@@ -221,7 +221,7 @@ def test_batch_renorm_ramp_follows_the_run_schedule():
 def test_sync_brn_with_one_worker_warns(caplog):
     from conftest import tiny_cfg
 
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     with caplog.at_level("WARNING", logger="frn_det"):
         check_config(tiny_cfg("SyncBRN+TLU"), 1)
@@ -231,7 +231,7 @@ def test_sync_brn_with_one_worker_warns(caplog):
 def test_bad_norm_string_fails_in_the_config_check_with_the_choices():
     from conftest import tiny_cfg
 
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     with pytest.raises(ValueError, match=r"MODEL.RESNETS.NORM='FRNN' is not a known norm. Accepted: .*'GNWS'"):
         check_config(tiny_cfg("FRNN"), 1)
@@ -320,12 +320,12 @@ def test_amp_key_turns_on_detectron2_mixed_precision(norm):
 
 
 def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
-    from frn_det.config_checks import check_config
+    from frn_det.config.checks import check_config
 
     cfg, _ = build_detectron2_config(compose_job("amp=true"), "/tmp/x")
     with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs a CUDA model, got MODEL.DEVICE='cpu'"):
         check_config(cfg, 1)
-    from frn_det.sweep.job_checks import override_value_error
+    from frn_det.sweep.planning.job_checks import override_value_error
 
     assert override_value_error(["amp=yes"], CONFIGS_DIR / "sweep").startswith("amp='yes' is not allowed: expected "
                                                                                "true or false")
@@ -354,8 +354,8 @@ def test_amp_on_a_cpu_model_or_not_a_bool_is_a_clear_error():
                                          "Detectron2 KEY, VALUE pairs"),
 ])
 def test_bad_sweep_values_name_the_sweep_key_and_what_is_allowed(override, message):
-    from frn_det.config_checks import ConfigError
-    from frn_det.sweep.job_checks import check_job, override_value_error
+    from frn_det.config.checks import ConfigError
+    from frn_det.sweep.planning.job_checks import check_job, override_value_error
 
     assert override_value_error([override], CONFIGS_DIR / "sweep").startswith(message)
     if "," not in override.partition("=")[2] or override.startswith(("schedule.steps", "opts")):
@@ -365,7 +365,7 @@ def test_bad_sweep_values_name_the_sweep_key_and_what_is_allowed(override, messa
 
 
 def test_good_sweep_overrides_pass_the_value_check():
-    from frn_det.sweep.job_checks import check_job, override_value_error
+    from frn_det.sweep.planning.job_checks import check_job, override_value_error
 
     ok = [
         "norm=bn,gn,frn",
@@ -388,8 +388,8 @@ def test_good_sweep_overrides_pass_the_value_check():
 
 def test_every_sweep_key_has_a_rule():
     """A new key of sweep.yaml or of a group entry needs its line in SWEEP_RULES."""
-    from frn_det.sweep.job_checks import SWEEP_RULES
-    from frn_det.sweep.override_check import known_keys
+    from frn_det.sweep.planning.job_checks import SWEEP_RULES
+    from frn_det.sweep.planning.override_check import known_keys
 
     groups = {p.name for p in (CONFIGS_DIR / "sweep").iterdir() if p.is_dir()}
     keys = {k for k in known_keys(CONFIGS_DIR / "sweep") if k not in groups}
@@ -418,7 +418,7 @@ def coco_paths(tmp_path):
 def test_coco_json_dataset_paths_name_the_dataset_key_path_and_what_is_expected(tmp_path, split, json_key, images_key,
                                                                                 problem):
     from frn_det.data import DatasetPathError
-    from frn_det.sweep.job_checks import check_job, override_value_error
+    from frn_det.sweep.planning.job_checks import check_job, override_value_error
 
     p = coco_paths(tmp_path)
     paths = {f"dataset.{s}_{kind}": p["json"] if kind == "json" else p["images"] for s in ("train", "test")
@@ -433,7 +433,7 @@ def test_coco_json_dataset_paths_name_the_dataset_key_path_and_what_is_expected(
 
 
 def test_coco_json_dataset_without_its_paths_names_the_missing_key(tmp_path):
-    from frn_det.sweep.job_checks import override_value_error
+    from frn_det.sweep.planning.job_checks import override_value_error
 
     p = coco_paths(tmp_path)
     message = override_value_error(["dataset=coco_json", f"dataset.train_json={p['json']}",
@@ -442,7 +442,7 @@ def test_coco_json_dataset_without_its_paths_names_the_missing_key(tmp_path):
 
 
 def test_custom_dataset_register_paths_are_checked(tmp_path):
-    from frn_det.sweep.job_checks import override_value_error
+    from frn_det.sweep.planning.job_checks import override_value_error
 
     p = coco_paths(tmp_path)
     message = override_value_error(["dataset=custom", "dataset.num_classes=3", "dataset.train=[a]", "dataset.test=[a]",
@@ -466,7 +466,7 @@ def test_a_resumed_run_keeps_the_threads_it_started_with(caplog):
     numbers); an explicit other value wins, with a warning that the run mixes layouts."""
     from omegaconf import OmegaConf
 
-    from frn_det.sweep.runner import keep_thread_layout
+    from frn_det.sweep.running.runner import keep_thread_layout
 
     started = {"machine": {"torch_threads": 2}}
     record = {"run": "frn_ims1", "machine": {"torch_threads": 1}}
@@ -504,7 +504,7 @@ def test_a_resumed_run_keeps_the_threads_it_started_with(caplog):
     (["precise_bn=true"], "precise_bn=true (run gn+precise): the model has no batch-statistics norm"),
 ])
 def test_sweep_key_mistakes_are_found_before_the_first_job(tmp_path, overrides, message):
-    from frn_det.sweep.job_checks import override_value_error
+    from frn_det.sweep.planning.job_checks import override_value_error
 
     (tmp_path / "file").write_text("a file")
     (tmp_path / "bad.yaml").write_text("- label: [unclosed\n")
@@ -515,8 +515,8 @@ def test_sweep_key_mistakes_are_found_before_the_first_job(tmp_path, overrides, 
 
 
 def test_machine_rank_of_a_composed_job_is_checked_against_num_machines():
-    from frn_det.config_checks import ConfigError
-    from frn_det.sweep.job_checks import check_job
+    from frn_det.config.checks import ConfigError
+    from frn_det.sweep.planning.job_checks import check_job
 
     with pytest.raises(ConfigError, match=r"machine_rank=3 is not allowed: expected null or an integer in 0\.\.2"):
         check_job(compose_job("num_machines=3", "machine_rank=3"))
@@ -524,7 +524,7 @@ def test_machine_rank_of_a_composed_job_is_checked_against_num_machines():
 
 
 def test_a_good_grid_passes_the_checks_and_they_make_no_folder(tmp_path):
-    from frn_det.sweep.job_checks import override_value_error
+    from frn_det.sweep.planning.job_checks import override_value_error
 
     out = tmp_path / "not" / "yet"
     overrides = ["norm=bn,frn", "ims_per_gpu=1,4", f"output_dir={out}",

@@ -10,9 +10,9 @@ from conftest import REPO, TINY_CONFIG, kill_sweep_at_first_checkpoint, run_tool
 from detectron2.utils.events import EventStorage
 from tracker_readback import mlflow_metric_history, mlflow_runs, wandb_offline_runs
 
-from frn_det.config import config_hash
-from frn_det.config_build import build_config
-from frn_det.config_checks import ConfigError, check_config
+from frn_det.config.build import build_config
+from frn_det.config.checks import ConfigError, check_config
+from frn_det.config.keys import config_hash
 from frn_det.engine.trackers import TRACKER_IDS_FILE, TrackerWriter, TrackingOptions, record_result
 
 pytest.importorskip("wandb")
@@ -46,7 +46,7 @@ def test_unknown_logger_and_missing_library_fail_before_training(monkeypatch):
 
 
 def test_neither_library_is_imported_unless_chosen():
-    code = ("import sys, frn_det.sweep.runner, frn_det.engine.lazy_train_net, frn_det.engine.train_net;"
+    code = ("import sys, frn_det.sweep.running.runner, frn_det.engine.lazy_training, frn_det.cli.train;"
             "print(sorted(m for m in ('wandb', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""The job process's side of a stop signal (frn_det/sweep/training_stop.py), with real
+"""The job process's side of a stop signal (frn_det/sweep/running/training_stop.py), with real
 processes and signals: the training process gets the signal and finishes its checkpoint
 before the handler the signal found (submitit's: requeue and exit) runs; a training that
 does not stop is ended after the bound. The whole path on a real cluster: tests/test_slurm.py."""
@@ -12,7 +12,7 @@ import pytest
 
 from frn_det.engine.preemption import preemption_signals, submitit_signal
 from frn_det.sweep import training_stop
-from frn_det.sweep.training_stop import TrainingStop
+from frn_det.sweep.running.training_stop import TrainingStop
 
 # A stand-in for a training process: on the signal it "checkpoints" (writes a file after
 # a moment) and ends; with "ignore" it never stops.

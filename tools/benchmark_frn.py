@@ -518,7 +518,7 @@ def host_cost(dtype: torch.dtype, calls: int = 300) -> List[dict]:
 
     xd = x.detach()
     z, r = torch.empty_like(xd), torch.empty(1, 256, device=device)
-    p = frn_triton.plan(64, 256, frn_triton._sm_count(device.index or 0))
+    p = frn_triton.plan(64, 256, frn_triton.sm_count(device.index or 0))
     args = (xd, z, r, frn.weight, frn.bias, frn.tau, frn.weight, 1e-6, 256, 256, 64)
     consts = (("HAS_TAU", True), ("HAS_EPS_L", False), ("ROWS", p.rows), ("BLOCK", p.block))
     grid = (-(-256 // p.rows),)
@@ -526,7 +526,7 @@ def host_cost(dtype: torch.dtype, calls: int = 300) -> List[dict]:
         saved = frn_triton.DIRECT_LAUNCH
         frn_triton.DIRECT_LAUNCH = direct
         try:
-            host, wall = _host_us(lambda: frn_triton._launch(kernels().fwd_tile, grid, args, consts, p.num_warps,
+            host, wall = _host_us(lambda: frn_triton.launch(kernels().fwd_tile, grid, args, consts, p.num_warps,
                                                              device), calls)
         finally:
             frn_triton.DIRECT_LAUNCH = saved

@@ -37,9 +37,9 @@ from detectron2.utils.events import EventStorage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from frn_det.config_build import build_config  # noqa: E402
+from frn_det.config.build import build_config  # noqa: E402
 from frn_det.engine.optimizer import build_optimizer  # noqa: E402
-from frn_det.sweep.d2config import head_keys  # noqa: E402
+from frn_det.sweep.planning.d2config import head_keys  # noqa: E402
 from frn_det.utils.saved_tensors import saved_storages  # noqa: E402
 
 CONFIGS = {"tiny": "tiny_retinanet_cpu.yaml", "r50": "Base-RetinaNet-FRN.yaml",

@@ -9,7 +9,7 @@ grammar. For example:
     python tools/lazyconfig_train_net.py --config-file configs/lazy/retinanet_R_50_FPN_frn.py --num-gpus 8
     python tools/lazyconfig_train_net.py --config-file ... --eval-only --resume
 """
-from frn_det.engine.lazy_train_net import run
+from frn_det.cli.lazy_train import main
 
 if __name__ == "__main__":
-    run()
+    main()

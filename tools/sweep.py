@@ -7,7 +7,7 @@
     python tools/sweep.py norm=bn,gn,frn ims_per_gpu=1,2,4
     python tools/sweep.py -m hydra/launcher=submitit_slurm ...   # one SLURM job per run
 """
-from frn_det.sweep.app import main
+from frn_det.cli.sweep import main
 
 if __name__ == "__main__":
     main()

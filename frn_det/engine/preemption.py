@@ -4,7 +4,7 @@ SIGTERM and SIGUSR1: plain `sbatch` scripts, SLURM's own preemption and time lim
 other schedulers, `kill PID`. submitit's preemption/timeout signal: SIGUSR2, or the
 signal SUBMITIT_PREEMPT_SIGNAL names (submitit submits with `--signal=<it>@<delay>`).
 On any of them the training saves a checkpoint at the end of the current iteration and
-stops; the process that started it requeues the job (sweep/training_stop.py).
+stops; the process that started it requeues the job (sweep/running/training_stop.py).
 """
 import logging
 import os

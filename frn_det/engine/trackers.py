@@ -11,7 +11,6 @@ table compares its runs. wandb and mlflow are imported only when chosen.
 """
 import contextlib
 import importlib
-import importlib.util
 import json
 import logging
 import math
@@ -19,19 +18,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 from detectron2.utils import comm
 from detectron2.utils.events import EventWriter, TensorboardXWriter, get_event_storage
 
+from ..config.tracking import DEFAULT_LOGGERS, DEFAULT_PROJECT, check_loggers, missing_tracker_message
+from ..record.metrics import METRIC_KEYS
 from ..utils.atomic import write_json_atomic
 from ..utils.damaged import Damaged, read_or_set_aside
 
-LOGGERS = ("tensorboard", "wandb", "mlflow")
-DEFAULT_LOGGERS = ("tensorboard",)
-DEFAULT_PROJECT = "frn-det"
 TRACKER_IDS_FILE = "trackers.json"
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 @dataclass(frozen=True)
@@ -64,27 +61,12 @@ class TrackingOptions:
                    t.get("group", ""), t.get("mlflow_uri", ""))
 
 
-def check_loggers(loggers: Sequence[str], key: str = "TRACKING.LOGGERS") -> None:
-    """Known names, and the libraries of the chosen ones installed (checked before training)."""
-    if isinstance(loggers, str) or not all(isinstance(n, str) for n in loggers):
-        raise ValueError(f"{key} must be a list of logger names from {list(LOGGERS)}, got {loggers!r}")
-    unknown = [n for n in loggers if n not in LOGGERS]
-    if unknown:
-        raise ValueError(f"{key}={list(loggers)}: unknown logger {unknown[0]!r}; choose from {list(LOGGERS)}")
-    for name in loggers:
-        if name != "tensorboard" and importlib.util.find_spec(name) is None:
-            raise ImportError(_missing(name, key))
-
-
-def _missing(name: str, key: str = "TRACKING.LOGGERS") -> str:
-    return f"{key} includes {name!r} but {name} is not installed: pip install \"frn-det[{name}]\""
-
 
 def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(_missing(module.split(".")[0])) from None
+        raise ImportError(missing_tracker_message(module.split(".")[0])) from None
 
 
 def final_metrics(box: Optional[dict], mask: Optional[dict]) -> Dict[str, float]:
@@ -249,7 +231,7 @@ def status_label(status: str, diverged_at_iter: Optional[int] = None) -> str:
 def yacs_params(cfg, world_size: int) -> dict:
     """The parameters of a yacs-config run: the sweep's own labels (TRACKING.PARAMS) over
     what the config says (norms, batch, lr, seed, datasets, schedule) and its hash."""
-    from ..config import config_hash
+    from ..config.keys import config_hash
 
     params = {
         "norm": cfg.MODEL.RESNETS.NORM,

@@ -13,7 +13,7 @@
     autograd_utils.py  shared autograd helpers of the fused functions
 
 Dependencies point one way: factory -> options, grammar, frn, norms, activations -> cpu_ops,
-autograd_utils. Nothing here reads a config: frn_det/config.py turns one into these arguments.
+autograd_utils. Nothing here reads a config: frn_det/config/keys.py turns one into these arguments.
 """
 from . import cpu_ops
 from .activations import TLU

@@ -1,6 +1,6 @@
 """The options of the norm layers besides the norm strings: plain dataclasses that
 resolve_norm (factory.py) passes to the layers. Their field defaults are the defaults of
-the config keys of the same name (frn_det/config.py builds MODEL.FRN etc. from them), and
+the config keys of the same name (frn_det/config/keys.py builds MODEL.FRN etc. from them), and
 their checks are those of the config values (the messages name the config keys).
 
 A default that is the layer's own default is read from the layer's signature, so that the
@@ -31,8 +31,8 @@ def _layer_default(layer, argument: str):
 
 @dataclass(frozen=True)
 class FRNOptions:
-    """MODEL.FRN.*: see frn_det/config.py and layers/frn/. (eps > 0 is the layer's own check,
-    and MODEL.FRN.EPS's in frn_det/config_checks.py.)"""
+    """MODEL.FRN.*: see frn_det/config/keys.py and layers/frn/. (eps > 0 is the layer's own check,
+    and MODEL.FRN.EPS's in frn_det/config/checks.py.)"""
 
     eps: float = _layer_default(FilterResponseNorm2d, "eps")
     learnable_eps: bool = _layer_default(FilterResponseNorm2d, "learnable_eps")
@@ -51,7 +51,7 @@ class FRNOptions:
 
 @dataclass(frozen=True)
 class BRNOptions:
-    """MODEL.BRN.*: see frn_det/config.py and layers/norms/batch_renorm.py."""
+    """MODEL.BRN.*: see frn_det/config/keys.py and layers/norms/batch_renorm.py."""
 
     r_max: float = _layer_default(BatchRenorm2d, "r_max")
     d_max: float = _layer_default(BatchRenorm2d, "d_max")

@@ -20,7 +20,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
 from torch import nn
 
-from ..config import norm_options_from_config
+from ..config.keys import norm_options_from_config
 from ..layers import NormOptions
 from ..layers.factory import NormFactory, resolve_norm_arg
 from ..layers.norms import to_ws_linear

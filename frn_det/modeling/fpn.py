@@ -9,7 +9,7 @@ in Detectron2: plain convs with a ReLU between them.
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
-from ..config import norm_options_from_config
+from ..config.keys import norm_options_from_config
 from ..layers.factory import NormFactory, resolve_norm
 from .resnet import build_frn_resnet_backbone
 

@@ -8,11 +8,12 @@ from typing import Union
 from detectron2.config import LazyConfig, instantiate
 from omegaconf import OmegaConf
 
-from ..config import LAZY_NORM_KEYS, norm_options_from_config
+from ..config.keys import LAZY_NORM_KEYS, norm_options_from_config
+from ..config.lazy import lazy_model_has_masks
 from ..utils.paths import CONFIGS_DIR
 from .lazy import norm_options_config
 
-__all__ = ["resolve_lazy_config", "apply_yacs_model_keys", "lazy_model_has_masks", "build_lazy_model"]
+__all__ = ["resolve_lazy_config", "apply_yacs_model_keys", "build_lazy_model"]
 
 
 def resolve_lazy_config(path: Union[str, os.PathLike]) -> str:
@@ -33,14 +34,6 @@ def _has(cfg, dotted: str) -> bool:
     parent, _, leaf = dotted.rpartition(".")
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
     return OmegaConf.is_dict(node) and leaf in node
-
-
-def lazy_model_has_masks(lazy_cfg) -> bool:
-    """Whether a LazyConfig's model predicts masks: ROI heads with a mask head and mask
-    features (StandardROIHeads' mask_on), as in configs/lazy/common/models/mask_rcnn_frn.py."""
-    roi_heads = OmegaConf.select(lazy_cfg, "model.roi_heads", default=None)
-    return (OmegaConf.is_dict(roi_heads) and roi_heads.get("mask_head") is not None
-            and roi_heads.get("mask_in_features") is not None)
 
 
 def apply_yacs_model_keys(lazy_cfg, cfg) -> list:

@@ -12,7 +12,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY
 from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
 
-from ..config import norm_options_from_config
+from ..config.keys import norm_options_from_config
 from ..layers import NormOptions
 from ..layers.factory import resolve_norm_arg
 from .roi_norms import use_norm_activation

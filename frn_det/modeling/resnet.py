@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
-from ..config import check_norm_config, norm_options_from_config
+from ..config.keys import check_norm_config, norm_options_from_config
 from ..layers.factory import NormFactory, activation_after, resolve_norm
 
 __all__ = [

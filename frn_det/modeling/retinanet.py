@@ -23,7 +23,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..config import check_norm_config, norm_options_from_config
+from ..config.keys import check_norm_config, norm_options_from_config
 from ..layers import PER_LEVEL_NORMS
 from ..layers.factory import NormFactory, resolve_norm
 from ..layers.norms import CycleBatchRenormList, WSConv2d, standardized_once

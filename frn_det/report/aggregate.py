@@ -4,7 +4,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ..run_record import DIVERGED, FAILED, FINISHED
+from ..record.metrics import DIVERGED, FAILED, FINISHED
 
 # Report order: the BN family first (BN is the baseline), then the batch-independent norms.
 # A variant of a listed norm ("gn_tlu", "gn+tlu", "frn_relu") follows its norm.

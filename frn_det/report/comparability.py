@@ -15,7 +15,7 @@ Pure functions of the run records (report/load.py); tables.py shows them.
 """
 from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
-from ..run_record import FINISHED
+from ..record.metrics import FINISHED
 
 __all__ = ["layout_fields", "differing_fields", "mixed_settings", "mixed_comparisons", "implementation_label"]
 

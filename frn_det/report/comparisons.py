@@ -37,7 +37,7 @@ from ..evaluation.intervals import (
 from ..evaluation.moderation import SeedNoise, Unit, paired_setting_variances, seed_noise, shared_seeds
 from ..evaluation.multiplicity import min_p
 from ..evaluation.power import POWER, Design, SeedTerm, mdd
-from ..run_record import FINISHED
+from ..record.metrics import FINISHED
 from .aggregate import group_runs, norm_sort_key
 from .convergence import loss_trend
 from .samples import RunSamples

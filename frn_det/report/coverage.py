@@ -23,7 +23,7 @@ from scipy import signal
 from ..evaluation import bootstrap_weights
 from ..evaluation.intervals import LEVEL, t_two_sided
 from ..evaluation.power import mdd, power
-from ..run_record import FINISHED
+from ..record.metrics import FINISHED
 from .comparisons import DEFAULT_PRIMARY, differences, setting_intervals, sweep_noise
 from .convergence import WINDOW, LossLog, trend
 from .samples import RunSamples

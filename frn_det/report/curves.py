@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..run_record import TRAINING_LOG  # noqa: E402
+from ..record.metrics import TRAINING_LOG  # noqa: E402
 from .aggregate import ims_in, norms_in, run_sort_key  # noqa: E402
 from .plots import norm_colours, norm_linestyles  # noqa: E402
 

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from ..run_record import METRIC_KEYS, METRICS_FILE
+from ..record.metrics import METRIC_KEYS, METRICS_FILE
 from .aggregate import run_sort_key
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class ReportError(ValueError):
     """Bad input for the report (missing sweep dir, no runs, bad references file)."""
 
 
-def _as_number(value) -> Optional[float]:
+def as_number(value) -> Optional[float]:
     """Float, or None for missing/NaN/non-numeric (COCO writes NaN for empty size ranges)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -72,10 +72,10 @@ def parse_metrics(path: Path) -> Optional[dict]:
     record.setdefault("run", path.parent.name)
     for key in NUMBER_KEYS:
         if key in record:
-            record[key] = _as_number(record[key])
+            record[key] = as_number(record[key])
     segm = record.pop("segm", None)
     if isinstance(segm, dict):  # one flat record per run: tables, CSV and JSON read mask_AP like AP
-        record.update({f"mask_{k}": _as_number(segm.get(k)) for k in METRIC_KEYS})
+        record.update({f"mask_{k}": as_number(segm.get(k)) for k in METRIC_KEYS})
     # Keep the path as a string so results.json round-trips to the same records.
     record["source"] = str(path)
     return record

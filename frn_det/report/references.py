@@ -4,7 +4,7 @@ from typing import List, Optional
 
 import yaml
 
-from .load import ReportError, _as_number
+from .load import ReportError, as_number
 
 OPTIONAL_KEYS = ("norm", "ims_per_gpu", "total_batch", "source")
 
@@ -28,13 +28,13 @@ def load_references(path: Optional[Path]) -> List[dict]:
         raise ReportError(f"references file {path}: expected a YAML list of entries")
     refs = []
     for i, entry in enumerate(data):
-        ap = _as_number(entry.get("AP")) if isinstance(entry, dict) else None
+        ap = as_number(entry.get("AP")) if isinstance(entry, dict) else None
         if ap is None or not entry.get("label"):
             raise ReportError(
                 f"references file {path}: entry {i} needs a 'label' and a numeric 'AP'")
         ref = {"label": str(entry["label"]), "AP": ap}
         if entry.get("mask_AP") is not None:
-            mask_ap = _as_number(entry["mask_AP"])
+            mask_ap = as_number(entry["mask_AP"])
             if mask_ap is None:
                 raise ReportError(f"references file {path}: entry {i} has a non-numeric 'mask_AP' "
                                   f"({entry['mask_AP']!r})")

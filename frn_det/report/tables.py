@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..evaluation.intervals import Interval
 from ..evaluation.moderation import ERRATIC_ALPHA, SeedNoise
-from ..run_record import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
+from ..record.metrics import DIVERGED, FAILED, FINISHED, METRIC_KEYS, RUNNING
 from .aggregate import (
     Group,
     distinct,

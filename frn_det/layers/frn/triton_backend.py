@@ -134,11 +134,11 @@ def check_input(x: torch.Tensor) -> None:
 # Configurations per shape bucket
 
 
-def _pow2(n: int) -> int:
+def pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _warps(elements: int) -> int:
+def warps_for(elements: int) -> int:
     return max(1, min(16, elements // (32 * ELEMENTS_PER_THREAD)))
 
 
@@ -157,14 +157,14 @@ class Plan(NamedTuple):
 @functools.lru_cache(maxsize=512)
 def _plan(m: int, rows_needed: int, min_programs: int, tile_max: int, tile: int, chunk: int) -> Plan:
     if m <= tile_max:
-        block = _pow2(m)
-        rows = max(1, min(tile // block, _pow2(rows_needed)))
+        block = pow2(m)
+        rows = max(1, min(tile // block, pow2(rows_needed)))
         while rows > 1 and -(-rows_needed // rows) < min_programs:  # keep the SMs busy
             rows //= 2
-        return Plan("tile", rows, block, 0, 1, 1, _warps(rows * block))
-    block = min(_pow2(m), chunk)
+        return Plan("tile", rows, block, 0, 1, 1, warps_for(rows * block))
+    block = min(pow2(m), chunk)
     s = -(-m // block)
-    return Plan("split", 1, 0, block, s, min(_pow2(s), 1024), _warps(block))
+    return Plan("split", 1, 0, block, s, min(pow2(s), 1024), warps_for(block))
 
 
 def plan(m: int, planes: int, min_programs: int = 1) -> Plan:
@@ -175,12 +175,12 @@ def plan(m: int, planes: int, min_programs: int = 1) -> Plan:
 
 
 @functools.lru_cache(maxsize=16)
-def _sm_count(index: int) -> int:
+def sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _min_programs(x: torch.Tensor) -> int:
-    return _sm_count(x.device.index or 0) if x.is_cuda else 1
+    return sm_count(x.device.index or 0) if x.is_cuda else 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _spec(v):
     return type(v).__name__
 
 
-def _launch(kernel, grid, args: tuple, constexprs: tuple, num_warps: int, device: torch.device):
+def launch(kernel, grid, args: tuple, constexprs: tuple, num_warps: int, device: torch.device):
     """kernel[grid](*args, *constexprs, num_warps=...), or the cached compiled kernel
     called directly. constexprs: (name, value) pairs, the kernel's last parameters."""
     triton = _triton
@@ -287,13 +287,13 @@ def _resident_programs(index: int, num_warps: int, n_regs: int, shared: int) -> 
     return max(1, per_sm) * max(1, int(props.multi_processor_count * ONE_PASS_SM_SHARE))
 
 
-def _split_grid(kernel, args, constexprs, num_warps: int, items: int, set_items: int, device) -> tuple:
+def split_grid(kernel, args, constexprs, num_warps: int, items: int, set_items: int, device) -> tuple:
     """(programs, one launch?) of a split launch with these arguments: one launch where the
     set_items work items whose partials are combined (a plane's chunks; EvoNorm's groups and
     channels) can all be resident together."""
     if device.type != "cuda":  # the interpreter runs programs one after another
         return min(items, INTERPRETER_PROGRAMS), set_items == 1
-    sms = _sm_count(device.index or 0)
+    sms = sm_count(device.index or 0)
     if not ONE_PASS:
         return min(items, 8 * sms), set_items == 1
     compiled = _compile_only(kernel, args, constexprs, num_warps)
@@ -317,7 +317,7 @@ def _kernels():
     return kernels()
 
 
-def _on_device(x: torch.Tensor):
+def on_device(x: torch.Tensor):
     # Triton launches on the current CUDA device: make it x's
     if x.is_cuda and x.device.index != torch.cuda.current_device():
         return torch.cuda.device(x.device)
@@ -339,10 +339,10 @@ def _forward(x, weight, bias, tau, eps: float, eps_l):
     tau_arg = tau if tau is not None else weight  # unused placeholders (HAS_TAU, HAS_EPS_L False)
     eps_l_arg = eps_l if eps_l is not None else weight
     flags = (("HAS_TAU", tau is not None), ("HAS_EPS_L", eps_l is not None))
-    with _on_device(x):
+    with on_device(x):
         if p.layout == "tile":
             launch_stats.count("tile")
-            _launch(k.fwd_tile, (-(-planes // p.rows),), (x, z, r, weight, bias, tau_arg, eps_l_arg, eps, planes, c, m),
+            launch(k.fwd_tile, (-(-planes // p.rows),), (x, z, r, weight, bias, tau_arg, eps_l_arg, eps, planes, c, m),
                     flags + (("ROWS", p.rows), ("BLOCK", p.block)), p.num_warps, x.device)
             return z, r
         items = planes * p.s
@@ -350,12 +350,12 @@ def _forward(x, weight, bias, tau, eps: float, eps_l):
         counters = torch.zeros(planes, device=x.device, dtype=torch.int32)
         args = (x, z, r, weight, bias, tau_arg, eps_l_arg, partials, counters, eps, c, m, p.s, items)
         sizes = (("CHUNK", p.chunk), ("S_BLOCK", p.s_block))
-        programs, one_launch = _split_grid(k.fwd_split, args, flags + (("PHASE", 0),) + sizes, p.num_warps, items,
+        programs, one_launch = split_grid(k.fwd_split, args, flags + (("PHASE", 0),) + sizes, p.num_warps, items,
                                            p.s, x.device)
         phases = (0,) if one_launch else (1, 2)
         launch_stats.count("split one-pass" if one_launch else "split two-pass")
         for phase in phases:
-            _launch(k.fwd_split, (programs,), args, flags + (("PHASE", phase),) + sizes, p.num_warps, x.device)
+            launch(k.fwd_split, (programs,), args, flags + (("PHASE", phase),) + sizes, p.num_warps, x.device)
     return z, r
 
 
@@ -380,11 +380,11 @@ def _backward(ctx, dz):
     deps = torch.empty(c, device=x.device, dtype=torch.float32) if eps_l is not None else dw
     k = _kernels()
     flags = (("HAS_TAU", tau is not None),)
-    with _on_device(x):
+    with on_device(x):
         p = plan(m, c, _min_programs(x))
         if p.layout == "tile":
             launch_stats.count("tile")
-            _launch(k.bwd_tile, (-(-c // p.rows),),
+            launch(k.bwd_tile, (-(-c // p.rows),),
                     (dz, x, r, weight_, bias_, tau_, eps_l_, dx, dw, db, dtau, deps, n, c, m),
                     flags + (("HAS_EPS_L", eps_l is not None), ("NEED_DX", need_x), ("ROWS", p.rows),
                              ("BLOCK", p.block)), p.num_warps, x.device)
@@ -397,7 +397,7 @@ def _backward(ctx, dz):
             args = (dz, x, r, weight_, bias_, tau_, dx, partials, counters, c, m, p.s, items)
             sizes = (("CHUNK", p.chunk), ("S_BLOCK", p.s_block))
             flags_dx = flags + (("NEED_DX", need_x),)
-            programs, one_launch = _split_grid(k.bwd_split, args, flags_dx + (("PHASE", 0),) + sizes, p.num_warps,
+            programs, one_launch = split_grid(k.bwd_split, args, flags_dx + (("PHASE", 0),) + sizes, p.num_warps,
                                                items, p.s, x.device)
             if not need_x:  # the partials are all the parameter gradients need
                 phases = (1,)
@@ -405,8 +405,8 @@ def _backward(ctx, dz):
                 phases = (0,) if one_launch else (1, 2)
             launch_stats.count("split one-pass" if phases != (1, 2) else "split two-pass")
             for phase in phases:
-                _launch(k.bwd_split, (programs,), args, flags_dx + (("PHASE", phase),) + sizes, p.num_warps, x.device)
-            _launch(k.bwd_finalize, (-(-c // FINALIZE_BLOCK_C),),
+                launch(k.bwd_split, (programs,), args, flags_dx + (("PHASE", phase),) + sizes, p.num_warps, x.device)
+            launch(k.bwd_finalize, (-(-c // FINALIZE_BLOCK_C),),
                     (partials, r, weight_, eps_l_, dw, db, dtau, deps, n, c, p.s),
                     flags + (("HAS_EPS_L", eps_l is not None), ("BLOCK_C", FINALIZE_BLOCK_C),
                              ("S_BLOCK", min(p.s_block, 64))), 4, x.device)

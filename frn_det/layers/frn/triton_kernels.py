@@ -60,13 +60,13 @@ import triton.language as tl
 # mode whatever the TRITON_INTERPRET setting was at the import (torch may import triton early).
 
 
-def _add(a, b):
+def add_values(a, b):
     return a + b
 
 
 # The combine function of tl.reduce: compiled with the kernel on a GPU; the interpreter
 # calls its Python function (.fn), so a JITFunction serves both modes.
-_add = triton.runtime.JITFunction(_add)
+add_values = triton.runtime.JITFunction(add_values)
 
 
 def _frn_fwd_tile(
@@ -80,7 +80,7 @@ def _frn_fwd_tile(
     mask = row_ok[:, None] & (cols < M)[None, :]
     offs = rows.to(tl.int64)[:, None] * M + cols[None, :]  # N*C*M may exceed 2^31
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    nu2 = tl.div_rn(tl.reduce(x * x, 1, _add), M * 1.0)
+    nu2 = tl.div_rn(tl.reduce(x * x, 1, add_values), M * 1.0)
     if HAS_EPS_L:
         e = eps + tl.abs(tl.load(eps_l_ptr + c, mask=row_ok, other=0.0).to(tl.float32))
     else:
@@ -125,13 +125,13 @@ def _frn_bwd_tile(
             g = tl.where(tl.fma(a2, x, b) > tau, dz, 0.0)
         else:
             g = dz
-        sgx = tl.reduce(g * x, 1, _add)
-        sg = tl.reduce(g, 1, _add)
+        sgx = tl.reduce(g * x, 1, add_values)
+        sg = tl.reduce(g, 1, add_values)
         wr3s = a * r * r * sgx  # w r^3 Sgx
         acc_w += r * sgx
         acc_b += sg
         if HAS_TAU:
-            acc_tau += tl.reduce(dz, 1, _add) - sg
+            acc_tau += tl.reduce(dz, 1, add_values) - sg
         acc_e += -0.5 * wr3s
         if NEED_DX:
             b2 = tl.div_rn(-wr3s, M * 1.0)
@@ -146,7 +146,7 @@ def _frn_bwd_tile(
         tl.store(deps_ptr + ch, acc_e * tl.where(el > 0, 1.0, tl.where(el < 0, -1.0, 0.0)), mask=ch_ok)
 
 
-def _plane_total(part_ptr, plane, S, K: tl.constexpr, k: tl.constexpr, S_BLOCK: tl.constexpr,
+def plane_total(part_ptr, plane, S, K: tl.constexpr, k: tl.constexpr, S_BLOCK: tl.constexpr,
                  VOLATILE: tl.constexpr):
     """Sum of the S partials (slot k of K per chunk) of a plane, in a fixed order."""
     sidx = tl.arange(0, S_BLOCK)
@@ -154,10 +154,10 @@ def _plane_total(part_ptr, plane, S, K: tl.constexpr, k: tl.constexpr, S_BLOCK: 
     for s0 in range(0, S, S_BLOCK):
         s = s0 + sidx
         acc += tl.load(part_ptr + (plane.to(tl.int64) * S + s) * K + k, mask=s < S, other=0.0, volatile=VOLATILE)
-    return tl.reduce(acc, 0, _add)
+    return tl.reduce(acc, 0, add_values)
 
 
-def _arrive_and_wait(cnt_ptr, plane, S):
+def arrive_and_wait(cnt_ptr, plane, S):
     """Counts this program in on the plane's counter and spins until all S programs of the
     plane have. The barriers make every thread's partial-sum stores part of the release
     (and the spin's acquire visible to every thread before the partials are read)."""
@@ -183,11 +183,11 @@ def _frn_fwd_split(
         offs = plane.to(tl.int64) * M + idx
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         if PHASE != 2:
-            tl.store(part_ptr + item, tl.reduce(x * x, 0, _add))
+            tl.store(part_ptr + item, tl.reduce(x * x, 0, add_values))
         if PHASE == 0:
-            _arrive_and_wait(cnt_ptr, plane, S)
+            arrive_and_wait(cnt_ptr, plane, S)
         if PHASE != 1:
-            nu2 = tl.div_rn(_plane_total(part_ptr, plane, S, 1, 0, S_BLOCK, PHASE == 0), M * 1.0)
+            nu2 = tl.div_rn(plane_total(part_ptr, plane, S, 1, 0, S_BLOCK, PHASE == 0), M * 1.0)
             if HAS_EPS_L:
                 e = eps + tl.abs(tl.load(eps_l_ptr + c).to(tl.float32))
             else:
@@ -226,15 +226,15 @@ def _frn_bwd_split(
             g = dz
         if PHASE != 2:  # partials per chunk: Sgx, Sg, Sdz
             out = part_ptr + (plane.to(tl.int64) * S + chunk) * 3
-            tl.store(out, tl.reduce(g * x, 0, _add))
-            tl.store(out + 1, tl.reduce(g, 0, _add))
+            tl.store(out, tl.reduce(g * x, 0, add_values))
+            tl.store(out + 1, tl.reduce(g, 0, add_values))
             if HAS_TAU:
-                tl.store(out + 2, tl.reduce(dz, 0, _add))
+                tl.store(out + 2, tl.reduce(dz, 0, add_values))
         if NEED_DX:
             if PHASE == 0:
-                _arrive_and_wait(cnt_ptr, plane, S)
+                arrive_and_wait(cnt_ptr, plane, S)
             if PHASE != 1:
-                sgx = _plane_total(part_ptr, plane, S, 3, 0, S_BLOCK, PHASE == 0)
+                sgx = plane_total(part_ptr, plane, S, 3, 0, S_BLOCK, PHASE == 0)
                 b2 = tl.div_rn(-a * r * r * sgx, M * 1.0)
                 tl.store(dx_ptr + offs, (a * g + b2 * x).to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -262,10 +262,10 @@ def _frn_bwd_finalize(
             s = s0 + sidx
             m = ch_ok[:, None] & (s < S)[None, :]
             base = (planes.to(tl.int64)[:, None] * S + s[None, :]) * 3
-            sgx += tl.reduce(tl.load(part_ptr + base, mask=m, other=0.0), 1, _add)
-            sg += tl.reduce(tl.load(part_ptr + base + 1, mask=m, other=0.0), 1, _add)
+            sgx += tl.reduce(tl.load(part_ptr + base, mask=m, other=0.0), 1, add_values)
+            sg += tl.reduce(tl.load(part_ptr + base + 1, mask=m, other=0.0), 1, add_values)
             if HAS_TAU:
-                sdz += tl.reduce(tl.load(part_ptr + base + 2, mask=m, other=0.0), 1, _add)
+                sdz += tl.reduce(tl.load(part_ptr + base + 2, mask=m, other=0.0), 1, add_values)
         r = tl.load(r_ptr + planes, mask=ch_ok, other=0.0)
         acc_w += r * sgx
         acc_b += sg
@@ -303,12 +303,12 @@ def _jit(interpret: bool) -> Kernels:
     # on and off within one process (the CPU tests) without using stale kernels. The helpers
     # the split kernels call are wrapped once per mode too, and the kernels' globals point at
     # them (a kernel resolves a called function through its globals at compile time).
-    helpers = {f.__name__: triton.jit(f) for f in (_plane_total, _arrive_and_wait)}
-    return Kernels(*(triton.jit(_with_globals(f, helpers)) for f in (
+    helpers = {f.__name__: triton.jit(f) for f in (plane_total, arrive_and_wait)}
+    return Kernels(*(triton.jit(with_globals(f, helpers)) for f in (
         _frn_fwd_tile, _frn_bwd_tile, _frn_fwd_split, _frn_bwd_split, _frn_bwd_finalize)))
 
 
-def _with_globals(fn, extra: dict):
+def with_globals(fn, extra: dict):
     """A copy of the function fn whose globals are this module's plus `extra`."""
     import types
 

@@ -44,21 +44,21 @@ def _kernels():
 
 def _chunks(m: int) -> tuple:
     """(chunk, chunks per plane, partials summed at a time, num_warps) for H*W = m."""
-    chunk = min(_tb._pow2(m), _tb.CHUNK)
+    chunk = min(_tb.pow2(m), _tb.CHUNK)
     s = -(-m // chunk)
-    return chunk, s, min(_tb._pow2(s), 1024), _tb._warps(chunk)
+    return chunk, s, min(_tb.pow2(s), 1024), _tb.warps_for(chunk)
 
 
 def _run_split(kernel, args, flags: tuple, sizes: tuple, num_warps, items, set_items, x, need_combine=True):
     """Launches a split kernel (constexprs: flags, PHASE, sizes, in the kernel's order): one
     launch (PHASE 0) where the sets fit on the GPU, else the partials launch and the
     finishing one; need_combine False: the partials alone."""
-    programs, one_launch = _tb._split_grid(kernel, args, flags + (("PHASE", 0),) + sizes, num_warps, items,
+    programs, one_launch = _tb.split_grid(kernel, args, flags + (("PHASE", 0),) + sizes, num_warps, items,
                                            set_items, x.device)
     phases = (1,) if not need_combine else ((0,) if one_launch else (1, 2))
     _tb.launch_stats.count("split one-pass" if phases != (1, 2) else "split two-pass")
     for phase in phases:
-        _tb._launch(kernel, (programs,), args, flags + (("PHASE", phase),) + sizes, num_warps, x.device)
+        _tb.launch(kernel, (programs,), args, flags + (("PHASE", phase),) + sizes, num_warps, x.device)
 
 
 def _f32(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ def _s0_forward(x, weight, bias, v, groups: int, eps: float):
     partials = _f32(items * 2, x)
     counters = torch.zeros(n * groups, device=x.device, dtype=torch.int32)
     args = (x, z, mean, rstd, weight, bias, v, partials, counters, float(eps), c, m, s, cpg, items)
-    with _tb._on_device(x):
+    with _tb.on_device(x):
         _run_split(_kernels().s0_fwd, args, (), (("CHUNK", chunk), ("S_BLOCK", s_block)), warps, items, cpg * s, x)
     return z, mean, rstd
 
@@ -108,11 +108,11 @@ def _s0_backward(ctx, dz):
     partials = _f32(items * 4, x)
     counters = torch.zeros(n * ctx.groups, device=x.device, dtype=torch.int32) if need_x else partials
     k = _kernels()
-    with _tb._on_device(x):
+    with _tb.on_device(x):
         _run_split(k.s0_bwd, (dz, x, mean, rstd, weight_, v_, dx, partials, counters, c, m, s, cpg, items),
                    (("NEED_DX", need_x),), (("CHUNK", chunk), ("S_BLOCK", s_block)), warps, items, cpg * s, x,
                    need_combine=need_x)
-        _tb._launch(k.s0_finalize, (-(-c // FINALIZE_BLOCK_C),), (partials, rstd, weight_, dw, dv, db, n, c, s, cpg),
+        _tb.launch(k.s0_finalize, (-(-c // FINALIZE_BLOCK_C),), (partials, rstd, weight_, dw, dv, db, n, c, s, cpg),
                     (("BLOCK_C", FINALIZE_BLOCK_C), ("S_BLOCK", min(s_block, 64))), 4, x.device)
     return (dx if need_x else None, dw if need_w else None, db if need_b else None, dv if need_v else None,
             None, None)
@@ -161,7 +161,7 @@ def _b0_forward(x, weight, bias, v, running_var: Optional[torch.Tensor], eps: fl
     rv = left if batch else _c(running_var)  # placeholder without it
     args = (x, z, left, bmean, bvar, imean, istd, weight, bias, v, rv, partials, counters, float(eps), n, c, m, s,
             items)
-    with _tb._on_device(x):
+    with _tb.on_device(x):
         _run_split(_kernels().b0_fwd, args, (("BATCH", batch),), (("CHUNK", chunk), ("S_BLOCK", s_block)), warps,
                    items, n * s if batch else s, x)
     if not batch:
@@ -185,12 +185,12 @@ def _b0_backward(ctx, dz, _dbvar):
     counters = torch.zeros(c if ctx.batch_stats else n * c, device=x.device, dtype=torch.int32) if need_x \
         else partials
     k = _kernels()
-    with _tb._on_device(x):
+    with _tb.on_device(x):
         _run_split(k.b0_bwd, (dz, x, weight_, v_, left, bmean, imean, istd, dx, partials, counters, n, c, m, s, items),
                    (("BATCH", ctx.batch_stats), ("NEED_DX", need_x)), (("CHUNK", chunk), ("S_BLOCK", s_block)), warps,
                    items, n * s if ctx.batch_stats else s, x, need_combine=need_x)
-        _tb._launch(k.b0_finalize, (-(-c // FINALIZE_BLOCK_C),), (partials, dw, dv, db, c, n * s),
-                    (("BLOCK_C", FINALIZE_BLOCK_C), ("S_BLOCK", min(_tb._pow2(n * s), 64))), 4, x.device)
+        _tb.launch(k.b0_finalize, (-(-c // FINALIZE_BLOCK_C),), (partials, dw, dv, db, c, n * s),
+                    (("BLOCK_C", FINALIZE_BLOCK_C), ("S_BLOCK", min(_tb.pow2(n * s), 64))), 4, x.device)
     return (dx if need_x else None, dw if need_w else None, db if need_b else None, dv if need_v else None,
             None, None)
 

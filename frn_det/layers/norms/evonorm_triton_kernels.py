@@ -25,7 +25,7 @@ from collections import namedtuple
 import triton
 import triton.language as tl
 
-from ..frn.triton_kernels import _add, _arrive_and_wait, _plane_total, _with_globals, interpreting  # noqa: F401
+from ..frn.triton_kernels import add_values, arrive_and_wait, interpreting, plane_total, with_globals  # noqa: F401
 
 
 def _sigmoid(t):
@@ -50,14 +50,14 @@ def _s0_fwd(
         if PHASE != 2:
             d = tl.where(mask, x - k, 0.0)
             out = part_ptr + (plane.to(tl.int64) * S + chunk) * 2
-            tl.store(out, tl.reduce(d, 0, _add))
-            tl.store(out + 1, tl.reduce(d * d, 0, _add))
+            tl.store(out, tl.reduce(d, 0, add_values))
+            tl.store(out + 1, tl.reduce(d * d, 0, add_values))
         if PHASE == 0:
-            _arrive_and_wait(cnt_ptr, grp, CPG * S)
+            arrive_and_wait(cnt_ptr, grp, CPG * S)
         if PHASE != 1:
             count = (CPG * M) * 1.0
-            m1 = tl.div_rn(_plane_total(part_ptr, grp, CPG * S, 2, 0, S_BLOCK, PHASE == 0), count)
-            var = tl.maximum(tl.div_rn(_plane_total(part_ptr, grp, CPG * S, 2, 1, S_BLOCK, PHASE == 0), count)
+            m1 = tl.div_rn(plane_total(part_ptr, grp, CPG * S, 2, 0, S_BLOCK, PHASE == 0), count)
+            var = tl.maximum(tl.div_rn(plane_total(part_ptr, grp, CPG * S, 2, 1, S_BLOCK, PHASE == 0), count)
                              - m1 * m1, 0.0)
             rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
             if item == grp * CPG * S:  # the group's first item records its statistics
@@ -89,15 +89,15 @@ def _s0_bwd(
         g = tl.load(w_ptr + c).to(tl.float32) * dz
         if PHASE != 2:  # per item: sum g x u (for dx), and dz x u, dz x^2 u (1 - u), dz (parameters)
             out = part_ptr + (plane.to(tl.int64) * S + chunk) * 4
-            tl.store(out, tl.reduce(g * x * u, 0, _add))
-            tl.store(out + 1, tl.reduce(dz * x * u, 0, _add))
-            tl.store(out + 2, tl.reduce(dz * x * x * u * (1.0 - u), 0, _add))
-            tl.store(out + 3, tl.reduce(dz, 0, _add))
+            tl.store(out, tl.reduce(g * x * u, 0, add_values))
+            tl.store(out + 1, tl.reduce(dz * x * u, 0, add_values))
+            tl.store(out + 2, tl.reduce(dz * x * x * u * (1.0 - u), 0, add_values))
+            tl.store(out + 3, tl.reduce(dz, 0, add_values))
         if NEED_DX:
             if PHASE == 0:
-                _arrive_and_wait(cnt_ptr, grp, CPG * S)
+                arrive_and_wait(cnt_ptr, grp, CPG * S)
             if PHASE != 1:
-                a = _plane_total(part_ptr, grp, CPG * S, 4, 0, S_BLOCK, PHASE == 0)
+                a = plane_total(part_ptr, grp, CPG * S, 4, 0, S_BLOCK, PHASE == 0)
                 s = tl.load(rstd_ptr + grp)
                 mean = tl.load(mean_ptr + grp)
                 coef = tl.div_rn(a * s * s * s, (CPG * M) * 1.0)
@@ -127,9 +127,9 @@ def _s0_finalize(
             s = s0 + sidx
             m = ch_ok[:, None] & (s < S)[None, :]
             base = (planes.to(tl.int64)[:, None] * S + s[None, :]) * 4
-            p1 += tl.reduce(tl.load(part_ptr + base + 1, mask=m, other=0.0), 1, _add)
-            p2 += tl.reduce(tl.load(part_ptr + base + 2, mask=m, other=0.0), 1, _add)
-            p3 += tl.reduce(tl.load(part_ptr + base + 3, mask=m, other=0.0), 1, _add)
+            p1 += tl.reduce(tl.load(part_ptr + base + 1, mask=m, other=0.0), 1, add_values)
+            p2 += tl.reduce(tl.load(part_ptr + base + 2, mask=m, other=0.0), 1, add_values)
+            p3 += tl.reduce(tl.load(part_ptr + base + 3, mask=m, other=0.0), 1, add_values)
         rs = tl.load(rstd_ptr + n * groups + ch // CPG, mask=ch_ok, other=0.0)
         acc_w += rs * p1
         acc_v += rs * p2
@@ -158,22 +158,22 @@ def _b0_fwd(
         if PHASE != 2:
             d = tl.where(mask, x - k, 0.0)
             out = part_ptr + (cp.to(tl.int64) * S + chunk) * 2
-            tl.store(out, tl.reduce(d, 0, _add))
-            tl.store(out + 1, tl.reduce(d * d, 0, _add))
+            tl.store(out, tl.reduce(d, 0, add_values))
+            tl.store(out + 1, tl.reduce(d * d, 0, add_values))
         if PHASE == 0:
             if BATCH:  # the channel's items include the plane's
-                _arrive_and_wait(cnt_ptr, c, N * S)
+                arrive_and_wait(cnt_ptr, c, N * S)
             else:
-                _arrive_and_wait(cnt_ptr, cp, S)
+                arrive_and_wait(cnt_ptr, cp, S)
         if PHASE != 1:
-            im = tl.div_rn(_plane_total(part_ptr, cp, S, 2, 0, S_BLOCK, PHASE == 0), M * 1.0)
-            ivar = tl.maximum(tl.div_rn(_plane_total(part_ptr, cp, S, 2, 1, S_BLOCK, PHASE == 0), M * 1.0) - im * im,
+            im = tl.div_rn(plane_total(part_ptr, cp, S, 2, 0, S_BLOCK, PHASE == 0), M * 1.0)
+            ivar = tl.maximum(tl.div_rn(plane_total(part_ptr, cp, S, 2, 1, S_BLOCK, PHASE == 0), M * 1.0) - im * im,
                               0.0)
             istd = tl.sqrt_rn(ivar + eps)
             if BATCH:
                 count = (N * M) * 1.0
-                bm = tl.div_rn(_plane_total(part_ptr, c, N * S, 2, 0, S_BLOCK, PHASE == 0), count)
-                bvar = tl.maximum(tl.div_rn(_plane_total(part_ptr, c, N * S, 2, 1, S_BLOCK, PHASE == 0), count)
+                bm = tl.div_rn(plane_total(part_ptr, c, N * S, 2, 0, S_BLOCK, PHASE == 0), count)
+                bvar = tl.maximum(tl.div_rn(plane_total(part_ptr, c, N * S, 2, 1, S_BLOCK, PHASE == 0), count)
                                   - bm * bm, 0.0)
                 left = tl.sqrt_rn(bvar + eps)
             else:
@@ -217,23 +217,23 @@ def _b0_bwd(
         q = -g * x / (den * den)
         if PHASE != 2:  # per item: sum q on each branch (for dx); dz x / den, q x on the right, dz
             out = part_ptr + (cp.to(tl.int64) * S + chunk) * 5
-            tl.store(out, tl.reduce(tl.where(on_left, q, 0.0), 0, _add))
-            tl.store(out + 1, tl.reduce(tl.where(on_left, 0.0, q), 0, _add))
-            tl.store(out + 2, tl.reduce(dz * x / den, 0, _add))
-            tl.store(out + 3, tl.reduce(tl.where(on_left, 0.0, q * x), 0, _add))
-            tl.store(out + 4, tl.reduce(dz, 0, _add))
+            tl.store(out, tl.reduce(tl.where(on_left, q, 0.0), 0, add_values))
+            tl.store(out + 1, tl.reduce(tl.where(on_left, 0.0, q), 0, add_values))
+            tl.store(out + 2, tl.reduce(dz * x / den, 0, add_values))
+            tl.store(out + 3, tl.reduce(tl.where(on_left, 0.0, q * x), 0, add_values))
+            tl.store(out + 4, tl.reduce(dz, 0, add_values))
         if NEED_DX:
             if PHASE == 0:
                 if BATCH:
-                    _arrive_and_wait(cnt_ptr, c, N * S)
+                    arrive_and_wait(cnt_ptr, c, N * S)
                 else:
-                    _arrive_and_wait(cnt_ptr, cp, S)
+                    arrive_and_wait(cnt_ptr, cp, S)
             if PHASE != 1:
-                q_right = _plane_total(part_ptr, cp, S, 5, 1, S_BLOCK, PHASE == 0)
+                q_right = plane_total(part_ptr, cp, S, 5, 1, S_BLOCK, PHASE == 0)
                 imean = tl.load(imean_ptr + plane)
                 dx = g / den + tl.where(on_left, 0.0, q * v) + tl.div_rn(q_right, istd * M) * (x - imean)
                 if BATCH:
-                    q_left = _plane_total(part_ptr, c, N * S, 5, 0, S_BLOCK, PHASE == 0)
+                    q_left = plane_total(part_ptr, c, N * S, 5, 0, S_BLOCK, PHASE == 0)
                     dx += tl.div_rn(q_left, left * (N * M)) * (x - tl.load(bmean_ptr + c))
                 tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -255,9 +255,9 @@ def _b0_finalize(
         acc_w += tl.load(part_ptr + base + 2, mask=m, other=0.0)
         acc_v += tl.load(part_ptr + base + 3, mask=m, other=0.0)
         acc_b += tl.load(part_ptr + base + 4, mask=m, other=0.0)
-    tl.store(dw_ptr + ch, tl.reduce(acc_w, 1, _add), mask=ch_ok)
-    tl.store(dv_ptr + ch, tl.reduce(acc_v, 1, _add), mask=ch_ok)
-    tl.store(db_ptr + ch, tl.reduce(acc_b, 1, _add), mask=ch_ok)
+    tl.store(dw_ptr + ch, tl.reduce(acc_w, 1, add_values), mask=ch_ok)
+    tl.store(dv_ptr + ch, tl.reduce(acc_v, 1, add_values), mask=ch_ok)
+    tl.store(db_ptr + ch, tl.reduce(acc_b, 1, add_values), mask=ch_ok)
 
 
 EvoKernels = namedtuple("EvoKernels", "s0_fwd s0_bwd s0_finalize b0_fwd b0_bwd b0_finalize")
@@ -271,6 +271,6 @@ def kernels() -> EvoKernels:
 @functools.lru_cache(maxsize=None)
 def _jit(interpret: bool) -> EvoKernels:
     # as frn/triton_kernels._jit: the helpers wrapped in the same mode as the kernels
-    helpers = {f.__name__: triton.jit(f) for f in (_plane_total, _arrive_and_wait, _sigmoid)}
-    return EvoKernels(*(triton.jit(_with_globals(f, helpers)) for f in (
+    helpers = {f.__name__: triton.jit(f) for f in (plane_total, arrive_and_wait, _sigmoid)}
+    return EvoKernels(*(triton.jit(with_globals(f, helpers)) for f in (
         _s0_fwd, _s0_bwd, _s0_finalize, _b0_fwd, _b0_bwd, _b0_finalize)))

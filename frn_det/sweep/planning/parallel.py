@@ -6,7 +6,7 @@ cores: small detection models use several cores poorly, so two one-thread runs o
 cores finish a grid sooner than one two-thread run after the other. On CUDA a run uses
 its GPUs alone, so one run at a time.
 """
-from ..utils.cores import usable_cores
+from ...utils.cores import usable_cores
 
 MAX_LOCAL_JOBS = 8  # each tiny CPU run holds about 1.2 GB: a cap that fits a 24 GB machine
 

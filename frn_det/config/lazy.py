@@ -9,11 +9,10 @@ import torch
 from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
 
-from .config_checks import check_lazy_overrides
-from .engine.trackers import DEFAULT_LOGGERS, check_loggers
-from .modeling.lazy_bridge import lazy_model_has_masks
+from .checks import check_lazy_overrides
+from .tracking import DEFAULT_LOGGERS, check_loggers
 
-__all__ = ["load_config", "check_masks", "name_list"]
+__all__ = ["load_config", "check_masks", "lazy_model_has_masks", "name_list"]
 
 logger = logging.getLogger("frn_det")
 
@@ -71,3 +70,11 @@ def name_list(value) -> list:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value]
+
+
+def lazy_model_has_masks(lazy_cfg) -> bool:
+    """Whether a LazyConfig's model predicts masks: ROI heads with a mask head and mask
+    features (StandardROIHeads' mask_on), as in configs/lazy/common/models/mask_rcnn_frn.py."""
+    roi_heads = OmegaConf.select(lazy_cfg, "model.roi_heads", default=None)
+    return (OmegaConf.is_dict(roi_heads) and roi_heads.get("mask_head") is not None
+            and roi_heads.get("mask_in_features") is not None)

@@ -12,13 +12,14 @@ import logging
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import LAZY_NORM_KEYS, NORM_KEYS, check_norm_config
-from .engine.trackers import check_loggers
-from .layers import parse_norm
+from ..layers import parse_norm
+from .keys import LAZY_NORM_KEYS, NORM_KEYS, check_norm_config
+from .tracking import check_loggers
+from .tree import flatten_keys, get_key, nearest_keys
 
 logger = logging.getLogger("frn_det")
 
@@ -83,7 +84,7 @@ def _names(v) -> List[str]:
     return [v] if isinstance(v, str) else list(v)
 
 
-# The rules, by what they allow; the sweep's keys use them too (frn_det/sweep/job_checks.py).
+# The rules, by what they allow; the sweep's keys use them too (frn_det/sweep/planning/job_checks.py).
 ANY_INT = Rule(_is_int, "an integer")
 INT_MIN_0 = Rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 INT_MIN_1 = Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1")
@@ -152,12 +153,6 @@ def is_lazy(cfg) -> bool:
     return isinstance(cfg, DictConfig)
 
 
-def _yacs_get(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
 
 def lazy_values(cfg, key: str) -> Iterator[Tuple[str, Any]]:
     """(concrete key, value) of every place `key` names in a LazyConfig ("*": each list
@@ -183,7 +178,7 @@ def _values(cfg, yacs_key: Optional[str], lazy_keys: Tuple[str, ...]) -> Iterato
             yield from lazy_values(cfg, key)
     elif yacs_key is not None:
         try:
-            yield yacs_key, _yacs_get(cfg, yacs_key)
+            yield yacs_key, get_key(cfg, yacs_key)
         except KeyError:
             pass  # a config without that part (e.g. no FRN keys)
 
@@ -214,7 +209,7 @@ def check_norms(cfg) -> List[Tuple[str, str]]:
     (key, norm string) of every norm. A LazyConfig's norm may also be a callable."""
     if not is_lazy(cfg):
         check_norm_config(cfg)
-        return [(k, _yacs_get(cfg, k)) for k in NORM_KEYS]
+        return [(k, get_key(cfg, k)) for k in NORM_KEYS]
     norms = []
     for key, value in (kv for norm in LAZY_NORMS for kv in lazy_values(cfg, norm)):
         if isinstance(value, str):
@@ -252,27 +247,6 @@ def check_config(cfg, world_size: int) -> None:
 # ---- unknown keys -------------------------------------------------------------------
 
 
-def all_keys(cfg, prefix: str = "") -> List[str]:
-    keys = []
-    for name, value in cfg.items():
-        full = f"{prefix}{name}"
-        keys.append(full)
-        if hasattr(value, "items"):
-            keys += all_keys(value, full + ".")
-    return keys
-
-
-def nearest_keys(key: str, known: Iterable[str]) -> List[str]:
-    """Up to three known keys closest to `key`; a typo in the last part only is also
-    found among the siblings of the same parent."""
-    known = list(known)
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    if not close:
-        parent, _, leaf = key.rpartition(".")
-        siblings = [k for k in known if k.rpartition(".")[0] == parent]
-        leaves = difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings], n=3)
-        close = [k for k in siblings if k.rpartition(".")[2] in leaves]
-    return close
 
 
 def unknown_key_error(error: BaseException, cfg, source: str):
@@ -281,7 +255,7 @@ def unknown_key_error(error: BaseException, cfg, source: str):
     if not match:
         return None
     key = match.group(1)
-    close = nearest_keys(key, all_keys(cfg))
+    close = nearest_keys(key, flatten_keys(cfg))
     hint = (
         f"; did you mean {' or '.join(close)}?"
         if close

@@ -19,7 +19,7 @@ import subprocess
 import threading
 from typing import List, Optional
 
-from ..engine.preemption import preemption_signals
+from ...engine.preemption import preemption_signals
 
 logger = logging.getLogger("frn_det")
 # Schedulers give 30 s (SLURM's KillWait) to 90-120 s (submitit's signal_delay_s) between the

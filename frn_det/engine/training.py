@@ -1,4 +1,5 @@
-"""The logic of tools/train_net.py: Detectron2's train_net with frn-det registered.
+"""YAML-config training, the library behind tools/train_net.py (frn_det/cli/train.py):
+Detectron2's train_net with frn-det registered.
 
 Same CLI and behaviour as Detectron2's tools/train_net.py (default_argument_parser,
 launch, DefaultTrainer, --eval-only/--resume); adds frn-det's config keys, data
@@ -6,14 +7,13 @@ preparation and a CPU fallback for configs written for CUDA.
 """
 import logging
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
-from ..config_build import build_config, resolve_config_file
-from ..config_checks import check_config
-from ..data import check_register_coco, prepare_datasets_distributed
+from ..config.build import build_config, resolve_config_file
+from ..config.checks import check_config
+from ..data import prepare_datasets_distributed
 from ..layers import implementations
 from .checkpoint import SafeDetectionCheckpointer
 from .trackers import TrackingOptions, recorded_result, yacs_params
@@ -29,7 +29,8 @@ def setup(args):
     return cfg
 
 
-def main(args):
+def train(args):
+    """One worker's training (or --eval-only evaluation); launch() runs it in every process."""
     cfg = setup(args)
     check_config(cfg, comm.get_world_size())
     prepare_datasets_distributed(cfg)
@@ -53,22 +54,3 @@ def main(args):
         logging.getLogger("frn_det").info("implementations: %s", implementations.label(implementations.used())
                                           or "no kernel-backed layer (FRN, TLU, EvoNorm)")
     return result
-
-
-def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
-    print("Command Line Args:", args)
-    setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
-    # Bad configs fail here, once, before any worker process starts or any folder is made.
-    cfg = build_config(args.config_file, args.opts)
-    check_config(cfg, args.num_gpus * args.num_machines)
-    check_register_coco(cfg.DATASETS.REGISTER_COCO)
-    implementations.prepare(cfg.MODEL.DEVICE)  # the kernels, built before any worker starts
-    return launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )

@@ -5,7 +5,7 @@ a job inherits what the jobs before it left behind there (module caches, RNG and
 allocator state, thread pools), and the same setting gave another AP inside a grid than
 alone. Each job's training therefore runs in a new interpreter, which starts from the
 same state as `python tools/sweep.py hydra.mode=RUN` would. It is started as a plain
-subprocess (`python -m frn_det.sweep.fresh_process`), not through multiprocessing, so it
+subprocess (`python -m frn_det.sweep.running.fresh_process`), not through multiprocessing, so it
 works from any launcher's worker (joblib's loky workers set a start method that a
 multiprocessing child cannot find).
 

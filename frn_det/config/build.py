@@ -7,10 +7,10 @@ import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
-from .config import add_frn_config
-from .config_checks import unknown_key_error
-from .engine.stock_switch import use_frn_builders
-from .utils.paths import CONFIGS_DIR
+from ..utils.paths import CONFIGS_DIR
+from .checks import unknown_key_error
+from .keys import add_frn_config
+from .stock_switch import use_frn_builders
 
 __all__ = ["resolve_config_file", "build_config"]
 

@@ -18,12 +18,13 @@ from detectron2.engine import launch
 from omegaconf import DictConfig
 from torch.multiprocessing import ProcessRaisedException
 
-from ..config_checks import check_config
-from ..engine.preemption import Preempted
-from ..engine.trackers import record_sweep_result
-from ..layers.implementations import prepare as prepare_kernels
-from ..run_record import (
-    DIVERGED,
+from ...config.checks import check_config
+from ...engine.preemption import Preempted
+from ...engine.trackers import record_sweep_result
+from ...layers.implementations import prepare as prepare_kernels
+from ...record.events import log_event
+from ...record.machine import machine_record
+from ...record.metrics import (
     FAILED,
     FINISHED,
     METRIC_KEYS,
@@ -31,18 +32,17 @@ from ..run_record import (
     OUTCOME_FILE,
     PREEMPTED,
     RUNNING,
+    is_done,
     read_metrics,
 )
-from ..utils.atomic import write_json_atomic, write_text_atomic
-from ..utils.damaged import Damaged, describe, read_or_set_aside
+from ...utils.atomic import write_json_atomic, write_text_atomic
+from ...utils.damaged import Damaged, describe, read_or_set_aside
+from ..planning.d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
+from ..planning.job_checks import check_job
+from ..planning.parallel import threads_per_worker
 from .cluster import resolve_distributed
-from .d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
-from .events import log_event
 from .fresh_process import TrainingProcessError, run_in_fresh_process
-from .job_checks import check_job
 from .lock import RunLock
-from .machine import machine_record
-from .parallel import threads_per_worker
 from .training_stop import TrainingStop
 from .worker import train_worker
 
@@ -98,13 +98,6 @@ def _checkpoints_of_this_config(run_dir: Path, cfg) -> bool:
         return False
 
 
-def _should_skip(existing: Optional[dict], new_hash: str, rerun_failed: bool) -> bool:
-    if not existing or existing.get("config_hash") != new_hash:
-        return False
-    if existing.get("status") == FINISHED:
-        return True
-    return existing.get("status") in (DIVERGED, FAILED) and not rerun_failed
-
 
 def run_job(job: DictConfig, run_dir: Path) -> dict:
     """Skip, resume or train one run."""
@@ -148,7 +141,7 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
             # Machine 0 owns the run folder (lock, metrics.json, events); the others decide as
             # it does from the same metrics.json, then train with it.
             existing = read_metrics(run_dir)
-            if _should_skip(existing, digest, job.rerun_failed):
+            if is_done(existing, digest, job.rerun_failed):
                 return existing
             try:
                 _launch(job, cfg, run_dir, record, machine_rank, dist_url, stop)
@@ -188,7 +181,7 @@ def _launch(job: DictConfig, cfg, run_dir: Path, record: dict, machine_rank: int
 def _run_locked(job: DictConfig, run_dir: Path, cfg, sched, record: dict, dist_url: str, stop: TrainingStop) -> dict:
     name, digest = record["run"], record["config_hash"]
     existing = read_metrics(run_dir, set_aside=True)  # a damaged one is set aside: the run resumes
-    if _should_skip(existing, digest, job.rerun_failed):
+    if is_done(existing, digest, job.rerun_failed):
         logger.info("%s: already %s (config %s), skipping", name, existing["status"], digest)
         log_event(run_dir, "skip", status=existing["status"])
         return existing

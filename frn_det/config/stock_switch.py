@@ -11,6 +11,7 @@ import logging
 from typing import List
 
 from ..layers import DETECTRON2_NORMS  # Detectron2's get_norm strings: others need frn-det's builders
+from .tree import get_key
 
 logger = logging.getLogger("frn_det")
 BACKBONE_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM")
@@ -32,14 +33,6 @@ STOCK_TO_FRN_ROI_HEADS = {
 UNSWITCHABLE_NORM_KEYS = ("MODEL.SEM_SEG_HEAD.NORM",)
 
 
-def _get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if part not in node:
-            return None
-        node = node[part]
-    return node
-
 
 def _set(cfg, dotted: str, value) -> None:
     parent, _, leaf = dotted.rpartition(".")
@@ -57,16 +50,16 @@ def _roi_head_norm_keys(cfg, head: str) -> List[str]:
     """The keys of an ROI head ("MODEL.ROI_BOX_HEAD") that need frn-det's head: a norm only
     frn-det knows, or the box head's NORM_FCS with a norm (the stock head would silently
     leave its FCs without it)."""
-    norm = _get(cfg, f"{head}.NORM")
+    norm = get_key(cfg, f"{head}.NORM", None)
     keys = [f"{head}.NORM"] if frn_only(norm) else []
-    if _get(cfg, f"{head}.NORM_FCS") and norm:
+    if get_key(cfg, f"{head}.NORM_FCS", None) and norm:
         keys.append(f"{head}.NORM_FCS")
     return keys
 
 
 def _switch(cfg, key: str, mapping: dict, why: str, changes: List[str], problems: List[str]) -> None:
     """Set `key` to frn-det's builder for its stock value; a value that is neither is a problem."""
-    name = _get(cfg, key)
+    name = get_key(cfg, key, None)
     if name in mapping:
         _set(cfg, key, mapping[name])
         changes.append(f"{key}: {name} -> {mapping[name]}")
@@ -75,7 +68,7 @@ def _switch(cfg, key: str, mapping: dict, why: str, changes: List[str], problems
 
 
 def _values(cfg, keys) -> str:
-    return ", ".join(f"{k}={_get(cfg, k)!r}" for k in keys)
+    return ", ".join(f"{k}={get_key(cfg, k, None)!r}" for k in keys)
 
 
 def use_frn_builders(cfg, announce: bool = True) -> List[str]:
@@ -85,8 +78,8 @@ def use_frn_builders(cfg, announce: bool = True) -> List[str]:
     keys to set when a norm only frn-det knows meets a builder that cannot take it.
     """
     changes, problems = [], []
-    backbone_norms = [k for k in BACKBONE_NORM_KEYS if frn_only(_get(cfg, k))]
-    head_norms = [k for k in HEAD_NORM_KEYS if frn_only(_get(cfg, k))]
+    backbone_norms = [k for k in BACKBONE_NORM_KEYS if frn_only(get_key(cfg, k, None))]
+    head_norms = [k for k in HEAD_NORM_KEYS if frn_only(get_key(cfg, k, None))]
     if backbone_norms or head_norms:
         _switch(cfg, "MODEL.BACKBONE.NAME", STOCK_TO_FRN_BACKBONES, _values(cfg, backbone_norms + head_norms),
                 changes, problems)
@@ -97,7 +90,7 @@ def use_frn_builders(cfg, announce: bool = True) -> List[str]:
         if norm_keys:
             _switch(cfg, key, mapping, _values(cfg, norm_keys), changes, problems)
     for key in UNSWITCHABLE_NORM_KEYS:
-        value = _get(cfg, key)
+        value = get_key(cfg, key, None)
         if frn_only(value):
             problems.append(f"{key}={value!r} is read by Detectron2's own head, which only takes "
                             f"{[n for n in DETECTRON2_NORMS if n]}: set {key} to one of those")

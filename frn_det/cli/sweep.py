@@ -1,4 +1,4 @@
-"""tools/sweep.py: the Hydra app that runs one sweep job (see configs/sweep/sweep.yaml).
+"""frn-det-sweep / tools/sweep.py: the Hydra app that runs one sweep job (see configs/sweep/sweep.yaml).
 
 Exit status: 0 when every run of the sweep finished or diverged (a diverged run is a
 result); 1 when any run failed, after the other runs and the report are done; 2 when a
@@ -10,21 +10,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ..sweep.planning.job_checks import override_value_error
+from ..sweep.planning.override_check import unknown_override_error
+from ..sweep.running import callbacks
+from ..sweep.running.runner import run_job
+from ..sweep.running.stop import job_of_a_live_sweep
 from ..utils.paths import CONFIGS_DIR
-from . import callbacks
-from .d2config import run_name
-from .job_checks import override_value_error
-from .override_check import unknown_override_error
-from .parallel import local_jobs
-from .runner import run_job
-from .stop import job_of_a_live_sweep
-
-# Run folder names (hydra.run.dir / hydra.sweep.subdir in sweep.yaml); runs at once
-# (hydra/launcher/local.yaml).
-OmegaConf.register_new_resolver("frn_det.run_name", run_name, replace=True)
-OmegaConf.register_new_resolver("frn_det.local_jobs", local_jobs, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS_DIR / "sweep"), config_name="sweep")
@@ -47,7 +40,7 @@ def main() -> None:
         sys.exit(2)
     # plan=true: the grid and its cost, nothing trained or submitted to a launcher.
     if any(o.replace(" ", "").lower() == "plan=true" for o in overrides):
-        from .plan import make_plan, render
+        from ..sweep.planning.plan import make_plan, render
 
         print(render(make_plan(overrides)))
         return

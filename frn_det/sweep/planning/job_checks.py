@@ -2,7 +2,7 @@
 
 Without them a bad value reaches Detectron2 and fails in its words (`seed=abc`: "Type
 mismatch ... for config key: SEED"). Every key has one rule in SWEEP_RULES, a Rule of
-frn_det/config_checks.py (the same rules as the Detectron2 keys) or a dataset
+frn_det/config/checks.py (the same rules as the Detectron2 keys) or a dataset
 path, output folder or file; a new sweep key's check is one line there. The rules run on
 the command-line overrides (every value of a sweep), then on every job of the sweep with
 its Detectron2 config built and checked, before Hydra starts any job
@@ -19,7 +19,7 @@ from typing import Iterable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config_checks import (
+from ...config.checks import (
     ANY_INT,
     BOOL,
     DEVICE,
@@ -33,11 +33,10 @@ from ..config_checks import (
     TRAIN_NAMES,
     ConfigError,
     Rule,
-    all_keys,
-    nearest_keys,
 )
-from ..data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
-from ..layers import parse_norm
+from ...config.tree import flatten_keys, nearest_keys
+from ...data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
+from ...layers import parse_norm
 from .d2config import ACTIVATION_NAMES, split_dataset_name
 
 
@@ -116,8 +115,8 @@ class ReferencesFile:
     def check(self, key: str, value, job: Optional[DictConfig] = None) -> None:
         if value is None:
             return
-        from ..report.load import ReportError
-        from ..report.references import load_references
+        from ...report.load import ReportError
+        from ...report.references import load_references
 
         try:
             load_references(Path(str(value)))
@@ -144,9 +143,9 @@ class ConfigFile:
             return
         NAME.check(key, value)
         if self.lazy:
-            from ..modeling.lazy_bridge import resolve_lazy_config as resolve
+            from ...modeling.lazy_bridge import resolve_lazy_config as resolve
         else:
-            from ..config_build import resolve_config_file as resolve
+            from ...config.build import resolve_config_file as resolve
         try:
             resolve(value)
         except FileNotFoundError as e:
@@ -176,11 +175,11 @@ class Detectron2Opts:
 def _detectron2_keys() -> frozenset:
     from detectron2.config import get_cfg
 
-    from ..config import add_frn_config
+    from ...config.keys import add_frn_config
 
     cfg = get_cfg()
     add_frn_config(cfg)
-    return frozenset(all_keys(cfg))
+    return frozenset(flatten_keys(cfg))
 
 
 def _is_norm(value) -> bool:
@@ -189,7 +188,7 @@ def _is_norm(value) -> bool:
 
 
 def _is_comparison(value) -> bool:
-    from ..report.comparisons import parse_comparison
+    from ...report.comparisons import parse_comparison
 
     parse_comparison(value)  # raises on anything else
     return True
@@ -385,7 +384,7 @@ def _problem(job: DictConfig) -> Optional[str]:
     """What stops one composed job: its sweep keys, then its Detectron2 config."""
     import yaml
 
-    from ..config_checks import check_config
+    from ...config.checks import check_config
     from .d2config import build_detectron2_config
 
     try:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List
 
-from ..engine.preemption import STOP_SIGNALS
+from ...engine.preemption import STOP_SIGNALS
 
 logger = logging.getLogger("frn_det")
 SWEEP_PID_ENV = "FRN_DET_SWEEP_PID"  # the sweep process, as its launcher workers inherit it

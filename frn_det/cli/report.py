@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, parse_comparison
-from .load import ReportError
-from .write import write_report
+from ..report.comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, parse_comparison
+from ..report.load import ReportError
+from ..report.write import write_report
 
 PLAN_EFFECTS = (0.25, 0.5, 1.0, 2.0)  # AP points --plan-seeds prints without --effect
 
@@ -44,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_seeds(sweep_dirs, effects, primary=None) -> str:
     """The planning table of a finished sweep (tables.plan_table of its box AP differences)."""
-    from .comparisons import sweep_results
-    from .load import load_runs
-    from .samples import attach_samples
-    from .tables import plan_table
-    from .write import recorded_primary
+    from ..report.comparisons import sweep_results
+    from ..report.load import load_runs
+    from ..report.samples import attach_samples
+    from ..report.tables import plan_table
+    from ..report.write import recorded_primary
 
     runs = load_runs(sweep_dirs)
     results = sweep_results(runs, attach_samples(runs), primary=recorded_primary(runs) if primary is None else primary)

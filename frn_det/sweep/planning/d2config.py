@@ -6,15 +6,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import (
+from ...config.build import build_config
+from ...config.keys import (
     NORM_KEYS,
     NORM_SCHEDULE_FRACTIONS,
     config_hash,  # noqa: F401  (the sweep's run identity; runner imports it from here)
 )
-from ..config_build import build_config
-from ..data.datasets import model_num_classes
-from ..layers import BATCH_STAT_NORMS, NORM_ACT_LAYERS, parse_norm
-from ..utils.paths import CONFIGS_DIR
+from ...config.tree import get_key
+from ...data.datasets import model_num_classes
+from ...layers import BATCH_STAT_NORMS, NORM_ACT_LAYERS, parse_norm
+from ...utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
 ACTIVATION_NAMES = {"relu": "ReLU", "tlu": "TLU"}
@@ -193,7 +194,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "SEED", job.seed,
         "SOLVER.AMP.ENABLED", amp,  # Detectron2's AMPTrainer: fp16 autocast and a grad scaler
         # Batch Renorm's r_max/d_max ramp, CBN's burn-in and MABN's warm-up, at the fractions of
-        # their reference schedules (frn_det.config.REFERENCE_SCHEDULES; opts still override them).
+        # their reference schedules (frn_det.config.keys.REFERENCE_SCHEDULES; opts still override them).
         *[item for key, fraction in NORM_SCHEDULE_FRACTIONS.items()
           for item in (key, max(1, round(fraction * sched.max_iter)))],
         # PreciseBN (engine/precise_bn.py) for every batch-statistics norm before each evaluation
@@ -214,15 +215,9 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
 def check_precise_bn(cfg, label: str) -> None:
     """precise_bn=true needs a batch-statistics norm somewhere (BATCH_STAT_NORMS), else it
     would label a run "+precise" that is the same model as without."""
-    norms = {key: parse_norm(_dotted(cfg, key), key)[0] for key in NORM_KEYS}
+    norms = {key: parse_norm(get_key(cfg, key), key)[0] for key in NORM_KEYS}
     if not any(n in BATCH_STAT_NORMS for n in norms.values()):
         used = ", ".join(f"{k}={v!r}" for k, v in norms.items())
         raise ValueError(f"precise_bn=true (run {label}): the model has no batch-statistics norm to recompute "
                          f"({used}); PreciseBN applies to {', '.join(BATCH_STAT_NORMS)}")
-
-
-def _dotted(cfg, key: str):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
 

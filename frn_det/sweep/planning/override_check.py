@@ -4,22 +4,13 @@ Hydra rejects `ims_per_gpus=2` with "Key 'ims_per_gpus' is not in struct" and no
 This check runs before Hydra composes anything: it reads the primary config and the
 options of each config group from configs/sweep/ and names the closest keys.
 """
-import difflib
 from pathlib import Path
-from typing import Iterable, List, Optional, Set
+from typing import Iterable, Optional, Set
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-
-def _flat_keys(node: dict, prefix: str = "") -> Set[str]:
-    keys = set()
-    for key, value in node.items():
-        full = f"{prefix}{key}"
-        keys.add(full)
-        if isinstance(value, dict):
-            keys |= _flat_keys(value, full + ".")
-    return keys
+from ...config.tree import flatten_keys, nearest_keys
 
 
 def _load(path: Path) -> dict:
@@ -30,11 +21,11 @@ def known_keys(config_dir: Path, primary: str = "sweep") -> Set[str]:
     """Keys of the primary config and of every option of its config groups."""
     config_dir = Path(config_dir)
     base = _load(config_dir / f"{primary}.yaml")
-    keys = {k for k in _flat_keys(base) if not k.startswith("hydra") and k != "defaults"}
+    keys = {k for k in flatten_keys(base) if not k.startswith("hydra") and k != "defaults"}
     for group in (p for p in config_dir.iterdir() if p.is_dir()):
         keys.add(group.name)
         for option in group.glob("*.yaml"):
-            keys |= _flat_keys(_load(option), group.name + ".")
+            keys |= set(flatten_keys(_load(option), group.name + "."))
     return keys
 
 
@@ -52,7 +43,7 @@ def unknown_override_error(overrides: Iterable[str], config_dir: Path) -> Option
             continue
         if key in known or any(key.startswith(k + ".") for k in known if not _has_children(k, known)):
             continue
-        close: List[str] = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+        close = nearest_keys(key, known)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return (f"unknown sweep key {key!r} in the override {override.input_line!r}{hint} "
                 f"(keys: configs/sweep/sweep.yaml and its groups; `tools/sweep.py --cfg job` prints them)")

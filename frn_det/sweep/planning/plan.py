@@ -88,11 +88,11 @@ def _run_dir(job: DictConfig, multirun: bool) -> Path:
 
 
 def run_state(run_dir: Path, digest: str, rerun_failed: bool) -> tuple:
-    """(state, iterations done) by the runner's rules (runner._should_skip, resume_or_load)."""
-    from .runner import _should_skip, read_metrics
+    """(state, iterations done) by the runner's rules (record.metrics.is_done, resume_or_load)."""
+    from ...record.metrics import is_done, read_metrics
 
     existing = read_metrics(run_dir)
-    if existing and existing.get("config_hash") == digest and _should_skip(existing, digest, rerun_failed):
+    if existing and existing.get("config_hash") == digest and is_done(existing, digest, rerun_failed):
         status = existing["status"]
         label = f"diverged@{existing.get('diverged_at_iter')}" if status == "diverged" else status
         return label, None
@@ -110,7 +110,7 @@ def measured_s_per_iter(output_dir: Path, model: str, norm: str, device: str, am
     """Median seconds per iteration per image per worker of the finished runs in output_dir
     with this model, norm, device and precision (metrics.json s_per_iter; config.yaml
     MODEL.DEVICE and SOLVER.AMP.ENABLED)."""
-    from .runner import read_metrics
+    from ...record.metrics import read_metrics
 
     rates = []
     for metrics_file in sorted(Path(output_dir).glob("*/metrics.json")):
@@ -203,7 +203,6 @@ def plan_row(job: DictConfig, run_dir: Path, table: Path = REFERENCE_TIMES,
 
 def make_plan(cli_overrides: Sequence[str], table: Path = REFERENCE_TIMES,
               ratios: Path = REFERENCE_RATIOS) -> List[PlanRow]:
-    from . import app  # noqa: F401  registers the run-name resolver of the folder names
 
     overrides = [o for o in cli_overrides if o.split("=")[0] != "plan"]
     # Building each job's config logs per job ("CUDA is not available", fvcore's yaml note).

@@ -11,9 +11,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..layers.implementations import prepare as prepare_kernels
-from ..utils.damaged import describe
-from .events import read_events
+from ...layers.implementations import prepare as prepare_kernels
+from ...record.events import read_events
+from ...utils.damaged import describe
 from .stop import stop_workers_with_the_sweep
 
 logger = logging.getLogger("frn_det")
@@ -47,7 +47,7 @@ def report_dir_of_run(config: DictConfig) -> Path:
 def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
     """The report of the runs in report_dir; a problem is logged, never raised: the runs
     are trained and recorded whatever happens to their report."""
-    from ..report import ReportError, write_report
+    from ...report import ReportError, write_report
 
     try:
         power = {} if config.get("effect") is None else {"effect": config.effect}  # None: the report's default
@@ -62,7 +62,7 @@ def write_sweep_report(report_dir: Path, config: DictConfig) -> None:
 
 def failed_runs(run_dirs, since: float) -> List[str]:
     """Runs among run_dirs that this sweep (events at or after `since`) left failed."""
-    from ..run_record import FAILED, read_metrics
+    from ...record.metrics import FAILED, read_metrics
 
     failed = []
     for run_dir in run_dirs:

@@ -7,7 +7,9 @@ from typing import Dict, Optional, Tuple
 
 from detectron2.config import CfgNode as CN
 
-from .layers import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions, parse_norm
+from ..layers import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions, parse_norm
+from .tracking import DEFAULT_LOGGERS, DEFAULT_PROJECT
+from .tree import get_key
 
 # Every config key that takes a norm string: the backbone, the FPN and the heads of
 # RetinaNet and the R-CNNs (the box head's FCs take MODEL.ROI_BOX_HEAD.NORM when
@@ -122,8 +124,8 @@ def add_frn_config(cfg):
     # project); MLflow's tracking URI ("": $MLFLOW_TRACKING_URI, else sqlite:///<OUTPUT_DIR's
     # parent>/mlflow.db). PARAMS: a JSON object of extra run parameters (the sweep's labels).
     cfg.TRACKING = CN()
-    cfg.TRACKING.LOGGERS = ["tensorboard"]
-    cfg.TRACKING.PROJECT = "frn-det"
+    cfg.TRACKING.LOGGERS = list(DEFAULT_LOGGERS)
+    cfg.TRACKING.PROJECT = DEFAULT_PROJECT
     cfg.TRACKING.GROUP = ""
     cfg.TRACKING.MLFLOW_URI = ""
     cfg.TRACKING.PARAMS = ""
@@ -147,17 +149,11 @@ def norm_options_from_config(cfg) -> NormOptions:
     return NormOptions(frn=frn, **optional)
 
 
-def _cfg_get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
 
 def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
     """Validate the norm keys (NORM_KEYS) and the norm option keys of a config before
     anything is built; returns {key: (norm, activation)}."""
-    parsed = {key: parse_norm(_cfg_get(cfg, key), key) for key in NORM_KEYS}
+    parsed = {key: parse_norm(get_key(cfg, key), key) for key in NORM_KEYS}
     norm_options_from_config(cfg)  # raises on bad MODEL.FRN / BRN / EVONORM / WS / CBN / MABN values
     return parsed
 

@@ -17,15 +17,15 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from tqdm import tqdm
 
-from ..data import prepare_datasets_distributed
-from ..engine import Trainer
-from ..engine.preemption import Preempted
-from ..engine.trackers import TrackingOptions, tracking_writers, yacs_params
-from ..layers import implementations
-from ..run_record import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
-from ..utils.atomic import write_json_atomic
-from ..utils.damaged import describe
-from ..utils.jsonlines import repair_torn_tail
+from ...data import prepare_datasets_distributed
+from ...engine import Trainer
+from ...engine.preemption import Preempted
+from ...engine.trackers import TrackingOptions, tracking_writers, yacs_params
+from ...layers import implementations
+from ...record.metrics import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
+from ...utils.atomic import write_json_atomic
+from ...utils.damaged import describe
+from ...utils.jsonlines import repair_torn_tail
 from .console import configure_worker_logging
 
 logger = logging.getLogger("frn_det")

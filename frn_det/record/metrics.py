@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .utils.damaged import Damaged, read_or_set_aside
+from ..utils.damaged import Damaged, read_or_set_aside
 
-METRICS_FILE = "metrics.json"  # the run's result summary (written by sweep/runner.py)
+METRICS_FILE = "metrics.json"  # the run's result summary (written by sweep/running/runner.py)
 OUTCOME_FILE = "outcome.json"  # the training process's outcome, turned into metrics.json by the runner
 TRAINING_LOG = "training_metrics.json"  # Detectron2's per-iteration JSON log, under another name
 RUN_LOG = "sweep.log"  # the whole log (hydra.job_logging in configs/sweep/sweep.yaml)
@@ -41,3 +41,13 @@ def read_metrics(run_dir: Path, set_aside: bool = False) -> Optional[dict]:
     then = ("the run is resumed from its last intact checkpoint and its metrics.json written again" if set_aside
             else "read as a run without a result")
     return read_or_set_aside(Path(run_dir) / METRICS_FILE, parse_metrics_file, then, move=set_aside)
+
+
+def is_done(existing: Optional[dict], config_hash: str, rerun_failed: bool) -> bool:
+    """Whether a run with this metrics.json (None: none) is done for a job of `config_hash`:
+    finished, or diverged/failed unless `rerun_failed`; any other config is not done."""
+    if not existing or existing.get("config_hash") != config_hash:
+        return False
+    if existing.get("status") == FINISHED:
+        return True
+    return existing.get("status") in (DIVERGED, FAILED) and not rerun_failed

@@ -1,5 +1,5 @@
-"""The logic of tools/lazyconfig_train_net.py: Detectron2's LazyConfig training script
-with frn-det's pieces.
+"""LazyConfig training, the library behind tools/lazyconfig_train_net.py (frn_det/cli/lazy_train.py):
+Detectron2's LazyConfig training script with frn-det's pieces.
 
 Same command line and flow as Detectron2's tools/lazyconfig_train_net.py
 (default_argument_parser; `--config-file x.py`; overrides in Hydra's grammar, e.g.
@@ -35,21 +35,18 @@ from detectron2.config import instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
-    default_argument_parser,
     default_setup,
     default_writers,
     hooks,
-    launch,
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from ..config_checks import check_config
-from ..config_lazy import load_config, name_list
-from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
+from ..config.checks import check_config
+from ..config.lazy import lazy_model_has_masks, load_config, name_list
+from ..data import ModelClasses, prepare_datasets_distributed
 from ..layers import implementations
-from ..modeling.lazy_bridge import lazy_model_has_masks
 from ..utils.jsonlines import repair_torn_tail
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
@@ -57,7 +54,7 @@ from .preemption import PreemptionHook
 from .trackers import TrackingOptions, lazy_params, recorded_result, tracking_writers
 from .trainer import ddp_model
 
-__all__ = ["prepare_lazy_datasets", "precise_bn_hook", "do_test", "do_train", "main", "run"]
+__all__ = ["prepare_lazy_datasets", "register_coco_entries", "precise_bn_hook", "do_test", "do_train", "train"]
 
 
 # Where a LazyConfig's model holds its class count (RetinaNet's, the R-CNN ROI heads').
@@ -74,7 +71,7 @@ def _model_classes(cfg) -> Optional[ModelClasses]:
     return None
 
 
-def _register_coco(cfg) -> list:
+def register_coco_entries(cfg) -> list:
     """The (name, json_file, image_root) triples of dataloader.prepare.register_coco."""
     return [tuple(t) for t in OmegaConf.select(cfg, REGISTER_KEY, default=None) or []]
 
@@ -90,7 +87,7 @@ def prepare_lazy_datasets(cfg) -> list:
     prepare_datasets_distributed(
         train=train,
         test=test,
-        register_coco=_register_coco(cfg),
+        register_coco=register_coco_entries(cfg),
         invalid_boxes=prep.get("invalid_boxes", "drop"),
         missing_eval_fields=prep.get("missing_eval_fields", "fill"),
         check_images=bool(prep.get("check_images", True)),
@@ -182,7 +179,8 @@ def do_train(args, cfg):
     return dict(results)
 
 
-def main(args):
+def train(args):
+    """One worker's training (or --eval-only evaluation); launch() runs it in every process."""
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, comm.get_world_size())
     default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir
@@ -212,21 +210,3 @@ def _plain(obj):
         return float(obj) if not isinstance(obj, (str, bool, int)) else obj
     except (TypeError, ValueError):
         return str(obj)
-
-
-def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
-    print("Command Line Args:", args)
-    # A broken config fails here, once, before any worker process starts or any folder is made.
-    cfg = load_config(args.config_file, args.opts)
-    check_config(cfg, args.num_gpus * args.num_machines)
-    check_register_coco(_register_coco(cfg), REGISTER_KEY)
-    implementations.prepare(cfg.train.device)  # the kernels, built before any worker starts
-    return launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )

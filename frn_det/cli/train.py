@@ -1,0 +1,30 @@
+"""frn-det-train / tools/train_net.py: Detectron2's train_net command line (--config-file,
+--num-gpus, --eval-only, --resume, overrides) with frn-det's YAML-config training
+(frn_det/engine/training.py)."""
+from detectron2.engine import default_argument_parser, launch
+from detectron2.utils.logger import setup_logger
+
+from ..config.build import build_config
+from ..config.checks import check_config
+from ..data import check_register_coco
+from ..engine.training import train
+from ..layers import implementations
+
+
+def main(argv=None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
+    # Bad configs fail here, once, before any worker process starts or any folder is made.
+    cfg = build_config(args.config_file, args.opts)
+    check_config(cfg, args.num_gpus * args.num_machines)
+    check_register_coco(cfg.DATASETS.REGISTER_COCO)
+    implementations.prepare(cfg.MODEL.DEVICE)  # the kernels, built before any worker starts
+    launch(
+        train,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
