@@ -1,71 +1,13 @@
+"""Session set-up and fixtures shared by all tests; helpers live in tests/helpers/."""
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny_retinanet_cpu.yaml"
+from harness import USER_CACHE, tiny_cfg  # noqa: F401  (USER_CACHE: read before FRN_DET_CACHE is replaced below)
 
 # One cache per test session (generated dataset, built kernels), never the user's: tests kill
 # runs on purpose, also while they build. FRN_DET_TEST_CACHE names a folder to reuse.
-USER_CACHE = Path(os.environ.get("FRN_DET_CACHE") or Path.home() / ".cache" / "frn_det")
 os.environ["FRN_DET_CACHE"] = os.environ.get("FRN_DET_TEST_CACHE") or tempfile.mkdtemp(prefix="frn_det_test_cache_")
-
-
-def tiny_cfg(norm="FRN", *opts):
-    """The tiny CPU config with `norm` in backbone, FPN and head, plus KEY VALUE overrides."""
-    from frn_det.config.build import build_config
-
-    norms = ["MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "MODEL.RETINANET.NORM", norm]
-    return build_config(str(TINY_CONFIG), norms + list(opts))
-
-
-# A sweep run for end-to-end tests: 2 images per worker, 24 iterations, evaluation at the
-# end, one seed, no tuning split (one evaluation per run instead of two).
-SHORT_SWEEP = ["seed=0", "schedule.reference_batch=2", "schedule.max_iter=24", "schedule.steps=[20]",
-               "schedule.warmup_iters=5", "dataset.tune=[]"]
-
-
-# For tests that run several training processes at once on the 2 cores: torch's default of
-# one OpenMP thread per core in every process makes them spin against each other (seen
-# here: 1.1 s per iteration instead of 0.09).
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def run_tool(script, *args, timeout=900, check=True, env=None):
-    """Run a tools/ script in a fresh interpreter, as a user would; returns CompletedProcess."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / script), *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def kill_sweep_at_first_checkpoint(args, run_dir: Path, env=None) -> None:
-    """Start `tools/sweep.py args` and SIGKILL its whole process group once `run_dir` has
-    its first checkpoint: a run killed outright, with no chance to save or record anything."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "sweep.py"), *map(str, args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **(env or {})})
-    try:
-        deadline = time.time() + 600
-        while not (run_dir / "last_checkpoint").exists():
-            assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-            time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
 
 
 @pytest.fixture
@@ -75,7 +17,7 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A real SLURM cluster on this machine (tests/slurm_cluster.py), for tests marked slurm;
+    """A real SLURM cluster on this machine (tests/helpers/slurm_cluster.py), for tests marked slurm;
     they skip, saying why, where SLURM cannot run."""
     from slurm_cluster import ClusterUnavailable, SlurmCluster
 

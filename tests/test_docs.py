@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from harness import REPO
 
 
 def test_mkdocs_build_is_strict_clean(tmp_path):

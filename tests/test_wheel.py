@@ -7,7 +7,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from harness import REPO
 
 pytestmark = pytest.mark.slow
 

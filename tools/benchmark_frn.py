@@ -356,7 +356,7 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
         step = make_step(module, x, dz)
         try:
             step()
-        except Exception as e:  # e.g. a dtype an implementation lacks, batch statistics of 1 value
+        except Exception as e:  # noqa: BLE001  e.g. a dtype an implementation lacks, batch statistics of 1 value
             notes[name] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
             continue
         fns[name] = step
@@ -374,7 +374,7 @@ def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, 
         for name in list(rows):
             try:
                 fns[f"{name} graph"] = capture_graph(fns[name])
-            except Exception as e:  # e.g. an op that syncs with the host cannot be captured
+            except Exception as e:  # noqa: BLE001  e.g. an op that syncs with the host cannot be captured
                 rows[name]["graph_note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"
                 torch.cuda.synchronize()
     med = time_round_robin(fns, repeats, warmup, sync, min_seconds)

@@ -115,7 +115,7 @@ def main(argv=None):
                 for precision in args.precision:
                     try:
                         results += run(models, optims, cfg, model_name, batch_size, precision == "amp", args)
-                    except Exception as e:  # one failing table must not hide the others
+                    except Exception as e:  # noqa: BLE001  one failing table must not hide the others
                         print(f"\n{model_name}, batch {batch_size}, {precision}: FAILED: {type(e).__name__}: {e}",
                               flush=True)
                         failed.append((model_name, batch_size, precision))

@@ -9,11 +9,11 @@
 # Stages, with the time each should take and its cap (`timeout`):
 #   install  ~0.3 min (cap 1.5) bash .gpu-kit/install.sh; then `cpp` starts in the background:
 #                               frn-det's C++ CPU kernels built with the machine's torch and tested
-#                               (tests/test_frn_fused.py), while the GPU stages run
+#                               (tests/layers/test_frn_fused.py), while the GPU stages run
 #   triton   ~2 min   (cap 2.5) the Triton kernels compiled on CUDA: first the GPU-only tests (every
 #                               dtype at backbone/P3 planes that take the one-launch split, direct
 #                               launches and one-pass giving the bits of kernel[grid] and two-pass),
-#                               then the rest of tests/test_frn_triton.py and tests/test_amp.py
+#                               then the rest of tests/layers/test_frn_triton.py and tests/layers/test_amp.py
 #   frn      ~1.5 min (cap 2.5) tools/benchmark_frn.py --norms frn: FRN+TLU (Triton) vs cuDNN BN+ReLU
 #                               and GN+ReLU, forward+backward, at the backbone stages and P3-P7,
 #                               batch 1/2/4/16, fp32 and bf16, with the copy bandwidth of each shape
@@ -21,7 +21,7 @@
 #                               and per launch (--host-cost)
 #   model    ~1.5 min (cap 2)   tools/benchmark_model.py: RetinaNet and Mask R-CNN R50-FPN, 800 px,
 #                               2 images, fp32 and AMP, BN GN FRN: s/iter and step peak memory
-#   evonorm  ~1 min   (cap 1.5) tests/test_evonorm_triton.py compiled, then tools/benchmark_frn.py
+#   evonorm  ~1 min   (cap 1.5) tests/layers/test_evonorm_triton.py compiled, then tools/benchmark_frn.py
 #                               --norms evonorm: EvoNorm-B0/S0 (the layers, and their Triton kernels)
 #                               vs BN+ReLU at every shape, batch 2, fp32
 #   amp      ~1.5 min (cap 1.5) every norm entry of the sweep with amp=true (a few iterations each,
@@ -127,7 +127,7 @@ stage_install() {
         echo "compiler: $(c++ --version 2>/dev/null | head -n 1 || echo none)"
         # few threads, low priority: the GPU stages' host threads keep their cores
         export FRN_DET_NO_CPP=0 FRN_DET_CACHE="$WORK/cpp_cache" OMP_NUM_THREADS=4 MAX_JOBS=4
-        timeout 300 nice -n 10 "$PY" -m pytest -q -rfE -p no:cacheprovider tests/test_frn_fused.py -k "$CPP_TESTS"
+        timeout 300 nice -n 10 "$PY" -m pytest -q -rfE -p no:cacheprovider tests/layers/test_frn_fused.py -k "$CPP_TESTS"
         echo "cpp (C++ CPU kernels, background): pytest exit code $?"
     ) > "$WORK/cpp.log" 2>&1 &
     CPP_PID=$!
@@ -154,10 +154,10 @@ stage_triton() {
         esac
         [[ -f "$WORK/triton_env" ]] && export $(cat "$WORK/triton_env")
     fi
-    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=5 tests/test_frn_triton.py \
+    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=5 tests/layers/test_frn_triton.py \
         -k "$GPU_ONLY_TESTS" --junitxml="$WORK/triton_junit_gpu.xml" || rc=$?
-    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=5 tests/test_frn_triton.py \
-        tests/test_amp.py -k "not ($GPU_ONLY_TESTS)" --junitxml="$WORK/triton_junit.xml" || rc=$?
+    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=5 tests/layers/test_frn_triton.py \
+        tests/layers/test_amp.py -k "not ($GPU_ONLY_TESTS)" --junitxml="$WORK/triton_junit.xml" || rc=$?
     return $rc
 }
 
@@ -167,7 +167,7 @@ stage_frn() {
 
 stage_evonorm() {
     local rc=0
-    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=3 tests/test_evonorm_triton.py \
+    TRITON_INTERPRET=0 "$PY" -m pytest -q -rfE -p no:cacheprovider --durations=3 tests/layers/test_evonorm_triton.py \
         --junitxml="$WORK/evonorm_junit.xml" || rc=$?
     "$PY" tools/benchmark_frn.py --device "$DEV" --norms evonorm "${EVONORM_ARGS[@]}" \
         --json "$WORK/benchmark_evonorm.json" || rc=$?

@@ -44,7 +44,7 @@ def loadres_needs_info() -> bool:
             gt.loadRes([])
         except KeyError as e:
             return e.args == ("info",)
-        except Exception:  # an empty result list fails later on (anns[0]): info was not needed
+        except Exception:  # noqa: BLE001  an empty result list fails later on (anns[0]): info was not needed
             return False
     return False
 
@@ -63,7 +63,7 @@ def coco_area(ann: dict, width: int, height: int) -> float:
             polys = [p for p in segm if len(p) % 2 == 0 and len(p) >= 6]  # as Detectron2 keeps them
             if polys:
                 return float(mask_util.area(mask_util.merge(mask_util.frPyObjects(polys, int(height), int(width)))))
-    except Exception:  # a malformed mask: fall back to the box
+    except Exception:  # noqa: BLE001  a malformed mask: fall back to the box
         pass
     w, h = float(ann["bbox"][2]), float(ann["bbox"][3])
     area = w * h

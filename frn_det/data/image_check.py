@@ -75,7 +75,7 @@ def inspect_image(path: str) -> Result:
             w, h = im.size
             try:  # exactly as detection_utils._apply_exif_orientation
                 exif = im.getexif()
-            except Exception:
+            except Exception:  # noqa: BLE001  Pillow raises anything on a broken EXIF block: read it as none
                 exif = None
             orientation = exif.get(EXIF_ORIENTATION) if exif is not None else None
             # JPEG: decode at 1/8 scale; a no-op for formats without draft support.
@@ -88,7 +88,7 @@ def inspect_image(path: str) -> Result:
         if e.errno is not None and e.strerror:  # missing file, no permission, I/O error
             return None, None, None, f"cannot be read: {e.strerror}"
         return None, None, None, f"does not decode: {_message(e)}"
-    except Exception as e:  # SyntaxError, ValueError, DecompressionBombError, struct.error, ...
+    except Exception as e:  # noqa: BLE001  SyntaxError, ValueError, DecompressionBombError, struct.error, ...
         return None, None, None, f"does not decode: {_message(e)}"
     if orientation in SWAPPING_ORIENTATIONS:
         w, h = h, w

@@ -315,5 +315,5 @@ def record_sweep_result(cfg, world_size: int, record: dict) -> None:
         status = status_label(record["status"], record.get("diverged_at_iter"))
         record_result(opts, yacs_params(cfg, world_size), status, box={k: record.get(k) for k in METRIC_KEYS},
                       mask=record.get("segm"))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001  a tracker that fails costs a warning, not the run
         logging.getLogger("frn_det").exception("%s: could not record the result on %s", cfg.OUTPUT_DIR, opts.remote)

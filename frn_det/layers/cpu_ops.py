@@ -398,7 +398,7 @@ def _load():
         raise
     except _EarlierFailure as e:
         _reason = f"C++ build failed earlier: {e}"
-    except Exception as e:  # no compiler or ninja, a compile error, a library that does not load
+    except Exception as e:  # noqa: BLE001  no compiler or ninja, a compile error, a library that does not load
         _reason = f"C++ build failed: {_describe(e)}"
     else:
         _op_cache.clear()

@@ -1,5 +1,5 @@
 """The report's intervals and stars against known truth, by simulation
-(tests/test_interval_coverage.py and tools/benchmark_coverage.py; docs/intervals.md).
+(tests/report/test_interval_coverage.py and tools/benchmark_coverage.py; docs/intervals.md).
 
 A synthetic sweep: norms x images-per-GPU settings x n seeds x I test images. The score of
 image i in run (setting g, seed s), whose mean over the images is the run's AP, is

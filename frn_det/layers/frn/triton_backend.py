@@ -83,7 +83,7 @@ def _import_triton():
     if _triton is _NOT_YET:
         try:
             import triton
-        except Exception as e:  # not installed, or a broken install (missing libraries, ...)
+        except Exception as e:  # noqa: BLE001  not installed, or a broken install (missing libraries, ...)
             lines = str(e).strip().splitlines() or [""]
             _import_error = f"{type(e).__name__}: {lines[0][:300]}"
             triton = None
