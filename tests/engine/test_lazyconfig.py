@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dataset_files import make_coco
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.layers import CycleBatchNormList
@@ -20,6 +21,7 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier
 from frn_testing import record_execution
 from harness import REPO, run_tool, tiny_cfg
+from lazy_testing import LAZY, NORM_KEY, TINY_LAZY, TINY_MASK_LAZY, lazy_cfg, lazy_model, shapes, small_val_set
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
@@ -27,23 +29,6 @@ from frn_det.config.build import build_config
 from frn_det.engine.optimizer import build_optimizer
 from frn_det.engine.trainer import Trainer, evaluation_tasks
 from frn_det.layers import TLU, FilterResponseNorm2d
-
-LAZY = REPO / "configs" / "lazy"
-TINY_LAZY = LAZY / "tiny_retinanet_cpu.py"
-NORM_KEY = "model.backbone.bottom_up.stages.norm"
-
-
-def lazy_cfg(path=TINY_LAZY, *overrides):
-    return LazyConfig.apply_overrides(LazyConfig.load(str(path)), list(overrides))
-
-
-def lazy_model(norm=None, *overrides, path=TINY_LAZY):
-    opts = ([f"{NORM_KEY}={norm}"] if norm is not None else []) + list(overrides)
-    return instantiate(lazy_cfg(path, *opts).model)
-
-
-def shapes(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def outputs(model, image):
@@ -340,7 +325,6 @@ def test_lazy_datasets_are_prepared_and_checked():
 
 # ---------------------------------------------------------------- Faster / Mask R-CNN
 
-TINY_MASK_LAZY = LAZY / "tiny_mask_rcnn_cpu.py"
 RCNN_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
 
 
@@ -612,7 +596,6 @@ def test_lazy_train_net_checks_masks_and_prepares_rcnn_datasets(caplog):
 
 
 def test_lazy_mask_rcnn_needs_a_mask_on_every_annotation_before_training(tmp_path):
-    from test_dataset_validation import make_coco
 
     from frn_det.engine.lazy_training import prepare_lazy_datasets
 
@@ -638,20 +621,6 @@ def test_precise_bn_hook_as_the_yaml_trainer_adds_it():
 
 
 # ---------------------------------------------------------------- end to end (slow)
-
-def small_val_set(tmp_path, n=12):
-    """The first n images of frn_shapes_val as their own COCO json (a quick evaluation)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
-    meta = MetadataCatalog.get("frn_shapes_val")
-    data = json.loads(Path(meta.json_file).read_text())
-    keep = {im["id"] for im in data["images"][:n]}
-    data["images"] = [im for im in data["images"] if im["id"] in keep]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-    path = tmp_path / "small_val.json"
-    path.write_text(json.dumps(data))
-    return f"[[small_val,{path},{meta.image_root}]]"
 
 
 def final_ap(output: str) -> list:

@@ -8,6 +8,7 @@ import sys
 import pytest
 from detectron2.utils.events import EventStorage
 from harness import REPO, TINY_CONFIG, kill_sweep_at_first_checkpoint, run_tool
+from lazy_testing import TINY_LAZY, small_val_set
 from tracker_readback import mlflow_metric_history, mlflow_runs, wandb_offline_runs
 
 from frn_det.config.build import build_config
@@ -149,7 +150,6 @@ def test_train_net_logs_its_result_to_mlflow(tmp_path):
 
 @pytest.mark.slow
 def test_lazyconfig_tool_logs_its_run_to_wandb_and_mlflow(tmp_path):
-    from test_lazyconfig import TINY_LAZY, small_val_set
 
     out = tmp_path / "run"
     run_tool("lazyconfig_train_net.py", "--config-file", TINY_LAZY, f"train.output_dir={out}",

@@ -64,3 +64,13 @@ def kill_sweep_at_first_checkpoint(args, run_dir: Path, env=None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+
+
+def compose_job(*overrides):
+    """One sweep job's config, composed by Hydra from configs/sweep/ with `overrides`."""
+    from hydra import compose, initialize_config_dir
+
+    from frn_det.utils.paths import CONFIGS_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
+        return compose(config_name="sweep", overrides=list(overrides))

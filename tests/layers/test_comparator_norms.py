@@ -13,7 +13,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from frn_testing import batch as retinanet_batch  # two tiny images, one box each
 from frn_testing import record_execution
-from harness import tiny_cfg
+from harness import compose_job, tiny_cfg
+from lazy_testing import lazy_model, shapes
+from rcnn_testing import rcnn_training_batch, tiny_rcnn
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -412,16 +414,15 @@ def test_every_new_norm_trains_in_retinanet(norm):
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", NEW)
 def test_every_new_norm_trains_in_mask_rcnn_heads_and_fcs(norm):
-    from test_rcnn_models import _tiny, _training_batch
 
     torch.manual_seed(0)
-    model = _tiny(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", True, "MODEL.CBN.BURNIN_ITER", 0).train()
+    model = tiny_rcnn(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", True, "MODEL.CBN.BURNIN_ITER", 0).train()
     check_adapted(model, norm)
     box, mask = model.roi_heads.box_head, model.roi_heads.mask_head
     assert isinstance(box.fc_norm1.norm, LAYER_OF[norm]) and isinstance(mask.mask_fcn1.norm, LAYER_OF[norm])
     if norm == "MABN":
         assert isinstance(box.fc1, WCLinear) and isinstance(mask.mask_fcn4, WCConv2d)
-    losses = train_two_steps(model, _training_batch())
+    losses = train_two_steps(model, rcnn_training_batch())
     assert {"loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)
 
 
@@ -560,7 +561,6 @@ def test_precise_bn_needs_enough_batches():
 
 
 def test_sweep_precise_bn_label_run_name_and_config():
-    from test_sweep_config import compose_job
 
     from frn_det.sweep.planning.d2config import build_detectron2_config, norm_label, run_name
 
@@ -579,7 +579,6 @@ def test_sweep_precise_bn_label_run_name_and_config():
 @pytest.mark.parametrize("norm,strings", [("evalnorm", "EvalNorm"), ("cbn", "CBN"), ("mabn", "MABN"), ("in", "IN"),
                                           ("wn", "WN")])
 def test_sweep_entries_and_scaled_schedules(norm, strings):
-    from test_sweep_config import compose_job
 
     from frn_det.sweep.planning.d2config import build_detectron2_config
 
@@ -610,7 +609,6 @@ def test_published_references_load_with_their_protocol(name, count, norms):
 
 @pytest.mark.parametrize("norm", NEW)
 def test_lazy_config_model_is_the_yaml_model(norm):
-    from test_lazyconfig import lazy_model, shapes
 
     torch.manual_seed(0)
     yaml_model = build_model(tiny_cfg(norm))

@@ -4,7 +4,7 @@ import torch
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
 from frn_testing import record_execution
-from harness import REPO
+from rcnn_testing import TINY_MASK_RCNN, norms, rcnn_training_batch, tiny_rcnn
 from torch import nn
 
 from frn_det.config.build import build_config
@@ -14,15 +14,6 @@ from frn_det.layers.norms import EvoNorm2dS0, WSConv2d, WSLinear
 
 ZOO = {"faster": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
        "mask": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"}
-TINY_MASK_RCNN = str(REPO / "configs" / "tiny_mask_rcnn_cpu.yaml")
-HEAD_NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
-
-
-def norms(norm, fpn=None):
-    opts = []
-    for key in HEAD_NORM_KEYS:
-        opts += [key, fpn if (key == "MODEL.FPN.NORM" and fpn is not None) else norm]
-    return opts
 
 
 def zoo_cfg(detector, norm, ours):
@@ -80,10 +71,6 @@ def test_stock_norms_build_exactly_detectron2s_rcnn(detector, norm):
         torch.testing.assert_close(a.pred_masks, b.pred_masks)
 
 
-def _tiny(norm, *opts):
-    return build_model(build_config(TINY_MASK_RCNN, norms(norm) + list(opts), announce=False)).eval()
-
-
 def _head_events(model, norm_types):
     """Module calls of the box and mask heads' norms (and relu calls) in one inference."""
     image = [{"image": torch.rand(3, 64, 64) * 255}]
@@ -97,7 +84,7 @@ def _head_events(model, norm_types):
 @pytest.mark.parametrize("norm,layer,backbone_relus", [("FRN", FilterResponseNorm2d, 0), ("EvoNormS0", EvoNorm2dS0, 8)])
 @pytest.mark.parametrize("norm_fcs", [False, True])
 def test_no_relu_after_a_norm_act_layer_in_the_box_and_mask_heads(norm, layer, backbone_relus, norm_fcs):
-    model = _tiny(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", norm_fcs)
+    model = tiny_rcnn(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", norm_fcs)
     events = _head_events(model, layer)
     calls = [i for i, (_, m) in enumerate(events) if isinstance(m, layer)]
     names = {events[i][0] for i in calls}
@@ -112,7 +99,7 @@ def test_no_relu_after_a_norm_act_layer_in_the_box_and_mask_heads(norm, layer, b
 
 
 def test_tlu_replaces_the_relu_after_x_tlu_in_the_heads():
-    model = _tiny("GN+TLU", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
+    model = tiny_rcnn("GN+TLU", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
     box, mask = model.roi_heads.box_head, model.roi_heads.mask_head
     assert all(isinstance(getattr(box, f"conv{k}").activation, TLU) for k in range(1, 5))
     assert all(isinstance(getattr(mask, f"mask_fcn{k}").activation, TLU) for k in range(1, 5))
@@ -122,7 +109,7 @@ def test_tlu_replaces_the_relu_after_x_tlu_in_the_heads():
 
 
 def test_frn_after_fcs_uses_the_learned_eps_and_the_convs_the_configured_one():
-    model = _tiny("FRN", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
+    model = tiny_rcnn("FRN", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
     box = model.roi_heads.box_head
     fc_frn = box.fc_norm1.norm
     assert isinstance(fc_frn, FilterResponseNorm2d) and fc_frn.learnable_eps and fc_frn.eps_l is not None
@@ -139,7 +126,7 @@ def test_frn_after_fcs_uses_the_learned_eps_and_the_convs_the_configured_one():
 
 
 def test_gnws_standardizes_the_head_convs_and_fcs():
-    model = _tiny("GNWS", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
+    model = tiny_rcnn("GNWS", "MODEL.ROI_BOX_HEAD.NORM_FCS", True)
     box, mask = model.roi_heads.box_head, model.roi_heads.mask_head
     assert all(isinstance(getattr(box, f"conv{k}"), WSConv2d) for k in range(1, 5))
     assert all(isinstance(getattr(mask, f"mask_fcn{k}"), WSConv2d) for k in range(1, 5))
@@ -157,20 +144,6 @@ def test_bad_head_norm_is_rejected_before_training_naming_the_key(key):
         check_config(cfg, world_size=1)
 
 
-def _training_batch():
-    from detectron2.structures import Boxes, Instances, PolygonMasks
-
-    images = []
-    for k in range(2):  # two images: the batch statistics of BN-like norms need more than one value
-        inst = Instances((64, 64))
-        inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 36.0], [30.0, 20.0, 60.0, 60.0]]))
-        inst.gt_classes = torch.tensor([k, 2])
-        inst.gt_masks = PolygonMasks([[[8.0, 8.0, 40.0, 8.0, 40.0, 36.0, 8.0, 36.0]],
-                                      [[30.0, 60.0, 60.0, 60.0, 45.0, 20.0]]])
-        images.append({"image": torch.rand(3, 64, 64) * 255, "instances": inst})
-    return images
-
-
 # Every norm frn-det accepts, in both heads and after the FC (nnSyncBN needs a process group).
 TRAINABLE_NORMS = ["BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN", "LN", "FRN", "FRN+ReLU", "GN+TLU", "BN+TLU",
                    "BRN", "SyncBRN", "GNWS", "EvoNormB0", "EvoNormS0"]
@@ -181,9 +154,9 @@ def test_every_norm_trains_in_the_box_head_fcs_and_the_mask_head(norm):
     torch.manual_seed(0)
     from detectron2.utils.events import EventStorage
 
-    model = _tiny(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", True).train()
+    model = tiny_rcnn(norm, "MODEL.ROI_BOX_HEAD.NORM_FCS", True).train()
     with EventStorage():  # the R-CNN heads log training statistics
-        losses = model(_training_batch())
+        losses = model(rcnn_training_batch())
     assert {"loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -197,7 +170,7 @@ def test_every_norm_trains_in_the_box_head_fcs_and_the_mask_head(norm):
 
 @pytest.mark.parametrize("norm", ["FRN", "GN+TLU", "BRN", "EvoNormB0", "EvoNormS0"])
 def test_an_image_without_detections_gives_empty_masks(norm):
-    model = _tiny(norm)
+    model = tiny_rcnn(norm)
     model.roi_heads.box_predictor.test_score_thresh = 1.01  # nothing passes: the mask head sees no ROIs
     with torch.no_grad():
         instances = model([{"image": torch.rand(3, 64, 64) * 255}])[0]["instances"]

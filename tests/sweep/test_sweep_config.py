@@ -2,16 +2,12 @@
 import re
 
 import pytest
-from hydra import compose, initialize_config_dir
+from harness import compose_job
+from hydra import initialize_config_dir
 
 from frn_det.sweep.planning.d2config import CONFIGS_DIR, build_detectron2_config, config_hash
 from frn_det.sweep.planning.scaling import scale_schedule
 from frn_det.sweep.running.callbacks import count_sweep_jobs
-
-
-def compose_job(*overrides):
-    with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
-        return compose(config_name="sweep", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("norm,expected", [("gn", ("GN", "GN", "GN")), ("frn", ("FRN", "FRN", "FRN")),

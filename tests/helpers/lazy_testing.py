@@ -1,0 +1,46 @@
+"""The shipped LazyConfigs as the tests load them: a config with overrides, its model, the
+model's parameter shapes, a quick validation set."""
+import json
+from pathlib import Path
+
+from detectron2.config import LazyConfig, instantiate
+from harness import REPO
+
+LAZY = REPO / "configs" / "lazy"
+
+
+TINY_LAZY = LAZY / "tiny_retinanet_cpu.py"
+
+
+NORM_KEY = "model.backbone.bottom_up.stages.norm"
+
+
+def lazy_cfg(path=TINY_LAZY, *overrides):
+    return LazyConfig.apply_overrides(LazyConfig.load(str(path)), list(overrides))
+
+
+def lazy_model(norm=None, *overrides, path=TINY_LAZY):
+    opts = ([f"{NORM_KEY}={norm}"] if norm is not None else []) + list(overrides)
+    return instantiate(lazy_cfg(path, *opts).model)
+
+
+def shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+TINY_MASK_LAZY = LAZY / "tiny_mask_rcnn_cpu.py"
+
+
+def small_val_set(tmp_path, n=12):
+    """The first n images of frn_shapes_val as their own COCO json (a quick evaluation)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
+    meta = MetadataCatalog.get("frn_shapes_val")
+    data = json.loads(Path(meta.json_file).read_text())
+    keep = {im["id"] for im in data["images"][:n]}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    path = tmp_path / "small_val.json"
+    path.write_text(json.dumps(data))
+    return f"[[small_val,{path},{meta.image_root}]]"
