@@ -1,12 +1,13 @@
 """frn-det-lazy-train / tools/lazyconfig_train_net.py: Detectron2's lazyconfig_train_net
 command line, with frn-det's LazyConfig training (frn_det/engine/lazy_training.py)."""
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 from ..config.checks import check_config
 from ..config.lazy import load_config
 from ..data import check_register_coco
 from ..engine.lazy_training import REGISTER_KEY, register_coco_entries, train
 from ..layers import implementations
+from .workers import launch_workers
 
 
 def main(argv=None) -> None:
@@ -17,11 +18,4 @@ def main(argv=None) -> None:
     check_config(cfg, args.num_gpus * args.num_machines)
     check_register_coco(register_coco_entries(cfg), REGISTER_KEY)
     implementations.prepare(cfg.train.device)  # the kernels, built before any worker starts
-    launch(
-        train,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_workers(train, args)

@@ -1,7 +1,7 @@
 """frn-det-train / tools/train_net.py: Detectron2's train_net command line (--config-file,
 --num-gpus, --eval-only, --resume, overrides) with frn-det's YAML-config training
 (frn_det/engine/training.py)."""
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 from detectron2.utils.logger import setup_logger
 
 from ..config.build import build_config
@@ -9,6 +9,7 @@ from ..config.checks import check_config
 from ..data import check_register_coco
 from ..engine.training import train
 from ..layers import implementations
+from .workers import launch_workers
 
 
 def main(argv=None) -> None:
@@ -20,11 +21,4 @@ def main(argv=None) -> None:
     check_config(cfg, args.num_gpus * args.num_machines)
     check_register_coco(cfg.DATASETS.REGISTER_COCO)
     implementations.prepare(cfg.MODEL.DEVICE)  # the kernels, built before any worker starts
-    launch(
-        train,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_workers(train, args)
