@@ -38,6 +38,7 @@ from ..config_checks import (
 )
 from ..data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
 from ..layers import parse_norm
+from ..layers.registry import option_sections
 from .d2config import ACTIVATION_NAMES, split_dataset_name
 
 
@@ -163,7 +164,7 @@ class Detectron2Opts:
         value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         if not (isinstance(value, list) and len(value) % 2 == 0):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {self.allowed}")
-        known = _detectron2_keys()
+        known = _detectron2_keys(tuple(option_sections()))
         for name in value[::2]:
             if not isinstance(name, str) or name not in known:
                 close = nearest_keys(str(name), known)
@@ -172,8 +173,10 @@ class Detectron2Opts:
                                   f"key{hint}; expected {self.allowed}")
 
 
-@functools.lru_cache(maxsize=1)
-def _detectron2_keys() -> frozenset:
+@functools.lru_cache(maxsize=4)
+def _detectron2_keys(sections: tuple = ()) -> frozenset:
+    """Every key of Detectron2's config with frn-det's, those of `sections` (the registered
+    norms' option sections, the cache key) included."""
     from detectron2.config import get_cfg
 
     from ..config import add_frn_config
