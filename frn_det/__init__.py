@@ -17,9 +17,11 @@ silence_third_party_warnings()  # before Detectron2 is imported below
 from . import data, modeling  # noqa: E402, F401  (registers datasets and builders)
 from .config import add_frn_config  # noqa: E402
 from .layers import TLU, FilterResponseNorm2d, NormSpec, register_norm  # noqa: E402
+from .utils.imports import import_modules  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["add_frn_config", "FilterResponseNorm2d", "TLU", "ACCEPTED_NORMS", "register_norm", "NormSpec"]
+__all__ = ["add_frn_config", "FilterResponseNorm2d", "TLU", "ACCEPTED_NORMS", "register_norm", "NormSpec",
+           "import_modules"]
 
 
 def __getattr__(name: str):

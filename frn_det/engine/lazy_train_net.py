@@ -50,6 +50,7 @@ from ..config_lazy import load_config, name_list
 from ..data import ModelClasses, check_register_coco, prepare_datasets_distributed
 from ..layers import implementations
 from ..modeling.lazy_bridge import lazy_model_has_masks
+from ..utils.imports import UserImportError, add_import_argument, import_requested
 from ..utils.jsonlines import repair_torn_tail
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
@@ -183,6 +184,7 @@ def do_train(args, cfg):
 
 
 def main(args):
+    import_requested(args)  # again in each spawned worker
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, comm.get_world_size())
     default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir
@@ -215,8 +217,13 @@ def _plain(obj):
 
 
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = add_import_argument(default_argument_parser())
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
+    try:
+        import_requested(args)  # a user's norms (--import, FRN_DET_IMPORTS), before the config is read
+    except UserImportError as e:
+        parser.error(str(e))
     # A broken config fails here, once, before any worker process starts or any folder is made.
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, args.num_gpus * args.num_machines)

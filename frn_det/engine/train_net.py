@@ -15,6 +15,7 @@ from ..config_build import build_config, resolve_config_file
 from ..config_checks import check_config
 from ..data import check_register_coco, prepare_datasets_distributed
 from ..layers import implementations
+from ..utils.imports import UserImportError, add_import_argument, import_requested
 from .checkpoint import SafeDetectionCheckpointer
 from .trackers import TrackingOptions, recorded_result, yacs_params
 from .trainer import Trainer
@@ -30,6 +31,7 @@ def setup(args):
 
 
 def main(args):
+    import_requested(args)  # again in each spawned worker
     cfg = setup(args)
     check_config(cfg, comm.get_world_size())
     prepare_datasets_distributed(cfg)
@@ -56,8 +58,13 @@ def main(args):
 
 
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = add_import_argument(default_argument_parser())
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
+    try:
+        import_requested(args)  # a user's norms (--import, FRN_DET_IMPORTS), before the config is read
+    except UserImportError as e:
+        parser.error(str(e))
     setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
     # Bad configs fail here, once, before any worker process starts or any folder is made.
     cfg = build_config(args.config_file, args.opts)

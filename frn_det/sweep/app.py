@@ -12,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ..utils.imports import UserImportError, import_from_env
 from ..utils.paths import CONFIGS_DIR
 from . import callbacks
 from .d2config import run_name
@@ -38,6 +39,11 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+    try:
+        import_from_env()  # FRN_DET_IMPORTS (the `imports` key is imported with the checks below)
+    except UserImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     # Unknown keys, bad values and jobs whose config does not build stop the sweep here,
     # before Hydra starts any job (job_checks.override_value_error: every job of the grid).
     config_dir = CONFIGS_DIR / "sweep"

@@ -15,6 +15,7 @@ from ..config_build import build_config
 from ..data.datasets import model_num_classes
 from ..layers import norm_spec, parse_norm
 from ..layers.registry import norm_names
+from ..utils.imports import import_modules
 from ..utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
@@ -163,6 +164,7 @@ def tracking_params(job: DictConfig, sched: ScaledSchedule) -> dict:
 
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
+    import_modules(job.get("imports"), "imports")  # a user's norms, before their names are read (imports.py)
     sched = schedule_from(job)
     data = dataset_spec(job)
     act = job.get("act")
