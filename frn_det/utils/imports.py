@@ -9,7 +9,6 @@ so its folder must be on the Python path (PYTHONPATH, or the current folder).
 """
 import importlib
 import os
-import sys
 from typing import Iterable, List, Optional
 
 __all__ = ["ENV_VAR", "UserImportError", "import_modules", "import_from_env", "export_to_env", "module_list",
@@ -42,7 +41,7 @@ def import_modules(modules, key: str = "imports") -> List[str]:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001  whatever the module raises: say which one, and where from
             missing = isinstance(e, ModuleNotFoundError) and bool(e.name) and name.startswith(e.name)
-            where = f"; the Python path: {os.pathsep.join(p for p in sys.path if p)}" if missing else ""
+            where = "; is its folder on PYTHONPATH (or the current folder)?" if missing else ""
             raise UserImportError(f"{key}: cannot import {name!r} ({type(e).__name__}: {e}){where}") from e
     return names
 
