@@ -38,7 +38,7 @@ reference on CUDA), "EvoNorm-B0 Triton" / "EvoNorm-S0 Triton" (layers/norms/evon
 CUDA only, not yet taken by the layers) and their "reference" (op by op) and "timm"
 implementations.
 
-Round-two rows (--norms round2: these and BN/GN+ReLU only; also in --norms all):
+Small-batch rows (--norms small-batch: these and BN/GN+ReLU only; also in --norms all):
 "EvalNorm+ReLU", "IN+ReLU", "MABN+ReLU" (its moving averages and renormalization in use),
 "WN bias+ReLU" (what WN puts in the norm slot). CBN needs the layer before it (its Taylor
 compensation differentiates that layer's output) and MABN / WN change that layer, so they
@@ -66,7 +66,7 @@ Triton's CPU interpreter there is nothing compiled to launch: this is a GPU meas
 
 Examples:
   python tools/benchmark_frn.py --quick
-  python tools/benchmark_frn.py --quick --threads 1 --norms round2 --shapes all
+  python tools/benchmark_frn.py --quick --threads 1 --norms small-batch --shapes all
   python tools/benchmark_frn.py --shapes all --batch 1 2 4 --dtype float32 bfloat16
   python tools/benchmark_frn.py --device cuda --batch 8 16 --json frn_bench.json
   python tools/benchmark_frn.py --device cuda --shapes all --batch 1 2 4 8 16 --norms frn --cuda-graphs
@@ -218,7 +218,7 @@ def _conv_row(channels: int, norm: Optional[nn.Module], adapt=None) -> nn.Sequen
     return row
 
 
-def round2_impls(channels: int) -> Dict[str, nn.Module]:
+def small_batch_impls(channels: int) -> Dict[str, nn.Module]:
     """EvalNorm, IN, MABN, WN's bias (+ ReLU), and the conv rows (see the module docstring)."""
     return {
         "EvalNorm+ReLU": nn.Sequential(EvalNorm2d(channels), nn.ReLU()),
@@ -239,18 +239,19 @@ EVONORM_ROWS = ("FRN+TLU fused (Triton)", "FRN+TLU fused (C++)", "BN+ReLU", "GN+
 
 
 def build_impls(channels: int, device: torch.device, comparators: bool = True,
-                round2: bool = True, only: Optional[Tuple[str, ...]] = None) -> Dict[str, Union[nn.Module, str]]:
+                small_batch: bool = True, only: Optional[Tuple[str, ...]] = None
+                ) -> Dict[str, Union[nn.Module, str]]:
     """name -> module, or a string: why the implementation is skipped. comparators=False:
-    without the first-round comparators (BRN, GNWS, EvoNorm, ...); round2=False: without the
-    round-two rows; only: these rows alone."""
+    without the comparator rows (BRN, GNWS, EvoNorm, ...); small_batch=False: without the
+    small-batch rows (EvalNorm, CBN, MABN, IN, WN); only: these rows alone."""
     if only is not None:
-        impls = build_impls(channels, device, comparators=True, round2=False)
+        impls = build_impls(channels, device, comparators=True, small_batch=False)
         return {k: v for k, v in impls.items() if k in only}
-    if not comparators and round2:  # --norms round2
+    if not comparators and small_batch:  # --norms small-batch
         impls: Dict[str, Union[nn.Module, str]] = {
             "BN+ReLU": nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()),
             "GN+ReLU": nn.Sequential(nn.GroupNorm(32, channels), nn.ReLU()),
-            **round2_impls(channels),
+            **small_batch_impls(channels),
         }
         return {k: m.to(device) for k, m in impls.items()}
     impls = {
@@ -282,8 +283,8 @@ def build_impls(channels: int, device: torch.device, comparators: bool = True,
         for name, cls in (("EvoNorm-B0 Triton", EvoNormB0Triton), ("EvoNorm-S0 Triton", EvoNormS0Triton)):
             impls[name] = (cls(channels) if device.type == "cuda" and frn_triton.available()
                            else "skipped: CUDA kernels (triton available)")
-    if comparators and round2:
-        impls.update(round2_impls(channels))
+    if comparators and small_batch:
+        impls.update(small_batch_impls(channels))
     return {k: (m.to(device) if isinstance(m, nn.Module) else m) for k, m in impls.items()}
 
 
@@ -341,11 +342,11 @@ def time_round_robin(fns: Dict[str, Callable[[], None]], repeats: int, warmup: i
 
 
 def bench_shape(label, n, c, h, w, dtype, device, repeats, warmup, min_seconds, comparators=True,
-                cuda_graphs=False, round2=True, only=None) -> List[dict]:
+                cuda_graphs=False, small_batch=True, only=None) -> List[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype).requires_grad_()
     dz = torch.randn_like(x)
-    impls = build_impls(c, device, comparators, round2, only)
+    impls = build_impls(c, device, comparators, small_batch, only)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     fns, rows, notes = {}, {}, {}
@@ -555,10 +556,11 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--quick", action="store_true",
                    help="head shapes unless --shapes, batch 1 and 2 unless --batch, fewer rounds")
-    p.add_argument("--norms", choices=["all", "frn", "round2", "evonorm"], default="all",
+    p.add_argument("--norms", choices=["all", "frn", "small-batch", "evonorm"], default="all",
+                   type=lambda v: {"round2": "small-batch"}.get(v, v),  # its old name, still accepted
                    help="all: FRN and the comparator norms (default); frn: the FRN rows and BN/GN+ReLU only; "
-                        "round2: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only; evonorm: EvoNorm-B0/S0 (frn-det's"
-                        " and timm's), the fused FRN+TLU and BN/GN+ReLU only")
+                        "small-batch: EvalNorm, CBN, MABN, IN, WN and BN/GN+ReLU only; evonorm: EvoNorm-B0/S0 "
+                        "(frn-det's and timm's), the fused FRN+TLU and BN/GN+ReLU only")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="CUDA only: also time each implementation replayed from a CUDA graph")
     p.add_argument("--host-cost", action="store_true",
@@ -614,7 +616,7 @@ def main(argv=None) -> None:
             for n in batches:
                 rows += bench_shape(label, n, c, h, w, dtype, device, repeats, args.warmup, args.min_seconds,
                                     comparators=args.norms == "all", cuda_graphs=args.cuda_graphs,
-                                    round2=args.norms in ("all", "round2"),
+                                    small_batch=args.norms in ("all", "small-batch"),
                                     only=EVONORM_ROWS if args.norms == "evonorm" else None)
         print_table(rows, dtype_name, args.device)
         all_rows += rows

@@ -17,6 +17,7 @@ from ..sweep.planning.override_check import unknown_override_error
 from ..sweep.running import callbacks
 from ..sweep.running.runner import run_job
 from ..sweep.running.stop import job_of_a_live_sweep
+from ..utils.imports import UserImportError, import_from_env
 from ..utils.paths import CONFIGS_DIR
 
 
@@ -31,6 +32,11 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+    try:
+        import_from_env()  # FRN_DET_IMPORTS (the `imports` key is imported with the checks below)
+    except UserImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     # Unknown keys, bad values and jobs whose config does not build stop the sweep here,
     # before Hydra starts any job (job_checks.override_value_error: every job of the grid).
     config_dir = CONFIGS_DIR / "sweep"

@@ -9,12 +9,18 @@ from ..config.checks import check_config
 from ..data import check_register_coco
 from ..engine.training import train
 from ..layers import implementations
+from ..utils.imports import UserImportError, add_import_argument, import_requested
 from .workers import launch_workers
 
 
 def main(argv=None) -> None:
-    args = default_argument_parser().parse_args(argv)
+    parser = add_import_argument(default_argument_parser())
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
+    try:
+        import_requested(args)  # a user's norms (--import, FRN_DET_IMPORTS), before the config is read
+    except UserImportError as e:
+        parser.error(str(e))
     setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
     # Bad configs fail here, once, before any worker process starts or any folder is made.
     cfg = build_config(args.config_file, args.opts)

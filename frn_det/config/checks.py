@@ -16,14 +16,13 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..layers import parse_norm
+from ..layers import norm_spec, parse_norm
 from .keys import LAZY_NORM_KEYS, NORM_KEYS, check_norm_config
 from .tracking import check_loggers
 from .tree import flatten_keys, get_key, nearest_keys
 
 logger = logging.getLogger("frn_det")
 
-SYNC_NORMS = ("SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN", "SyncBRN", "naiveSyncBRN")
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
 _ABSENT = object()  # OmegaConf.select's answer for a key the config lacks
 
@@ -239,7 +238,7 @@ def check_config(cfg, world_size: int) -> None:
             f"{batch[0]}={batch[1]} (the total batch) must be a positive multiple of the number of workers "
             f"({world_size})"
         )
-    synced = [f"{k}={v}" for k, v in norms if parse_norm(v, k)[0] in SYNC_NORMS]
+    synced = [f"{k}={v}" for k, v in norms if v and norm_spec(parse_norm(v, k)[0]).synchronized]
     if synced and world_size == 1:
         logger.warning("%s with a single worker computes exactly what its unsynced norm computes", ", ".join(synced))
 

@@ -2,12 +2,14 @@
 layers' options read from a config (norm_options_from_config) and the norm keys checked
 (check_norm_config); the config hash that identifies a run."""
 import hashlib
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Dict, Optional, Tuple
 
 from detectron2.config import CfgNode as CN
 
-from ..layers import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions, parse_norm
+from ..layers import NormOptions, parse_norm
+from ..layers.options import BUILTIN_SECTIONS
+from ..layers.registry import norm_specs, option_sections, reference_schedules
 from .tracking import DEFAULT_LOGGERS, DEFAULT_PROJECT
 from .tree import get_key
 
@@ -25,39 +27,63 @@ LAZY_NORM_KEYS = {
     "MODEL.ROI_BOX_HEAD.NORM": ("model.roi_heads.box_head.conv_norm",),
     "MODEL.ROI_MASK_HEAD.NORM": ("model.roi_heads.mask_head.conv_norm",),
 }
-# MODEL.<SECTION> -> the options dataclass whose fields are its keys in lower case
-# (learnable_eps <-> MODEL.FRN.LEARNABLE_EPS) and whose field defaults are its defaults.
-OPTION_SECTIONS = {"FRN": FRNOptions, "BRN": BRNOptions, "EVONORM": EvoNormOptions, "CBN": CBNOptions,
-                   "MABN": MABNOptions}
-# The schedules (SOLVER.MAX_ITER) that the iteration-count defaults of a section were written
-# for, and those keys: BRN's ramp is the paper's, for the 125k-step protocol of
-# configs/Base-RetinaNet-FRN.yaml; CBN's burn-in the public config's (8 of 12 epochs of 90k);
-# MABN's warm-up and renormalization start the public 2x schedule's (of 180k). The sweep keeps
-# each key's fraction of its reference schedule (NORM_SCHEDULE_FRACTIONS) in every run.
-REFERENCE_SCHEDULES = {
-    "BRN": (125000, ("WARMUP_START_ITER", "R_MAX_END_ITER", "D_MAX_END_ITER")),
-    "CBN": (90000, ("BURNIN_ITER",)),
-    "MABN": (180000, ("WARMUP_ITER", "RENORM_START_ITER")),
-}
+# OPTION_SECTIONS: MODEL.<SECTION> -> the options dataclass whose fields are its keys in lower
+# case (learnable_eps <-> MODEL.FRN.LEARNABLE_EPS) and whose field defaults are its defaults.
+# REFERENCE_SCHEDULES: MODEL.<SECTION> -> (the SOLVER.MAX_ITER that the section's
+# iteration-count defaults were written for, those keys); builtin_norms.py says where each
+# comes from. The sweep keeps each key's fraction of its reference schedule
+# (NORM_SCHEDULE_FRACTIONS) in every run. All three are read from the norm table
+# (frn_det/layers/registry.py) when asked for, so they include norms registered since.
 
 
 def section_defaults(section: str) -> dict:
     """{KEY: default} of MODEL.<section>, from its options dataclass."""
-    return {f.name.upper(): f.default for f in fields(OPTION_SECTIONS[section])}
+    return {f.name.upper(): (f.default if f.default is not MISSING else f.default_factory())
+            for f in fields(option_sections()[section])}
 
 
-# {"MODEL.BRN.WARMUP_START_ITER": 0.04, ...}: each scheduled key's default over its reference schedule.
-NORM_SCHEDULE_FRACTIONS = {
-    f"MODEL.{section}.{key}": section_defaults(section)[key] / max_iter
-    for section, (max_iter, keys) in REFERENCE_SCHEDULES.items()
-    for key in keys
-}
+def norm_schedule_fractions() -> Dict[str, float]:
+    """{"MODEL.BRN.WARMUP_START_ITER": 0.04, ...}: each scheduled key's default over its reference schedule."""
+    return {
+        f"MODEL.{section}.{key}": section_defaults(section)[key] / max_iter
+        for section, (max_iter, keys) in reference_schedules().items()
+        for key in keys
+    }
+
+
+def __getattr__(name: str):
+    derived = {"OPTION_SECTIONS": option_sections, "REFERENCE_SCHEDULES": reference_schedules,
+               "NORM_SCHEDULE_FRACTIONS": norm_schedule_fractions}
+    if name in derived:
+        return derived[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def user_sections() -> Tuple[str, ...]:
+    """The option sections of registered norms that NormOptions has no field for (a user's)."""
+    return tuple(s for s in option_sections() if s not in BUILTIN_SECTIONS)
+
+
+def add_norm_sections(cfg):
+    """Add MODEL.<SECTION> of every registered norm's options that the config lacks, beyond
+    the built-in ones (a user's norms, registered by frn_det.register_norm)."""
+    for section in user_sections():
+        defaults = section_defaults(section)
+        if section in cfg.MODEL:
+            if not isinstance(cfg.MODEL[section], CN) or set(cfg.MODEL[section]) != set(defaults):
+                raise ValueError(f"MODEL.{section}, the section of the options of the registered norm(s) "
+                                 f"{[s.name for s in norm_specs() if s.section == section]}, is already a key of "
+                                 "the config with other keys: register the norm with another section")
+            continue
+        cfg.MODEL[section] = CN(defaults)
+    return cfg
 
 
 def add_frn_config(cfg):
-    """Add frn-det's keys with defaults. Idempotent; configs that never use them still load."""
+    """Add frn-det's keys with defaults, and the sections of registered norms' options
+    (add_norm_sections). Idempotent; configs that never use them still load."""
     if "FRN" in cfg.MODEL:
-        return cfg
+        return add_norm_sections(cfg)
     # Each section's keys and defaults are its options dataclass's fields (OPTION_SECTIONS).
     # FRN: EPS, the paper's constant epsilon for conv layers; LEARNABLE_EPS, eps + |eps_l| with
     # learned eps_l (init 1e-4), the paper's fix for 1x1 activation maps; RESIDUAL_ACTIVATION
@@ -129,12 +155,13 @@ def add_frn_config(cfg):
     cfg.TRACKING.GROUP = ""
     cfg.TRACKING.MLFLOW_URI = ""
     cfg.TRACKING.PARAMS = ""
-    return cfg
+    return add_norm_sections(cfg)
 
 
 def _options(section: str, cfg):
     node = cfg.MODEL[section]
-    return OPTION_SECTIONS[section](**{f.name: node[f.name.upper()] for f in fields(OPTION_SECTIONS[section])})
+    options = option_sections()[section]
+    return options(**{f.name: node[f.name.upper()] for f in fields(options)})
 
 
 def norm_options_from_config(cfg) -> NormOptions:
@@ -146,7 +173,9 @@ def norm_options_from_config(cfg) -> NormOptions:
                 if section in m}
     if "WS" in m:
         optional["ws_eps"] = m.WS.EPS
-    return NormOptions(frn=frn, **optional)
+    # the sections of a user's registered norms (add_norm_sections)
+    extra = tuple(_options(section, cfg) for section in user_sections() if section in m)
+    return NormOptions(frn=frn, extra=extra, **optional)
 
 
 
@@ -158,12 +187,31 @@ def check_norm_config(cfg) -> Dict[str, Tuple[str, Optional[str]]]:
     return parsed
 
 
+def unused_user_sections(cfg) -> Tuple[str, ...]:
+    """The sections of a user's registered norms (add_norm_sections) that no norm key of
+    the config uses."""
+    used = set()
+    for key in NORM_KEYS:
+        try:
+            value = get_key(cfg, key)
+        except (AttributeError, KeyError):
+            continue
+        if isinstance(value, str):
+            used.add(value.partition("+")[0])
+    sections = {s.section for s in norm_specs() if s.name in used}
+    return tuple(s for s in user_sections() if s in cfg.MODEL and s not in sections)
+
+
 def config_hash(cfg) -> str:
     """Hash of everything that affects the result: the config without its output folder
     and its trackers (so adding a logger neither changes nor restarts a run, and hashes
-    from before TRACKING existed stay the same)."""
+    from before TRACKING existed stay the same), and without the sections of a user's
+    registered norms that none of its norm keys uses (so importing a module with a norm
+    leaves the hashes of the runs that do not use it as they were)."""
     c = cfg.clone()
     c.defrost()
     c.OUTPUT_DIR = ""
     c.pop("TRACKING", None)
+    for section in unused_user_sections(c):
+        c.MODEL.pop(section)
     return hashlib.sha256(c.dump().encode()).hexdigest()[:12]

@@ -1,7 +1,7 @@
 """Load a Python LazyConfig: Detectron2's LazyConfig.load and apply_overrides, with an
 unknown override an error naming the nearest keys, the model and data checked to agree on
 masks, the trackers checked and a CPU fallback (tools/lazyconfig_train_net.py's config).
-The values are checked by config_checks.check_config."""
+The values are checked by checks.check_config."""
 import logging
 import os
 

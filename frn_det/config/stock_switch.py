@@ -10,7 +10,7 @@ model is built, naming the keys to set.
 import logging
 from typing import List
 
-from ..layers import DETECTRON2_NORMS  # Detectron2's get_norm strings: others need frn-det's builders
+from ..layers.registry import norm_names
 from .tree import get_key
 
 logger = logging.getLogger("frn_det")
@@ -42,8 +42,14 @@ def _set(cfg, dotted: str, value) -> None:
     node[leaf] = value
 
 
+def detectron2_norms() -> tuple:
+    """Detectron2's get_norm strings ("" and the norm table's family "detectron2"): any other
+    norm string needs frn-det's builders."""
+    return ("",) + norm_names(family="detectron2")
+
+
 def frn_only(value) -> bool:
-    return isinstance(value, str) and value not in DETECTRON2_NORMS
+    return isinstance(value, str) and value not in detectron2_norms()
 
 
 def _roi_head_norm_keys(cfg, head: str) -> List[str]:
@@ -93,7 +99,7 @@ def use_frn_builders(cfg, announce: bool = True) -> List[str]:
         value = get_key(cfg, key, None)
         if frn_only(value):
             problems.append(f"{key}={value!r} is read by Detectron2's own head, which only takes "
-                            f"{[n for n in DETECTRON2_NORMS if n]}: set {key} to one of those")
+                            f"{[n for n in detectron2_norms() if n]}: set {key} to one of those")
     if problems:
         raise ValueError("this config cannot use frn-det's norms as it is: " + "; ".join(problems))
     if changes and announce:

@@ -17,7 +17,7 @@ SimpleTrainer with hooks; COCOEvaluator through inference_on_dataset). frn-det a
 - without CUDA a config for train.device=cuda runs on the CPU (with a warning), and
   DDP over CPU (GLOO) workers works;
 - overrides of keys the config does not have are errors with the nearest keys, and the
-  values get the YAML path's checks (config_checks.check_config: batch, lr, iterations,
+  values get the YAML path's checks (config/checks.py, check_config: batch, lr, iterations,
   steps, sizes, classes, norms, ...), before anything is built;
 - a config whose model and data disagree on masks fails before anything is built
   (config_lazy.check_masks: a Mask R-CNN needs dataloader.train.mapper.use_instance_mask, segm
@@ -47,6 +47,7 @@ from ..config.checks import check_config
 from ..config.lazy import lazy_model_has_masks, load_config, name_list
 from ..data import ModelClasses, prepare_datasets_distributed
 from ..layers import implementations
+from ..utils.imports import import_requested
 from ..utils.jsonlines import repair_torn_tail
 from .checkpoint import SafeDetectionCheckpointer
 from .precise_bn import PrecisePopulationStats, batch_stat_modules
@@ -181,6 +182,7 @@ def do_train(args, cfg):
 
 def train(args):
     """One worker's training (or --eval-only evaluation); launch() runs it in every process."""
+    import_requested(args)  # again in each spawned worker
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, comm.get_world_size())
     default_setup(cfg, args)  # logs, seeds, saves config.yaml to train.output_dir

@@ -15,6 +15,7 @@ from ..config.build import build_config, resolve_config_file
 from ..config.checks import check_config
 from ..data import prepare_datasets_distributed
 from ..layers import implementations
+from ..utils.imports import import_requested
 from .checkpoint import SafeDetectionCheckpointer
 from .trackers import TrackingOptions, recorded_result, yacs_params
 from .trainer import Trainer
@@ -31,6 +32,7 @@ def setup(args):
 
 def train(args):
     """One worker's training (or --eval-only evaluation); launch() runs it in every process."""
+    import_requested(args)  # again in each spawned worker
     cfg = setup(args)
     check_config(cfg, comm.get_world_size())
     prepare_datasets_distributed(cfg)

@@ -1,5 +1,7 @@
 """Norm and activation layers for Detectron2 models, and the norm-string factory.
 
+    registry.py     the norm table: one NormSpec per norm, register_norm (the public API)
+    builtin_norms.py  the built-in norms, one register_norm call each
     grammar.py      the norm strings ("FRN", "GN+TLU", "EvoNormS0", ...) and the names they use
     options.py      the norm layers' options (FRNOptions, BRNOptions, ..., NormOptions)
     factory.py      a norm string and its options -> NormFactory (Detectron2's get_norm table)
@@ -12,24 +14,16 @@
     cpu_ops.py      builds and loads the C++ CPU library of csrc/ (FRN, TLU, EvoNorm kernels)
     autograd_utils.py  shared autograd helpers of the fused functions
 
-Dependencies point one way: factory -> options, grammar, frn, norms, activations -> cpu_ops,
-autograd_utils. Nothing here reads a config: frn_det/config/keys.py turns one into these arguments.
+Dependencies point one way: factory -> options, grammar -> registry; builtin_norms ->
+registry, options, frn, norms; frn, norms, activations -> cpu_ops, autograd_utils. Nothing
+here reads a config: frn_det/config/keys.py turns one into these arguments.
 """
-from . import cpu_ops
+from . import builtin_norms, cpu_ops  # noqa: F401  (builtin_norms fills the norm table)
+from . import grammar as _grammar
 from .activations import TLU
 from .factory import NormFactory, activation_after, residual_activation, resolve_norm
 from .frn import FRN_IMPLS, FilterResponseNorm2d, frn_fused, frn_reference
-from .grammar import (
-    ACCEPTED_NORMS,
-    ACTIVATIONS,
-    BATCH_STAT_NORMS,
-    COMPARATOR_NORMS,
-    DETECTRON2_NORMS,
-    FRN_NORMS,
-    NORM_ACT_LAYERS,
-    PER_LEVEL_NORMS,
-    parse_norm,
-)
+from .grammar import ACTIVATIONS, parse_norm
 from .norms import (
     EVONORM_IMPLS,
     BatchRenorm2d,
@@ -42,7 +36,17 @@ from .norms import (
     standardize_convs,
     standardize_weight,
 )
-from .options import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions
+from .options import BRNOptions, CBNOptions, EvoNormOptions, FRNOptions, MABNOptions, NormOptions, WSOptions
+from .registry import BuildRequest, NormSpec, norm_spec, norm_specs, register_norm, unregister_norm
+
+
+def __getattr__(name: str):
+    """ACCEPTED_NORMS, PER_LEVEL_NORMS, BATCH_STAT_NORMS, ...: grammar.py's, read from the norm
+    table when asked for (so they include norms registered since)."""
+    if name in _grammar._DERIVED:
+        return _grammar._DERIVED[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FilterResponseNorm2d",
@@ -68,12 +72,20 @@ __all__ = [
     "FRN_NORMS",
     "NORM_ACT_LAYERS",
     "PER_LEVEL_NORMS",
+    "SYNC_NORMS",
     "FRNOptions",
     "BRNOptions",
     "EvoNormOptions",
     "CBNOptions",
     "MABNOptions",
+    "WSOptions",
     "NormOptions",
+    "NormSpec",
+    "BuildRequest",
+    "register_norm",
+    "unregister_norm",
+    "norm_spec",
+    "norm_specs",
     "NormFactory",
     "parse_norm",
     "resolve_norm",

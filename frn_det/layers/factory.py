@@ -15,30 +15,13 @@ the NormFactory also tells the frn-det builders which activation module goes whe
 import functools
 from typing import Callable, Iterable, Optional, Union
 
-import torch
-from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
-from detectron2.layers.batch_norm import LayerNorm
 from torch import nn
 
 from .activations import TLU
-from .frn import FilterResponseNorm2d
-from .grammar import NORM_ACT_LAYERS, parse_norm
-from .norms import (
-    BatchRenorm2d,
-    CrossIterationBatchNorm2d,
-    EvalNorm2d,
-    EvoNorm2dB0,
-    EvoNorm2dS0,
-    InstanceNorm2d,
-    MABN2d,
-    NaiveSyncBatchRenorm2d,
-    WNBias2d,
-    centralize_layers,
-    link_cbn_layers,
-    standardize_convs,
-    weight_normalize_layers,
-)
-from .options import EvoNormOptions, FRNOptions, NormOptions
+from .grammar import parse_norm
+from .norms import standardize_convs
+from .options import FRNOptions, NormOptions
+from .registry import BuildRequest, norm_spec
 
 __all__ = [
     "NormFactory",
@@ -47,11 +30,6 @@ __all__ = [
     "activation_after",
     "residual_activation",
 ]
-
-GN_GROUPS = 32  # Detectron2's "GN" is GroupNorm(32, C)
-# What a norm does to the conv / FC layers it follows (NormFactory.adapt); GNWS's Weight
-# Standardization is NormFactory.weight_standardization.
-LAYER_ADAPTERS = {"MABN": centralize_layers, "WN": weight_normalize_layers, "CBN": link_cbn_layers}
 
 
 def _options(options) -> NormOptions:
@@ -139,47 +117,6 @@ class NormFactory:
         return f"NormFactory({self.spec!r}, includes_activation={self.includes_activation})"
 
 
-def _divisible(key: str, value: str, groups: int, what: str) -> Callable[[int], None]:
-    def check(channels: int) -> None:
-        if channels % groups != 0:
-            raise ValueError(
-                f"{key}={value!r} uses {what}, but a layer has C={channels} channels, "
-                f"which is not divisible by {groups}. Use channel counts that are multiples of "
-                f"{groups} or another norm."
-            )
-
-    return check
-
-
-def _group_norm(key: str, value: str) -> Callable[[int], nn.Module]:
-    check = _divisible(key, value, GN_GROUPS, f"GroupNorm({GN_GROUPS}, C)")
-
-    def build(channels: int) -> nn.Module:
-        check(channels)
-        return nn.GroupNorm(GN_GROUPS, channels)
-
-    return build
-
-
-def _sync_bn() -> Callable[[int], nn.Module]:
-    # torch's SyncBatchNorm needs CUDA; Detectron2's NaiveSyncBatchNorm computes the same
-    # statistics with all_reduce and also runs on GLOO/CPU workers.
-    return nn.SyncBatchNorm if torch.cuda.is_available() else NaiveSyncBatchNorm
-
-
-def _evonorm(name: str, key: str, value: str, opts: EvoNormOptions, apply_act: bool) -> Callable[[int], nn.Module]:
-    if name == "EvoNormB0":
-        return lambda c: EvoNorm2dB0(c, apply_act=apply_act, momentum=opts.momentum, eps=opts.eps, impl=opts.impl)
-    check = _divisible(key, value, opts.groups, f"EvoNorm-S0 with {opts.groups} groups (MODEL.EVONORM.GROUPS)")
-
-    def build(channels: int) -> nn.Module:
-        if apply_act:  # the linear variant (no activation follows) has no groups
-            check(channels)
-        return EvoNorm2dS0(channels, groups=opts.groups, apply_act=apply_act, eps=opts.eps, impl=opts.impl)
-
-    return build
-
-
 def resolve_norm(
     norm: Union[str, NormFactory],
     *,
@@ -201,48 +138,21 @@ def resolve_norm(
     name, act = parse_norm(norm, key)
     if name == "":
         return ""
+    spec = norm_spec(name)  # the norm table (registry.py): how it is built and what it is
     opts = _options(options)
-    residual_tlu = opts.frn.residual_activation == "TLU"
-    if name == "FRN":
-        f = opts.frn
-
-        def frn(with_tlu: bool) -> Callable[[int], nn.Module]:
-            return lambda c: FilterResponseNorm2d(c, eps=f.eps, learnable_eps=f.learnable_eps, tlu=with_tlu,
-                                                  impl=f.impl)
-
-        plain = NormFactory(name, frn(False), act=act, residual_tlu=residual_tlu)
-        if act == "TLU":  # the TLU is fused into the FRN module
-            factory = NormFactory(name, frn(True), includes_activation=True, without_activation=plain, act=act,
-                                  residual_tlu=residual_tlu)
-        else:
-            factory = plain
-    elif name in NORM_ACT_LAYERS:
-        plain = NormFactory(name, _evonorm(name, key, norm, opts.evonorm, False), act=None)
-        factory = NormFactory(name, _evonorm(name, key, norm, opts.evonorm, True), includes_activation=True,
-                              without_activation=plain, act=None)
+    section_options = opts.for_section(spec.section, spec.options) if spec.section is not None else None
+    request = functools.partial(BuildRequest, key=key, value=norm, options=section_options, act=act,
+                                norm_options=opts)
+    common = dict(act=act, weight_standardization=opts.ws_eps if spec.weight_standardization else None,
+                  residual_tlu=opts.frn.residual_activation == "TLU", adapt_layers=spec.adapter)
+    plain = NormFactory(name, spec.builder(request(with_activation=False)), **common)
+    if spec.includes_activation or act in spec.fused_activations:
+        # a norm+activation layer (EvoNorm), or an activation fused into the norm (FRN's TLU);
+        # the plain norm where no activation follows
+        factory = NormFactory(name, spec.builder(request(with_activation=True)), includes_activation=True,
+                              without_activation=plain, **common)
     else:
-        builders = {
-            "BN": nn.BatchNorm2d,
-            "SyncBN": _sync_bn(),
-            "FrozenBN": FrozenBatchNorm2d,
-            "GN": _group_norm(key, norm),
-            "nnSyncBN": nn.SyncBatchNorm,
-            "naiveSyncBN": NaiveSyncBatchNorm,
-            "naiveSyncBN_N": lambda c: NaiveSyncBatchNorm(c, stats_mode="N"),
-            "LN": LayerNorm,
-            "BRN": functools.partial(BatchRenorm2d, **opts.brn.layer_kwargs()),
-            "naiveSyncBRN": functools.partial(NaiveSyncBatchRenorm2d, **opts.brn.layer_kwargs()),
-            "SyncBRN": functools.partial(NaiveSyncBatchRenorm2d, **opts.brn.layer_kwargs()),
-            "GNWS": _group_norm(key, norm),
-            "EvalNorm": EvalNorm2d,
-            "CBN": functools.partial(CrossIterationBatchNorm2d, **opts.cbn.layer_kwargs()),
-            "MABN": functools.partial(MABN2d, **opts.mabn.layer_kwargs()),
-            "IN": InstanceNorm2d,
-            "WN": WNBias2d,
-        }
-        ws = opts.ws_eps if name == "GNWS" else None
-        factory = NormFactory(name, builders[name], act=act, weight_standardization=ws, residual_tlu=residual_tlu,
-                              adapt_layers=LAYER_ADAPTERS.get(name))
+        factory = plain
     return factory if activation else factory.without_activation()
 
 

@@ -6,8 +6,12 @@ their checks are those of the config values (the messages name the config keys).
 A default that is the layer's own default is read from the layer's signature, so that the
 number is written once, in the layer (e.g. BRN's ramp, the paper's 5k / 40k / 25k steps).
 """
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
+from typing import Any, Tuple
+
+from omegaconf import OmegaConf
 
 from .frn import FRN_IMPLS, FilterResponseNorm2d
 from .grammar import RESIDUAL_ACTIVATIONS
@@ -21,7 +25,7 @@ from .norms import (
     standardize_convs,
 )
 
-__all__ = ["FRNOptions", "BRNOptions", "EvoNormOptions", "CBNOptions", "MABNOptions", "NormOptions"]
+__all__ = ["FRNOptions", "BRNOptions", "EvoNormOptions", "WSOptions", "CBNOptions", "MABNOptions", "NormOptions"]
 
 
 def _layer_default(layer, argument: str):
@@ -103,6 +107,17 @@ class EvoNormOptions:
 
 
 @dataclass(frozen=True)
+class WSOptions:
+    """MODEL.WS.*: the eps of the Weight Standardization of GNWS's convs (NormOptions.ws_eps)."""
+
+    eps: float = _layer_default(standardize_convs, "eps")
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"MODEL.WS.EPS must be > 0, got {self.eps!r}")
+
+
+@dataclass(frozen=True)
 class CBNOptions:
     """MODEL.CBN.*: Cross-Iteration BN (layers/norms/cross_iteration_bn.py)."""
 
@@ -158,15 +173,45 @@ class MABNOptions:
 
 @dataclass(frozen=True)
 class NormOptions:
-    """Everything the norm strings need from the config besides the strings themselves."""
+    """Everything the norm strings need from the config besides the strings themselves.
+
+    One field per built-in section (MODEL.FRN -> frn, ..., MODEL.WS.EPS -> ws_eps); `extra`
+    holds the options of registered norms from elsewhere (frn_det.register_norm with
+    options=...), one instance per options dataclass; a norm whose options are not there
+    takes its dataclass's defaults (`for_section`)."""
 
     frn: FRNOptions = field(default_factory=FRNOptions)
     brn: BRNOptions = field(default_factory=BRNOptions)
     evonorm: EvoNormOptions = field(default_factory=EvoNormOptions)
-    ws_eps: float = _layer_default(standardize_convs, "eps")
+    ws_eps: float = WSOptions.eps
     cbn: CBNOptions = field(default_factory=CBNOptions)
     mabn: MABNOptions = field(default_factory=MABNOptions)
+    extra: Tuple[Any, ...] = ()
 
     def __post_init__(self):
         if not self.ws_eps > 0:
             raise ValueError(f"MODEL.WS.EPS must be > 0, got {self.ws_eps!r}")
+        # a LazyConfig gives a list, which Detectron2's instantiate makes a ListConfig of
+        # structured configs: back to the dataclass instances
+        extra = tuple(OmegaConf.to_object(o) if OmegaConf.is_config(o) else o for o in self.extra)
+        types = [type(o) for o in extra]
+        if not all(dataclasses.is_dataclass(o) and not isinstance(o, type) for o in extra) or \
+                len(set(types)) != len(types):
+            raise ValueError(f"NormOptions.extra={self.extra!r}: expected options dataclass instances, at most one "
+                             "of each dataclass")
+        object.__setattr__(self, "extra", extra)
+
+    def for_section(self, section: str, options: type):
+        """The `options` instance of MODEL.<section>: a built-in section's field, else the
+        instance in `extra`, else the dataclass's defaults."""
+        if section == "WS":
+            return WSOptions(eps=self.ws_eps)
+        if section in BUILTIN_SECTIONS:
+            return getattr(self, section.lower())
+        found = [o for o in self.extra if isinstance(o, options)]
+        return found[0] if found else options()
+
+
+# The sections NormOptions holds in fields of its own (MODEL.FRN -> NormOptions.frn, ...,
+# MODEL.WS.EPS -> ws_eps); the options of any other section go into NormOptions.extra.
+BUILTIN_SECTIONS = ("FRN", "BRN", "EVONORM", "WS", "CBN", "MABN")

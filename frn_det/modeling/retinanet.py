@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config.keys import check_norm_config, norm_options_from_config
-from ..layers import PER_LEVEL_NORMS
+from ..layers import norm_spec
 from ..layers.factory import NormFactory, resolve_norm
 from ..layers.norms import CycleBatchRenormList, WSConv2d, standardized_once
 
@@ -34,7 +34,7 @@ __all__ = ["FRNRetinaNetHead", "FRNRetinaNet", "head_norm"]
 class FRNRetinaNetHead(RetinaNetHead):
     """RetinaNetHead with the norm resolved by frn-det and the norm's activation after it.
 
-    BN-like norms (PER_LEVEL_NORMS) keep per-level statistics (CycleBatchNormList, or
+    BN-like norms (the norm table's per_level) keep per-level statistics (CycleBatchNormList, or
     CycleBatchRenormList for BRN); the layer indices inside cls_subnet/bbox_subnet are
     unchanged, so checkpoints stay compatible.
     """
@@ -65,15 +65,16 @@ class FRNRetinaNetHead(RetinaNetHead):
 
 def head_norm(norm, num_levels: int, *, key: str, options=None):
     """The head's norm: a norm string (or NormFactory) resolved by frn-det; BN-like norms
-    (PER_LEVEL_NORMS) keep per-level statistics as in Detectron2 (a SyncBN that also runs
-    on CPU), BRN too. Any other callable is returned as is (Detectron2's get_norm calls it)."""
+    (the norm table's per_level) keep per-level statistics as in Detectron2 (a SyncBN that
+    also runs on CPU), BRN too. Any other callable is returned as is (Detectron2's get_norm calls it)."""
     if not isinstance(norm, (str, NormFactory)):
         return norm
     factory = resolve_norm(norm, key=key, options=options)
-    if isinstance(factory, NormFactory) and factory.name in PER_LEVEL_NORMS:
+    spec = norm_spec(factory.name) if isinstance(factory, NormFactory) else None
+    if spec is not None and spec.per_level:
         bn_class = factory.build
-        # Detectron2's list for BN / SyncBN (parity), frn-det's (norm-parameter weight decay) otherwise
-        cycle = CycleBatchNormList if factory.name in ("BN", "SyncBN") else CycleBatchRenormList
+        # Detectron2's list for its own (BN / SyncBN: parity), frn-det's (norm-parameter weight decay) otherwise
+        cycle = CycleBatchNormList if spec.family == "detectron2" else CycleBatchRenormList
         factory = factory.with_build(lambda c: cycle(length=num_levels, bn_class=bn_class, num_features=c))
     return factory
 

@@ -22,10 +22,9 @@ one training forward per iteration, as in every place the frn-det builders put t
 Since y = (weight * r) * BN_B(x) + (bias + weight * d), where BN_B normalizes with the
 batch statistics, training is PyTorch's batch-norm kernels with that affine: one pass for
 mu_B / sigma_B, one for y, and BN's training backward (the same gradient through mu_B and
-sigma_B as BN); r and d cost a few per-channel ops. Measured (tools/benchmark_frn.py, CPU,
-1 thread): 0.8-1.4x BN+ReLU on RetinaNet's P3-P5 maps, 1.6-2.4x on the tiny P6/P7 maps,
-where the ~20 per-channel ops and the autograd.Function (a fixed ~0.2 ms per call)
-dominate; one C++ op for the per-channel part would remove most of it.
+sigma_B as BN); r and d cost a few per-channel ops, which with the autograd.Function are a
+fixed cost per call that dominates on small maps (measured: docs/performance.md,
+"Comparator norms on CPU"); one C++ op for the per-channel part would remove most of it.
 
 `NaiveSyncBatchRenorm2d` ("naiveSyncBRN" / "SyncBRN") sums each worker's per-channel sums
 of x and x^2 and its element count with one differentiable all_reduce (Detectron2's

@@ -35,10 +35,10 @@ Choices:
 - The iteration is BatchNorm's num_batches_tracked (saved in checkpoints).
 
 Cost: per training forward two extra backward passes of the layer before the norm, for
-d mu / d theta and d nu / d theta (the code's way): measured (tools/benchmark_frn.py --norms
-round2, CPU, 1 thread) 2.4x the time of conv3x3+BN+ReLU. d mu / d theta is the mean input
-patch (an average pooling of the layer's input) and d nu / d theta one weight-gradient conv
-of that input: given the layer's input, the norm would need one such pass and no autograd.
+d mu / d theta and d nu / d theta (the code's way; measured: docs/performance.md,
+"Comparator norms on CPU"). d mu / d theta is the mean input patch (an average pooling of
+the layer's input) and d nu / d theta one weight-gradient conv of that input: given the
+layer's input, the norm would need one such pass and no autograd.
 """
 from typing import List, Optional
 

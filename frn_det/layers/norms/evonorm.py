@@ -21,12 +21,10 @@ intermediates; what timm computes). "auto" runs the fused C++ CPU kernels
 (layers/csrc/evonorm_cpu.cpp: two passes over the tensor per direction, sigmoid recomputed
 in the backward instead of stored; saved for the backward: x and per-(n, group) or per-
 (n, c) statistics) for CPU inputs when the kernels build, and the reference elsewhere
-(CUDA, channels_last, TorchScript). Measured with tools/benchmark_frn.py (CPU, 1 thread,
-RetinaNet head shapes, forward+backward, x BN+ReLU): the reference (and timm's code) takes
-3-10x (B0) and 1.8-5x (S0); the kernels 0.4-1.0x on P3-P5. On the tiny P6/P7 maps B0
-takes 1.1-1.8x and S0 1.0-1.3x: a fixed ~0.1 ms per call of the Python autograd.Function
-and of B0's running-variance update, which an autograd kernel in C++ (as the FRN op has)
-would remove.
+(CUDA, channels_last, TorchScript). What each costs next to BN+ReLU: docs/performance.md
+("Comparator norms on CPU"); on small maps the Python autograd.Function and B0's
+running-variance update are a fixed cost per call, which an autograd kernel in C++ (as the
+FRN op has) would remove.
 
 Gradients (derived for the kernels; per sample n, channel c, the M = H*W positions of a
 plane, dz the upstream gradient, g = weight * dz):

@@ -30,9 +30,8 @@ warmup_iters 100, renorm_start 1000, r_max 5, eps 1e-5. The ring buffers and the
 are buffers (saved in checkpoints). An empty batch (an ROI head without ROIs) is
 normalized as in eval and changes nothing.
 
-Cost (tools/benchmark_frn.py --norms round2, CPU, 1 thread): 1.4x BN+ReLU (geomean over
-RetinaNet head and backbone shapes; 1.0-1.7x on the head); a Python autograd function with a
-mean(x^2) pass, one pass forward and two backward; a fused C++ kernel would match BN.
+Cost: a Python autograd function with a mean(x^2) pass, one pass forward and two backward
+(measured: docs/performance.md, "Comparator norms on CPU"); a fused C++ kernel would match BN.
 """
 from typing import Iterable
 

@@ -9,12 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 from ...config.build import build_config
 from ...config.keys import (
     NORM_KEYS,
-    NORM_SCHEDULE_FRACTIONS,
     config_hash,  # noqa: F401  (the sweep's run identity; runner imports it from here)
+    norm_schedule_fractions,
 )
 from ...config.tree import get_key
 from ...data.datasets import model_num_classes
-from ...layers import BATCH_STAT_NORMS, NORM_ACT_LAYERS, parse_norm
+from ...layers import norm_spec, parse_norm
+from ...layers.registry import norm_names
+from ...utils.imports import import_modules
 from ...utils.paths import CONFIGS_DIR
 from .scaling import ScaledSchedule, scale_schedule
 
@@ -51,7 +53,7 @@ def model_config_file(job: DictConfig) -> str:
 def with_activation(norm: str, act) -> str:
     """The sweep's activation axis: "GN" with act "tlu" -> "GN+TLU"; no norm, and the
     norm+activation layers (EvoNorm), stay as they are."""
-    if not act or not norm or norm in NORM_ACT_LAYERS:
+    if not act or not norm or norm in norm_names(includes_activation=True):
         return norm
     return f"{norm}+{ACTIVATION_NAMES.get(str(act).lower(), act)}"
 
@@ -163,6 +165,7 @@ def tracking_params(job: DictConfig, sched: ScaledSchedule) -> dict:
 
 def build_detectron2_config(job: DictConfig, output_dir: str):
     """The Detectron2 config of one sweep job; everything the run does is in here."""
+    import_modules(job.get("imports"), "imports")  # a user's norms, before their names are read (imports.py)
     sched = schedule_from(job)
     data = dataset_spec(job)
     act = job.get("act")
@@ -195,7 +198,7 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
         "SOLVER.AMP.ENABLED", amp,  # Detectron2's AMPTrainer: fp16 autocast and a grad scaler
         # Batch Renorm's r_max/d_max ramp, CBN's burn-in and MABN's warm-up, at the fractions of
         # their reference schedules (frn_det.config.keys.REFERENCE_SCHEDULES; opts still override them).
-        *[item for key, fraction in NORM_SCHEDULE_FRACTIONS.items()
+        *[item for key, fraction in norm_schedule_fractions().items()
           for item in (key, max(1, round(fraction * sched.max_iter)))],
         # PreciseBN (engine/precise_bn.py) for every batch-statistics norm before each evaluation
         "TEST.PRECISE_BN.ENABLED", bool(job.get("precise_bn")),
@@ -213,11 +216,11 @@ def build_detectron2_config(job: DictConfig, output_dir: str):
 
 
 def check_precise_bn(cfg, label: str) -> None:
-    """precise_bn=true needs a batch-statistics norm somewhere (BATCH_STAT_NORMS), else it
-    would label a run "+precise" that is the same model as without."""
+    """precise_bn=true needs a batch-statistics norm somewhere (the norm table's batch_stats),
+    else it would label a run "+precise" that is the same model as without."""
     norms = {key: parse_norm(get_key(cfg, key), key)[0] for key in NORM_KEYS}
-    if not any(n in BATCH_STAT_NORMS for n in norms.values()):
+    if not any(n and norm_spec(n).batch_stats for n in norms.values()):
         used = ", ".join(f"{k}={v!r}" for k, v in norms.items())
         raise ValueError(f"precise_bn=true (run {label}): the model has no batch-statistics norm to recompute "
-                         f"({used}); PreciseBN applies to {', '.join(BATCH_STAT_NORMS)}")
+                         f"({used}); PreciseBN applies to {', '.join(norm_names(batch_stats=True))}")
 

@@ -37,6 +37,8 @@ from ...config.checks import (
 from ...config.tree import flatten_keys, nearest_keys
 from ...data.coco_schema import ANNOTATION_FILE, IMAGE_FOLDER, PathKind, check_dataset_path
 from ...layers import parse_norm
+from ...layers.registry import option_sections
+from ...utils.imports import UserImportError, import_modules
 from .d2config import ACTIVATION_NAMES, split_dataset_name
 
 
@@ -128,6 +130,26 @@ class ReferencesFile:
                 from None
 
 
+class Imports:
+    """The rule of imports: a list of importable modules (a user's norms register themselves
+    when imported: docs/own_norm.md); checked by importing them, here, before any job."""
+
+    allowed = "a list of importable module names, e.g. [my_norms] (their folder on PYTHONPATH)"
+
+    def check(self, key: str, value, job: Optional[DictConfig] = None) -> None:
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if value is None:
+            return
+        modules = [value] if isinstance(value, str) else value
+        if not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) for m in modules):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected {self.allowed}")
+        for module in modules:
+            try:
+                import_modules([module], key)
+            except UserImportError as e:
+                raise ConfigError(f"{key}={value!r} is not allowed: {e}; expected {self.allowed}") from None
+
+
 class ConfigFile:
     """The rule of model.config_file and model.lazy_config: a file that is there (its
     content is checked when the first jobs' Detectron2 configs are built up front)."""
@@ -162,7 +184,7 @@ class Detectron2Opts:
         value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         if not (isinstance(value, list) and len(value) % 2 == 0):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {self.allowed}")
-        known = _detectron2_keys()
+        known = _detectron2_keys(tuple(option_sections()))
         for name in value[::2]:
             if not isinstance(name, str) or name not in known:
                 close = nearest_keys(str(name), known)
@@ -171,8 +193,10 @@ class Detectron2Opts:
                                   f"key{hint}; expected {self.allowed}")
 
 
-@functools.lru_cache(maxsize=1)
-def _detectron2_keys() -> frozenset:
+@functools.lru_cache(maxsize=4)
+def _detectron2_keys(sections: tuple = ()) -> frozenset:
+    """Every key of Detectron2's config with frn-det's, those of `sections` (the registered
+    norms' option sections, the cache key) included."""
     from detectron2.config import get_cfg
 
     from ...config.keys import add_frn_config
@@ -201,6 +225,7 @@ AUTO_OR_COUNT = Rule(lambda v: v == "auto" or INT_MIN_1.test(v), "'auto' or an i
 
 # One rule per sweep key (keys of configs/sweep/sweep.yaml and of its groups' entries).
 SWEEP_RULES = {
+    "imports": Imports(),  # first: the norms of the modules it imports are checked below
     "seed": ANY_INT.note("< 0: a random seed"),
     "ims_per_gpu": INT_MIN_1.note("images per worker"),
     "lr_scale": POSITIVE.note("it multiplies the linearly scaled lr"),
@@ -301,6 +326,10 @@ def override_value_error(overrides: Iterable[str], config_dir) -> Optional[str]:
     parser = OverridesParser.create()
     parsed = [o for o in parser.parse_overrides(overrides)
               if not o.is_delete() and not o.key_or_group.startswith("hydra")]
+    # imports first: the norms of the modules it names are checked by the other rules
+    parsed.sort(key=lambda o: o.key_or_group != "imports")
+    # the user's config folders (hydra.searchpath: a norm/*.yaml of their own), for composing the jobs
+    search = [o.input_line for o in parser.parse_overrides(overrides) if o.key_or_group == "hydra.searchpath"]
     axes = []  # (override, its values) in command-line order
     try:
         for override in parsed:
@@ -320,7 +349,7 @@ def override_value_error(overrides: Iterable[str], config_dir) -> Optional[str]:
             axes = [(o, _values(o)) for o in parser.parse_overrides(params)] + axes
         else:
             axes = [(o, values[:1]) for o, values in axes]
-        return _job_error(axes, config_dir)
+        return _job_error(axes, config_dir, search)
     except (ConfigError, FileNotFoundError) as e:
         return str(e)
 
@@ -342,17 +371,18 @@ def _sweeper_params(overrides: List[str], config_dir) -> dict:
     return params
 
 
-def _job_error(axes, config_dir) -> Optional[str]:
+def _job_error(axes, config_dir, search=()) -> Optional[str]:
     """The first problem of the jobs that the axes make (every combination of their values).
-    Group choices (norm=bn,gn) are composed by Hydra, once per combination of them; the
-    other values are set on a copy of that config, as Hydra would set them."""
+    Group choices (norm=bn,gn) are composed by Hydra, once per combination of them (with the
+    hydra.searchpath overrides in `search`); the other values are set on a copy of that
+    config, as Hydra would set them."""
     import itertools
     import logging
 
     from hydra import compose, initialize_config_dir
 
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
-    fixed = [o.input_line for o, values in axes if not o.is_sweep_override()]
+    fixed = list(search) + [o.input_line for o, values in axes if not o.is_sweep_override()]
     group_axes = [(o, v) for o, v in axes if o.is_sweep_override() and o.key_or_group in groups]
     value_axes = [(o, v) for o, v in axes if o.is_sweep_override() and o.key_or_group not in groups]
     logging.disable(logging.WARNING)  # the jobs log their own warnings when they run

@@ -37,6 +37,7 @@ from ...record.metrics import (
 )
 from ...utils.atomic import write_json_atomic, write_text_atomic
 from ...utils.damaged import Damaged, describe, read_or_set_aside
+from ...utils.imports import export_to_env
 from ..planning.d2config import build_detectron2_config, config_hash, norm_label, tune_datasets
 from ..planning.job_checks import check_job
 from ..planning.parallel import threads_per_worker
@@ -104,7 +105,8 @@ def run_job(job: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
-    check_job(job)  # the sweep's keys, in its words, before Detectron2 sees their values
+    check_job(job)  # the sweep's keys, in its words, before Detectron2 sees their values (imports: imported)
+    export_to_env(job.get("imports") or ())  # the training processes import them too (worker.train_worker)
     cfg, sched = build_detectron2_config(job, run_dir)
     check_config(cfg, sched.num_workers)
     digest = config_hash(cfg)

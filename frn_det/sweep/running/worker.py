@@ -25,6 +25,7 @@ from ...layers import implementations
 from ...record.metrics import DETECTIONS_FILE, DIVERGED, FINISHED, OUTCOME_FILE, PREEMPTED, RUN_LOG, TRAINING_LOG
 from ...utils.atomic import write_json_atomic
 from ...utils.damaged import describe
+from ...utils.imports import import_from_env
 from ...utils.jsonlines import repair_torn_tail
 from .console import configure_worker_logging
 
@@ -158,6 +159,7 @@ def train_worker(cfg, run_dir: str, run_name: str, verbose: bool = False, thread
     intra-op threads (None: its default, one per core); `deterministic`: see make_deterministic."""
     rank = comm.get_rank()
     configure_worker_logging(str(Path(run_dir) / RUN_LOG), rank, verbose)  # spawned: no logging set up
+    import_from_env()  # the sweep's `imports` (a user's norms), which the sweep process put in FRN_DET_IMPORTS
     if threads:
         torch.set_num_threads(threads)
     if deterministic:
