@@ -4,7 +4,7 @@ import math
 import re
 
 import pytest
-from harness import ONE_THREAD, TINY_CONFIG, run_tool
+from harness import ONE_THREAD, TINY_CONFIG, run_tool, yacs_small_val
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_detectron2_model_zoo_config_runs_unchanged(tmp_path):
     proc = run_tool(
         "train_net.py", "--config-file", "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
         "MODEL.WEIGHTS", "", "MODEL.RETINANET.NUM_CLASSES", 4,
-        "DATASETS.TRAIN", "('frn_shapes_train',)", "DATASETS.TEST", "('frn_shapes_val',)",
+        "DATASETS.TRAIN", "('frn_shapes_train',)", *yacs_small_val(tmp_path),
         "SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
         "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", 160,
         "INPUT.MIN_SIZE_TEST", 160, "INPUT.MAX_SIZE_TEST", 160, "OUTPUT_DIR", tmp_path,
@@ -95,8 +95,6 @@ ZOO_SMALL = [
     4,
     "DATASETS.TRAIN",
     "('frn_shapes_train',)",
-    "DATASETS.TEST",
-    "('frn_shapes_val',)",
     "SOLVER.IMS_PER_BATCH",
     2,
     "DATALOADER.NUM_WORKERS",
@@ -114,7 +112,8 @@ ZOO_SMALL = [
 
 def test_model_zoo_config_with_frn_norms_trains(tmp_path):
     proc = run_tool(
-        "train_net.py", "--config-file", "COCO-Detection/retinanet_R_50_FPN_1x.yaml", *ZOO_SMALL,
+        "train_net.py", "--config-file", "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+        *ZOO_SMALL, *yacs_small_val(tmp_path),
         "MODEL.RESNETS.NORM", "FRN", "MODEL.FPN.NORM", "FRN", "MODEL.RETINANET.NORM", "FRN",
         "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path,
     )

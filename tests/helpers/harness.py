@@ -74,3 +74,27 @@ def compose_job(*overrides):
 
     with initialize_config_dir(config_dir=str(CONFIGS_DIR / "sweep"), version_base="1.3"):
         return compose(config_name="sweep", overrides=list(overrides))
+
+
+def write_small_val(tmp_path: Path, n: int = 12) -> tuple:
+    """The first n images of frn_shapes_val as their own COCO json (a quick evaluation):
+    (json path, image root), to register as "small_val"."""
+    import json
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
+    meta = MetadataCatalog.get("frn_shapes_val")
+    data = json.loads(Path(meta.json_file).read_text())
+    keep = {im["id"] for im in data["images"][:n]}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    path = tmp_path / "small_val.json"
+    path.write_text(json.dumps(data))
+    return path, meta.image_root
+
+
+def yacs_small_val(tmp_path: Path, n: int = 12) -> list:
+    """KEY VALUE overrides that register write_small_val's set and evaluate on it."""
+    path, image_root = write_small_val(tmp_path, n)
+    return ["DATASETS.REGISTER_COCO", f"[('small_val','{path}','{image_root}')]", "DATASETS.TEST", "('small_val',)"]

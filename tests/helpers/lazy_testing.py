@@ -1,10 +1,8 @@
 """The shipped LazyConfigs as the tests load them: a config with overrides, its model, the
 model's parameter shapes, a quick validation set."""
-import json
-from pathlib import Path
 
 from detectron2.config import LazyConfig, instantiate
-from harness import REPO
+from harness import REPO, write_small_val
 
 LAZY = REPO / "configs" / "lazy"
 
@@ -32,15 +30,7 @@ TINY_MASK_LAZY = LAZY / "tiny_mask_rcnn_cpu.py"
 
 
 def small_val_set(tmp_path, n=12):
-    """The first n images of frn_shapes_val as their own COCO json (a quick evaluation)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
-    meta = MetadataCatalog.get("frn_shapes_val")
-    data = json.loads(Path(meta.json_file).read_text())
-    keep = {im["id"] for im in data["images"][:n]}
-    data["images"] = [im for im in data["images"] if im["id"] in keep]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-    path = tmp_path / "small_val.json"
-    path.write_text(json.dumps(data))
-    return f"[[small_val,{path},{meta.image_root}]]"
+    """The first n images of frn_shapes_val as their own COCO json, as a LazyConfig's
+    dataloader.prepare.register_coco entry (a quick evaluation)."""
+    path, image_root = write_small_val(tmp_path, n)
+    return f"[[small_val,{path},{image_root}]]"
