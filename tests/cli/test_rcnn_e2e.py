@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import REPO, SHORT_SWEEP, run_tool
+from harness import REPO, SHORT_SWEEP, run_tool, yacs_small_val
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +16,7 @@ def test_faster_rcnn_with_frn_after_convs_and_fcs_trains_and_evaluates_boxes(tmp
         "MODEL.ROI_BOX_HEAD.NORM_FCS", "True", "SOLVER.MAX_ITER", 20, "SOLVER.IMS_PER_BATCH", 2,
         "SOLVER.WARMUP_ITERS", 5, "SOLVER.STEPS", "(15,)", "SOLVER.CHECKPOINT_PERIOD", 1000, "OUTPUT_DIR", tmp_path,
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,  # 20 iterations: keep the low scores, so that AP is a number
+        *yacs_small_val(tmp_path),
     )
     log = proc.stdout + proc.stderr
     events = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]

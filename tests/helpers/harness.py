@@ -83,6 +83,8 @@ def write_small_val(tmp_path: Path, n: int = 12) -> tuple:
 
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    import frn_det  # noqa: F401  (registers the built-in dataset)
+
     DatasetCatalog.get("frn_shapes_val")  # generates the built-in set
     meta = MetadataCatalog.get("frn_shapes_val")
     data = json.loads(Path(meta.json_file).read_text())
