@@ -14,6 +14,7 @@ import torch
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
 from ..layers import TLU, CycleBatchRenormList, EvoNorm2dB0, EvoNorm2dS0, FilterResponseNorm2d
+from ..layers.factory import is_norm_layer
 from ..layers.norms import MABN2d
 
 NORM_MODULE_TYPES = (
@@ -28,6 +29,11 @@ NORM_MODULE_TYPES = (
     MABN2d,  # (EvalNorm and CBN are BatchNorm2d subclasses, IN a GroupNorm)
     CycleBatchRenormList,  # (Detectron2's CycleBatchNormList, used for "BN", is not: parity)
 )
+
+
+def is_norm(module: torch.nn.Module) -> bool:
+    """A norm's module: one of NORM_MODULE_TYPES, or built from the norm table (a user's norm)."""
+    return isinstance(module, NORM_MODULE_TYPES) or is_norm_layer(module)
 
 
 def get_optimizer_params(model: torch.nn.Module, cfg) -> List[Dict[str, Any]]:
@@ -46,7 +52,7 @@ def get_optimizer_params(model: torch.nn.Module, cfg) -> List[Dict[str, Any]]:
                 continue
             seen.add(value)
             hyperparams = copy.copy(defaults)
-            if isinstance(module, NORM_MODULE_TYPES) and s.WEIGHT_DECAY_NORM is not None:
+            if is_norm(module) and s.WEIGHT_DECAY_NORM is not None:
                 hyperparams["weight_decay"] = s.WEIGHT_DECAY_NORM
             if name == "bias":
                 hyperparams.update(bias_overrides)
@@ -99,7 +105,7 @@ def lazy_optimizer_params(
                 continue
             seen.add(value)
             hyperparams = copy.copy(defaults)
-            if isinstance(module, NORM_MODULE_TYPES) and weight_decay_norm is not None:
+            if is_norm(module) and weight_decay_norm is not None:
                 hyperparams["weight_decay"] = weight_decay_norm
             if lr_factor_func is not None:
                 hyperparams["lr"] *= lr_factor_func(f"{module_name}.{name}")

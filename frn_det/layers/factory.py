@@ -29,6 +29,8 @@ __all__ = [
     "resolve_norm_arg",
     "activation_after",
     "residual_activation",
+    "mark_norm_layer",
+    "is_norm_layer",
 ]
 
 
@@ -38,6 +40,22 @@ def _options(options) -> NormOptions:
     if isinstance(options, FRNOptions):
         return NormOptions(frn=options)
     return options
+
+
+NORM_LAYER_ATTR = "is_norm_layer"  # set on every module a NormFactory builds, and on its submodules
+
+
+def mark_norm_layer(module: nn.Module) -> nn.Module:
+    """Mark a norm's module (and its submodules) as a norm layer: the optimizer gives their
+    parameters SOLVER.WEIGHT_DECAY_NORM, as it does BN's, whatever their type."""
+    for m in module.modules():
+        setattr(m, NORM_LAYER_ATTR, True)
+    return module
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """A module that mark_norm_layer marked (a user's norm, built by a NormFactory)."""
+    return getattr(module, NORM_LAYER_ATTR, False)
 
 
 class NormFactory:
@@ -97,7 +115,10 @@ class NormFactory:
             self.adapt_layers(modules)
 
     def __call__(self, channels: int) -> nn.Module:
-        return self.build(channels)
+        module = self.build(channels)
+        # A user's norm: the optimizer cannot know its type. The built-ins are known by type
+        # (engine/optimizer.py), exactly as Detectron2 knows its own.
+        return mark_norm_layer(module) if norm_spec(self.name).family == "user" else module
 
     def activation(self, channels: int) -> nn.Module:
         """The module that follows the norm where an activation belongs."""

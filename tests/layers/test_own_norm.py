@@ -110,6 +110,20 @@ def test_every_model_place_builds_it_by_its_string(my_norms):
     assert isinstance(rcnn.backbone.bottom_up.stem.conv1.norm, my_norms.RMSNorm2d)
 
 
+def test_its_parameters_get_the_norms_weight_decay_as_bns_do(my_norms):
+    """Under the same protocol as BN, GN and FRN: SOLVER.WEIGHT_DECAY_NORM, not the convs' decay."""
+    from frn_det.engine.optimizer import get_optimizer_params
+
+    cfg = tiny_cfg("RMS", "SOLVER.WEIGHT_DECAY", 1e-4, "SOLVER.WEIGHT_DECAY_NORM", 0.0)
+    model = build_model(cfg)
+    decay = {id(p): g["weight_decay"] for g in get_optimizer_params(model, cfg) for p in g["params"]}
+    rms = [p for m in rms_layers(model) for p in m.parameters()]
+    assert rms and {decay[id(p)] for p in rms} == {0.0}
+    assert decay[id(model.backbone.bottom_up.stem.conv1.weight)] == 1e-4
+    bn = build_model(tiny_cfg("BN", "SOLVER.WEIGHT_DECAY", 1e-4, "SOLVER.WEIGHT_DECAY_NORM", 0.0))
+    assert not any(getattr(m, "is_norm_layer", False) for m in bn.modules())  # built-ins: by type, as before
+
+
 def test_lazyconfig_takes_it_by_its_string_with_its_options(my_norms):
     lazy = LazyConfig.load(str(REPO / "configs" / "lazy" / "tiny_retinanet_cpu.py"))
     lazy = LazyConfig.apply_overrides(lazy, ["model.backbone.bottom_up.stages.norm=RMS"])
