@@ -1,7 +1,6 @@
 """frn-det-train / tools/train_net.py: Detectron2's train_net command line (--config-file,
 --num-gpus, --eval-only, --resume, overrides) with frn-det's YAML-config training
 (frn_det/engine/training.py)."""
-from detectron2.engine import default_argument_parser
 from detectron2.utils.logger import setup_logger
 
 from ..config.build import build_config
@@ -9,18 +8,11 @@ from ..config.checks import check_config
 from ..data import check_register_coco
 from ..engine.training import train
 from ..layers import implementations
-from ..utils.imports import UserImportError, add_import_argument, import_requested
-from .workers import launch_workers
+from .workers import launch_workers, parse_training_args
 
 
 def main(argv=None) -> None:
-    parser = add_import_argument(default_argument_parser())
-    args = parser.parse_args(argv)
-    print("Command Line Args:", args)
-    try:
-        import_requested(args)  # a user's norms (--import, FRN_DET_IMPORTS), before the config is read
-    except UserImportError as e:
-        parser.error(str(e))
+    args = parse_training_args(argv)
     setup_logger(name="frn_det")  # frn-det's own lines (Detectron2's default_setup sets up its loggers only)
     # Bad configs fail here, once, before any worker process starts or any folder is made.
     cfg = build_config(args.config_file, args.opts)
