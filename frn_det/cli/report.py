@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from ..report.comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, parse_comparison
 from ..report.load import ReportError
-from ..report.write import write_report
+from ..report.write import plan_seeds, write_report
 
 PLAN_EFFECTS = (0.25, 0.5, 1.0, 2.0)  # AP points --plan-seeds prints without --effect
 
@@ -41,18 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "seed and test-image variances, and write nothing")
     return p
 
-
-def plan_seeds(sweep_dirs, effects, primary=None) -> str:
-    """The planning table of a finished sweep (tables.plan_table of its box AP differences)."""
-    from ..report.comparisons import sweep_results
-    from ..report.load import load_runs
-    from ..report.samples import attach_samples
-    from ..report.tables import plan_table
-    from ..report.write import recorded_primary
-
-    runs = load_runs(sweep_dirs)
-    results = sweep_results(runs, attach_samples(runs), primary=recorded_primary(runs) if primary is None else primary)
-    return plan_table(results, effects)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,11 +9,11 @@ from ..utils.atomic import write_atomic, write_text_atomic
 from .comparisons import DEFAULT_EFFECT, DEFAULT_PRIMARY, fixed_lr_runs, results_json, sweep_results
 from .curves import has_training_logs, plot_training_curves
 from .latex import runs_to_latex
-from .load import ReportError, has_masks, load_runs_and_skipped
+from .load import ReportError, has_masks, load_runs, load_runs_and_skipped
 from .plots import plot_ap_vs_ims
 from .references import load_references
 from .samples import attach_samples
-from .tables import runs_to_csv, runs_to_markdown
+from .tables import plan_table, runs_to_csv, runs_to_markdown
 
 PLOT_NAME = "ap_vs_ims_per_gpu.png"
 CURVES_NAME = "training_curves.png"
@@ -82,3 +82,10 @@ def write_report(sweep_dirs: Sequence[Path], out_dir: Optional[Path] = None,
     paths["md"] = write_text_atomic(out_dir / "results.md", md)
     paths["tex"] = write_text_atomic(out_dir / "results.tex", runs_to_latex(runs, results))
     return paths
+
+
+def plan_seeds(sweep_dirs, effects, primary=None) -> str:
+    """The planning table of a finished sweep (tables.plan_table of its box AP differences)."""
+    runs = load_runs(sweep_dirs)
+    results = sweep_results(runs, attach_samples(runs), primary=recorded_primary(runs) if primary is None else primary)
+    return plan_table(results, effects)
