@@ -3,7 +3,7 @@ saves (test_frn_fused.py, test_frn_triton.py), and the module/relu execution tra
 (test_models.py, test_norms.py, test_lazyconfig.py)."""
 import torch
 
-from frn_det.layers.frn import frn_reference
+from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.utils.saved_tensors import saved_storages  # noqa: F401 (re-exported for the tests)
 
 EPS = 1e-3
@@ -70,3 +70,24 @@ def batch(n=2, size=64, seed=0):
         inst.gt_classes = torch.tensor([1])
         out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
     return out
+
+
+def module_against_reference(impl, shape, tlu, learnable_eps, dtype=torch.float32, device="cpu"):
+    """An FRN module of `impl` with the random parameters of a "reference" one, and both
+    modules' (output, gradients of x and the parameters) on one random input of `shape`:
+    (module, reference, x, [(out, grads) of the reference, (out, grads) of the module])."""
+    torch.manual_seed(6)
+    c = shape[1]
+    ref = FilterResponseNorm2d(c, tlu=tlu, learnable_eps=learnable_eps, impl="reference").to(device, dtype)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.5)
+    module = FilterResponseNorm2d(c, tlu=tlu, learnable_eps=learnable_eps, impl=impl).to(device, dtype)
+    module.load_state_dict(ref.state_dict())
+    x = torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
+    dz = torch.randn(*shape, dtype=dtype, device=device)
+    results = []
+    for m in (ref, module):
+        out = m(x)
+        results.append((out, torch.autograd.grad(out, [x] + list(m.parameters()), dz)))
+    return module, ref, x, results

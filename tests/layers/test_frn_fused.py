@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from frn_testing import EPS, make_params, ref_forward, rel_err, run, saved_storages
+from frn_testing import EPS, make_params, module_against_reference, ref_forward, rel_err, run, saved_storages
 
 from frn_det.layers import cpu_ops as frn_cpp  # the C++ library loader (was layers/frn_cpp.py)
 from frn_det.layers.frn import FilterResponseNorm2d
@@ -136,20 +136,7 @@ def test_low_precision_close_to_float32_reference(backend, dtype, shape, channel
 @pytest.mark.parametrize("learnable_eps", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_module_fused_equals_reference(tlu, learnable_eps, dtype):
-    torch.manual_seed(6)
-    ref = FilterResponseNorm2d(24, tlu=tlu, learnable_eps=learnable_eps, impl="reference").to(dtype)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.normal_(0.0, 0.5)
-    fused = FilterResponseNorm2d(24, tlu=tlu, learnable_eps=learnable_eps, impl="fused").to(dtype)
-    fused.load_state_dict(ref.state_dict())
-    x = torch.randn(3, 24, 10, 9, dtype=dtype, requires_grad=True)
-    dz = torch.randn(3, 24, 10, 9, dtype=dtype)
-    results = []
-    for m in (ref, fused):
-        out = m(x)
-        grads = torch.autograd.grad(out, [x] + list(m.parameters()), dz)
-        results.append((out, grads))
+    fused, ref, x, results = module_against_reference("fused", (3, 24, 10, 9), tlu, learnable_eps, dtype)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results[1][0], results[0][0], **tol)
     for g_fused, g_ref in zip(results[1][1], results[0][1]):

@@ -16,7 +16,7 @@ are kept tiny there; on a GPU the tests add backbone- and head-sized tensors
 import frn_testing
 import pytest
 import torch
-from frn_testing import EPS, ref_forward, rel_err, run, saved_storages
+from frn_testing import EPS, module_against_reference, ref_forward, rel_err, run, saved_storages
 
 from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn import fused as fused_mod
@@ -293,19 +293,7 @@ def test_tie_with_tau_sends_gradient_to_tau(dev):
 @pytest.mark.parametrize("tlu", [True, False])
 @pytest.mark.parametrize("learnable_eps", [False, True])
 def test_module_triton_equals_reference(dev, tlu, learnable_eps):
-    torch.manual_seed(6)
-    ref = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="reference").to(dev)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.normal_(0.0, 0.5)
-    tri = FilterResponseNorm2d(6, tlu=tlu, learnable_eps=learnable_eps, impl="triton").to(dev)
-    tri.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 6, 5, 4, device=dev, requires_grad=True)
-    dz = torch.randn(2, 6, 5, 4, device=dev)
-    results = []
-    for m in (ref, tri):
-        out = m(x)
-        results.append((out, torch.autograd.grad(out, [x] + list(m.parameters()), dz)))
+    tri, _, x, results = module_against_reference("triton", (2, 6, 5, 4), tlu, learnable_eps, device=dev)
     assert tri(x).grad_fn.name() == "FRNTritonFunctionBackward"
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
     for g_tri, g_ref in zip(results[1][1], results[0][1]):
