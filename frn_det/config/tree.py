@@ -11,7 +11,8 @@ def get_key(tree, dotted: str, default=_REQUIRED):
     """tree["a"]["b"]["c"] for "a.b.c"; `default` where a part is missing (KeyError without one)."""
     node = tree
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) and not hasattr(node, "items") or part not in node:
+        is_tree = isinstance(node, Mapping) or hasattr(node, "items")
+        if not is_tree or part not in node:
             if default is _REQUIRED:
                 raise KeyError(dotted)
             return default

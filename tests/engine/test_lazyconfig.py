@@ -21,7 +21,17 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier
 from frn_testing import record_execution
 from harness import REPO, run_tool, tiny_cfg
-from lazy_testing import LAZY, NORM_KEY, TINY_LAZY, TINY_MASK_LAZY, lazy_cfg, lazy_model, shapes, small_val_set
+from lazy_testing import (
+    LAZY,
+    NORM_KEY,
+    TINY_LAZY,
+    TINY_MASK_LAZY,
+    lazy_cfg,
+    lazy_model,
+    shapes,
+    small_val_set,
+    yaml_and_lazy_models,
+)
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
@@ -63,10 +73,7 @@ PARITY_NORMS = ["FRN", "GN", "BN", "GN+TLU"]
 
 @pytest.mark.parametrize("norm", PARITY_NORMS)
 def test_tiny_lazy_model_equals_the_yaml_model(norm):
-    torch.manual_seed(0)
-    yaml_model = build_model(tiny_cfg(norm))
-    torch.manual_seed(0)
-    lazy = lazy_model(norm)
+    yaml_model, lazy = yaml_and_lazy_models(norm)
     assert shapes(lazy) == shapes(yaml_model)
     assert len(shapes(lazy)) > 100
     assert repr(lazy) == repr(yaml_model)  # module for module, activations included

@@ -33,6 +33,22 @@ def run(fn, x, params, dz):
     return out.detach(), list(grads)
 
 
+def assert_low_precision_close_to_reference(fn, x, params, dz):
+    """fn on bf16/fp16 x and dz against the float32 reference of the same (rounded) inputs:
+    output and dx in x's dtype, float32 parameter gradients, each within a few units of the
+    format's rounding."""
+    dtype = x.dtype
+    out, grads = run(fn, x, params, dz)
+    ref_out, ref_grads = run(ref_forward, x.float(), params, dz.float())
+    assert out.dtype == dtype and grads[0].dtype == dtype
+    assert all(gr.dtype == torch.float32 for gr in grads[1:])
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    assert rel_err(out, ref_out) < 2 * ulp
+    assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
+    for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients are float32 sums
+        assert rel_err(got, want) < 2 * ulp
+
+
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 

@@ -2,7 +2,7 @@
 model's parameter shapes, a quick validation set."""
 
 from detectron2.config import LazyConfig, instantiate
-from harness import REPO, write_small_val
+from harness import REPO, tiny_cfg, write_small_val
 
 LAZY = REPO / "configs" / "lazy"
 
@@ -34,3 +34,15 @@ def small_val_set(tmp_path, n=12):
     dataloader.prepare.register_coco entry (a quick evaluation)."""
     path, image_root = write_small_val(tmp_path, n)
     return f"[[small_val,{path},{image_root}]]"
+
+
+def yaml_and_lazy_models(norm):
+    """The tiny RetinaNet with `norm` built from the YAML config and from the LazyConfig,
+    each from seed 0 (the builders create modules in the same order: the same weights)."""
+    import torch
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    yaml_model = build_model(tiny_cfg(norm))
+    torch.manual_seed(0)
+    return yaml_model, lazy_model(norm)

@@ -14,7 +14,7 @@ from detectron2.utils.events import EventStorage
 from frn_testing import batch as retinanet_batch  # two tiny images, one box each
 from frn_testing import record_execution
 from harness import compose_job, tiny_cfg
-from lazy_testing import lazy_model, shapes
+from lazy_testing import shapes, yaml_and_lazy_models
 from rcnn_testing import rcnn_training_batch, tiny_rcnn
 from torch import nn
 from torch.nn.utils import parametrize
@@ -609,10 +609,6 @@ def test_published_references_load_with_their_protocol(name, count, norms):
 
 @pytest.mark.parametrize("norm", NEW)
 def test_lazy_config_model_is_the_yaml_model(norm):
-
-    torch.manual_seed(0)
-    yaml_model = build_model(tiny_cfg(norm))
-    torch.manual_seed(0)
-    lazy = lazy_model(norm)
+    yaml_model, lazy = yaml_and_lazy_models(norm)
     assert shapes(lazy) == shapes(yaml_model) and repr(lazy) == repr(yaml_model)  # adapted layers included
     check_adapted(lazy, norm)

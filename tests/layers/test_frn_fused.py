@@ -10,7 +10,15 @@ import time
 
 import pytest
 import torch
-from frn_testing import EPS, make_params, module_against_reference, ref_forward, rel_err, run, saved_storages
+from frn_testing import (
+    EPS,
+    assert_low_precision_close_to_reference,
+    make_params,
+    module_against_reference,
+    ref_forward,
+    run,
+    saved_storages,
+)
 
 from frn_det.layers import cpu_ops as frn_cpp  # the C++ library loader (was layers/frn_cpp.py)
 from frn_det.layers.frn import FilterResponseNorm2d
@@ -121,15 +129,7 @@ def test_low_precision_close_to_float32_reference(backend, dtype, shape, channel
         x = x.to(memory_format=torch.channels_last)
     dz = torch.randn(shape, generator=g).to(dtype)
     params = make_params(shape[1], tlu=True, learn_eps=True, dtype=torch.float32)
-    out, grads = run(fused(backend), x, params, dz)
-    ref_out, ref_grads = run(ref_forward, x.float(), params, dz.float())
-    assert out.dtype == dtype and grads[0].dtype == dtype
-    assert all(gr.dtype == torch.float32 for gr in grads[1:])
-    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
-    assert rel_err(out, ref_out) < 2 * ulp
-    assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
-    for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients are float32 sums
-        assert rel_err(got, want) < 2 * ulp
+    assert_low_precision_close_to_reference(fused(backend), x, params, dz)
 
 
 @pytest.mark.parametrize("tlu", [True, False])

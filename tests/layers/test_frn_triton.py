@@ -16,7 +16,15 @@ are kept tiny there; on a GPU the tests add backbone- and head-sized tensors
 import frn_testing
 import pytest
 import torch
-from frn_testing import EPS, module_against_reference, ref_forward, rel_err, run, saved_storages
+from frn_testing import (
+    EPS,
+    assert_low_precision_close_to_reference,
+    module_against_reference,
+    ref_forward,
+    rel_err,
+    run,
+    saved_storages,
+)
 
 from frn_det.layers.frn import FilterResponseNorm2d, frn_reference
 from frn_det.layers.frn import fused as fused_mod
@@ -180,15 +188,7 @@ def test_low_precision_close_to_float32_reference(dev, monkeypatch, dtype, layou
     g = torch.Generator().manual_seed(3)
     x, dz = on(dev, torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype))
     params = make_params(shape[1], tlu=True, learn_eps=True, device=dev)
-    out, grads = run(triton_fn, x, params, dz)
-    ref_out, ref_grads = run(ref_forward, x.float(), params, dz.float())
-    assert out.dtype == dtype and grads[0].dtype == dtype
-    assert all(gr.dtype == torch.float32 for gr in grads[1:])
-    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
-    assert rel_err(out, ref_out) < 2 * ulp
-    assert rel_err(grads[0], ref_grads[0]) < 4 * ulp
-    for got, want in zip(grads[1:], ref_grads[1:]):  # parameter gradients are float32 sums
-        assert rel_err(got, want) < 2 * ulp
+    assert_low_precision_close_to_reference(triton_fn, x, params, dz)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
